@@ -4,7 +4,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run sim test lint proto proto-check bench clean
+.PHONY: install run sim test lint proto buf bench clean
+
+PROTOS    := $(wildcard protos/ibgateway/v1/*.proto)
+STUBS_DIR := client_stubs/python
+BUF       := .tools/node_modules/.bin/buf
+BUF_VERSION := 1.75.0
 
 install: $(STAMP)
 
@@ -26,7 +31,23 @@ sim: install
 test: install
 	$(PY) -m pytest
 
-lint: install
+## regenerate the committed Python stubs (messages, gRPC stubs, .pyi type stubs)
+proto: install
+	rm -f $(STUBS_DIR)/ibgateway/v1/*_pb2*.py $(STUBS_DIR)/ibgateway/v1/*_pb2*.pyi
+	$(PY) -m grpc_tools.protoc -I protos \
+	    --python_out=$(STUBS_DIR) --grpc_python_out=$(STUBS_DIR) \
+	    --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=$(STUBS_DIR) \
+	    --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=$(STUBS_DIR) \
+	    $(PROTOS)
+
+## buf (from the npm registry) for `buf lint` on the protos
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+buf: $(BUF)
+
+lint: install $(BUF)
+	$(BUF) lint
 	$(VENV)/bin/ruff check server tests bench
 	$(VENV)/bin/ruff format --check server tests bench
 	$(VENV)/bin/mypy

@@ -1,0 +1,1 @@
+"""Generated Python stubs of the ibgateway API (package ibgateway.v1)."""
