@@ -1,0 +1,1 @@
+"""ibgateway_server: the gRPC gateway to Interactive Brokers (server side)."""

@@ -1,0 +1,228 @@
+"""Gateway settings: environment (IBKR_* for the TWS connection, IBGW_* for the gateway),
+overridden by CLI flags (passed as keyword arguments to :class:`Settings`).
+
+Validation happens at start-up; :func:`load` turns a pydantic error into one readable line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Backend = Literal["sim", "tws"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def _env(name: str, field: str) -> AliasChoices:
+    # The env var name, plus the field name itself so CLI overrides can use it.
+    return AliasChoices(name, field)
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message is one line fit for an operator."""
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """Split "host:port" / "[v6]:port"; raises ValueError with a readable message."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{address!r} is not HOST:PORT")
+    host = host.strip("[]")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{address!r}: port must be a number 0-65535")
+    return host, int(port_text)
+
+
+class Settings(BaseSettings):
+    """Every setting of the gateway. Attribute names are short; env names are documented."""
+
+    model_config = SettingsConfigDict(
+        env_file=None, case_sensitive=False, populate_by_name=True, extra="forbid"
+    )
+
+    # --- TWS / IB Gateway connection (names from the seed configuration) ---
+    ibkr_host: str = Field("127.0.0.1", validation_alias=_env("IBKR_HOST", "ibkr_host"))
+    ibkr_port: int = Field(7497, validation_alias=_env("IBKR_PORT", "ibkr_port"))
+    ibkr_client_id: int = Field(1, validation_alias=_env("IBKR_CLIENT_ID", "ibkr_client_id"))
+    ibkr_timeout: float = Field(10.0, validation_alias=_env("IBKR_TIMEOUT", "ibkr_timeout"))
+    ibkr_account: str = Field("", validation_alias=_env("IBKR_ACCOUNT", "ibkr_account"))
+
+    # --- gateway ---
+    backend: Backend = Field("sim", validation_alias=_env("IBGW_BACKEND", "backend"))
+    listen: str = Field("127.0.0.1:50051", validation_alias=_env("IBGW_LISTEN", "listen"))
+    read_only: bool = Field(False, validation_alias=_env("IBGW_READ_ONLY", "read_only"))
+    allow_live_trading: bool = Field(
+        False, validation_alias=_env("IBGW_ALLOW_LIVE_TRADING", "allow_live_trading")
+    )
+    quote_line_budget: int = Field(
+        100, validation_alias=_env("IBGW_QUOTE_LINE_BUDGET", "quote_line_budget")
+    )
+    heartbeat_seconds: float = Field(
+        5.0, validation_alias=_env("IBGW_HEARTBEAT_SECONDS", "heartbeat_seconds")
+    )
+    log_level: LogLevel = Field("INFO", validation_alias=_env("IBGW_LOG_LEVEL", "log_level"))
+    metrics_port: int | None = Field(
+        None, validation_alias=_env("IBGW_METRICS_PORT", "metrics_port")
+    )
+    shutdown_grace: float = Field(
+        5.0, validation_alias=_env("IBGW_SHUTDOWN_GRACE", "shutdown_grace")
+    )
+    check_symbol: str = Field("AAPL", validation_alias=_env("IBGW_CHECK_SYMBOL", "check_symbol"))
+
+    # --- reconnect policy (exponential backoff with jitter; 0 attempts = never give up) ---
+    reconnect_initial_delay: float = Field(
+        0.5, validation_alias=_env("IBGW_RECONNECT_INITIAL_DELAY", "reconnect_initial_delay")
+    )
+    reconnect_max_delay: float = Field(
+        30.0, validation_alias=_env("IBGW_RECONNECT_MAX_DELAY", "reconnect_max_delay")
+    )
+    reconnect_max_attempts: int = Field(
+        0, validation_alias=_env("IBGW_RECONNECT_MAX_ATTEMPTS", "reconnect_max_attempts")
+    )
+
+    # --- embedded simulator (backend "sim") ---
+    sim_port: int = Field(0, validation_alias=_env("IBGW_SIM_PORT", "sim_port"))
+    sim_seed: int | None = Field(None, validation_alias=_env("IBGW_SIM_SEED", "sim_seed"))
+    sim_tick_interval: float | None = Field(
+        None, validation_alias=_env("IBGW_SIM_TICK_INTERVAL", "sim_tick_interval")
+    )
+
+    # --- security (optional) ---
+    tls_cert: Path | None = Field(None, validation_alias=_env("IBGW_TLS_CERT", "tls_cert"))
+    tls_key: Path | None = Field(None, validation_alias=_env("IBGW_TLS_KEY", "tls_key"))
+    tls_client_ca: Path | None = Field(
+        None, validation_alias=_env("IBGW_TLS_CLIENT_CA", "tls_client_ca")
+    )
+    auth_tokens: str | None = Field(
+        None, validation_alias=_env("IBGW_AUTH_TOKENS", "auth_tokens"), repr=False
+    )
+    auth_tokens_file: Path | None = Field(
+        None, validation_alias=_env("IBGW_AUTH_TOKENS_FILE", "auth_tokens_file")
+    )
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _lower_backend(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("metrics_port", "sim_seed", "sim_tick_interval", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("ibkr_port")
+    @classmethod
+    def _tws_port(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError(f"{value} is not a TCP port (1-65535)")
+        return value
+
+    @field_validator("sim_port", "metrics_port")
+    @classmethod
+    def _port_or_zero(cls, value: int | None) -> int | None:
+        if value is not None and not 0 <= value <= 65535:
+            raise ValueError(f"{value} is not a TCP port (0-65535)")
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, _ = split_host_port(value)
+        if host not in ("localhost", "*"):
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ValueError(f"{value!r}: host must be an IP address or localhost") from None
+        return value
+
+    @field_validator("ibkr_client_id")
+    @classmethod
+    def _client_id(cls, value: int) -> int:
+        if not 0 <= value <= 2**31 - 1:
+            raise ValueError("client id must be between 0 and 2147483647")
+        return value
+
+    @field_validator(
+        "ibkr_timeout", "heartbeat_seconds", "reconnect_initial_delay", "reconnect_max_delay"
+    )
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+    @field_validator("shutdown_grace")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must be 0 or more")
+        return value
+
+    @field_validator("quote_line_budget")
+    @classmethod
+    def _budget(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("reconnect_max_attempts")
+    @classmethod
+    def _attempts(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 (never give up) or more")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("IBGW_TLS_CERT and IBGW_TLS_KEY must be given together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("IBGW_TLS_CLIENT_CA (mutual TLS) needs IBGW_TLS_CERT/IBGW_TLS_KEY")
+        return self
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        return split_host_port(self.listen)
+
+
+# Field name → env var, for error messages and docs.
+ENV_NAMES: dict[str, str] = {
+    name: str(field.validation_alias.choices[0])  # type: ignore[union-attr]
+    for name, field in Settings.model_fields.items()
+}
+
+
+def load(**overrides: object) -> Settings:
+    """Settings from the environment with CLI overrides (None = not given).
+
+    Raises ConfigError with one line naming the setting, its env var and the problem.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        name = loc[0] if loc else ""
+        env = ENV_NAMES.get(name, name.upper())
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if "input" in err and name and not isinstance(err["input"], dict):
+            shown = "***" if name == "auth_tokens" else repr(err["input"])
+            parts.append(f"{env}={shown}: {msg}" if env else msg)
+        else:
+            parts.append(f"{env}: {msg}" if env else msg)
+    return "invalid configuration: " + "; ".join(parts)
