@@ -1,0 +1,32 @@
+"""Everything that shapes one simulator run, with defaults that behave like a fresh paper account."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .versions import MAX_SERVER_VERSION
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """Settings of a :class:`~tws_simulator.TwsSimulator`.
+
+    ``tick_interval`` is the time between two market steps; every step moves every
+    instrument, so the universe changes ``len(universe) / tick_interval`` quotes a second.
+    ``positions`` maps a symbol ("AAPL", "EUR.USD") to (quantity, average cost).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: the OS picks a free port (read it back from ``sim.port``)
+    seed: int | None = None
+    tick_interval: float = 0.25
+    cash: float = 1_000_000.0
+    positions: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    account_id: str = "DU1234567"
+    line_limit: int = 100  # simultaneous market data lines over all clients
+    live_market_data: bool = True  # False: like an account without market data subscriptions
+    max_server_version: int = MAX_SERVER_VERSION
+    account_update_interval: float = 1.0  # how often portfolios and values follow prices
+    pnl_interval: float = 1.0  # how often reqPnL / reqPnLSingle subscribers get an update
+    first_order_id: int = 1  # nextValidId of the first connection

@@ -1,0 +1,271 @@
+"""A seedable random-walk market: one live quote per instrument, always on the tick grid."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from .instruments import Instrument, Universe
+
+log = logging.getLogger(__name__)
+
+QuoteListener = Callable[[int, "Quote"], None]
+
+# Most batches stay tiny; this bounds the catch-up work after the loop was blocked.
+_MAX_STEPS_PER_WAKE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The state of one instrument's market at one moment (immutable: a new one per change)."""
+
+    bid: float
+    ask: float
+    last: float
+    bid_size: Decimal
+    ask_size: Decimal
+    last_size: Decimal
+    volume: Decimal
+    high: float
+    low: float
+    close: float  # the previous session's close
+    open: float
+    last_time: int  # epoch seconds of the last trade
+
+    @property
+    def midpoint(self) -> float:
+        return (self.bid + self.ask) / 2
+
+
+def _decimals(tick: float) -> int:
+    """How many decimals a price on this tick grid needs (0.01 → 2, 0.00005 → 5)."""
+    exponent = Decimal(str(tick)).normalize().as_tuple().exponent
+    return max(0, -int(exponent))
+
+
+class _Walker:
+    """The random walk of one instrument, in integer ticks so prices stay on the grid."""
+
+    __slots__ = (
+        "_decimals",
+        "_is_cash",
+        "_lot",
+        "_rng",
+        "_spread",
+        "_tick",
+        "_vol",
+        "inst",
+        "mid_ticks",
+        "quote",
+    )
+
+    def __init__(self, inst: Instrument, rng: random.Random, now: int) -> None:
+        self.inst = inst
+        self._rng = rng
+        self._tick = inst.min_tick
+        self._decimals = _decimals(inst.min_tick)
+        self._spread = inst.spread_ticks
+        self._lot = inst.lot_size
+        self._vol = inst.volatility
+        self._is_cash = inst.is_cash
+        self.mid_ticks = float(round(inst.start_price / self._tick))
+        close = self._price(round(self.mid_ticks * (1 + rng.uniform(-0.01, 0.01))))
+        bid_t, ask_t = self._bid_ask_ticks()
+        bid, ask = self._price(bid_t), self._price(ask_t)
+        last = self._price(round(self.mid_ticks)) if self._is_cash else ask
+        volume = Decimal(0) if self._is_cash else Decimal(self._lot * rng.randint(1_000, 50_000))
+        self.quote = Quote(
+            bid=bid,
+            ask=ask,
+            last=last,
+            bid_size=self._size(),
+            ask_size=self._size(),
+            last_size=Decimal(0) if self._is_cash else Decimal(self._lot),
+            volume=volume,
+            high=max(last, close),
+            low=min(last, close),
+            close=close,
+            open=close,
+            last_time=now,
+        )
+
+    def _price(self, ticks: int) -> float:
+        return round(ticks * self._tick, self._decimals)
+
+    def _size(self) -> Decimal:
+        return Decimal(self._lot * self._rng.randint(1, 20))
+
+    def _bid_ask_ticks(self) -> tuple[int, int]:
+        # Mostly the tightest spread, sometimes one or two ticks wider.
+        r = self._rng.random()
+        spread = self._spread + (0 if r < 0.7 else 1 if r < 0.93 else 2)
+        bid = math.floor(self.mid_ticks - spread / 2)
+        return bid, bid + spread
+
+    def step(self, now: int) -> Quote:
+        rng = self._rng
+        q = self.quote
+        # Relative move, expressed in ticks; the floor keeps prices positive.
+        self.mid_ticks = max(
+            self._spread + 1.0, self.mid_ticks * (1.0 + self._vol * rng.gauss(0.0, 1.0))
+        )
+        bid_t, ask_t = self._bid_ask_ticks()
+        bid, ask = self._price(bid_t), self._price(ask_t)
+        bid_size = self._size() if bid != q.bid or rng.random() < 0.5 else q.bid_size
+        ask_size = self._size() if ask != q.ask or rng.random() < 0.5 else q.ask_size
+        last, last_size, volume, last_time = q.last, q.last_size, q.volume, q.last_time
+        high, low = q.high, q.low
+        if self._is_cash:
+            # Forex has no trades: "last" follows the midpoint so stops have a reference.
+            last = self._price(round(self.mid_ticks))
+        elif rng.random() < 0.4:
+            last = bid if rng.random() < 0.5 else ask
+            lots = rng.randint(1, 5) if rng.random() < 0.8 else 0
+            last_size = Decimal(self._lot * lots if lots else rng.randint(1, 99))
+            volume = volume + last_size
+            last_time = now
+        if last > high:
+            high = last
+        elif last < low:
+            low = last
+        self.quote = Quote(
+            bid, ask, last, bid_size, ask_size, last_size, volume, high, low, q.close, q.open,
+            last_time,
+        )
+        return self.quote
+
+    def move_to(self, price: float, now: int) -> Quote:
+        """Put the midpoint at ``price`` (for tests and scripted scenarios)."""
+        self.mid_ticks = price / self._tick
+        q = self.quote
+        bid_t, ask_t = self._bid_ask_ticks()
+        bid, ask = self._price(bid_t), self._price(ask_t)
+        last = self._price(round(self.mid_ticks))
+        self.quote = Quote(
+            bid,
+            ask,
+            last,
+            q.bid_size,
+            q.ask_size,
+            q.last_size,
+            q.volume,
+            max(q.high, last),
+            min(q.low, last),
+            q.close,
+            q.open,
+            now,
+        )
+        return self.quote
+
+
+class Market:
+    """Quotes for every instrument of the universe, moved by a random walk on a timer.
+
+    ``tick_interval`` is the time between two steps; each step updates every instrument,
+    so the total rate of quote changes is ``len(universe) / tick_interval`` per second.
+    Listeners are called synchronously on every change; keep them cheap.
+    """
+
+    def __init__(
+        self,
+        universe: Universe,
+        *,
+        seed: int | None = None,
+        tick_interval: float = 0.25,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if tick_interval <= 0:
+            raise ValueError("tick_interval must be positive")
+        self.universe = universe
+        self.tick_interval = tick_interval
+        self.paused = False  # the offline fault: prices freeze and nothing is published
+        self._clock = clock
+        rng = random.Random(seed)
+        now = int(clock())
+        # One generator per instrument, so subscribing to one never changes another's walk.
+        self._walkers = {
+            inst.con_id: _Walker(inst, random.Random(rng.getrandbits(64)), now)
+            for inst in universe.instruments
+        }
+        self._walker_list = list(self._walkers.values())
+        self._listeners: list[QuoteListener] = []
+        self._task: asyncio.Task[None] | None = None
+        self.steps = 0
+
+    # -- reading -------------------------------------------------------------------------
+
+    def quote(self, con_id: int) -> Quote:
+        return self._walkers[con_id].quote
+
+    def add_listener(self, fn: QuoteListener) -> Callable[[], None]:
+        """Call ``fn(con_id, quote)`` on every quote change; returns the unsubscribe function."""
+        self._listeners.append(fn)
+
+        def remove() -> None:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
+
+        return remove
+
+    # -- moving --------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Advance every instrument by one random-walk step and publish the new quotes."""
+        now = int(self._clock())
+        self.steps += 1
+        for walker in self._walker_list:
+            self._publish(walker.inst.con_id, walker.step(now))
+
+    def move_to(self, con_id: int, price: float) -> Quote:
+        """Jump one instrument's midpoint to ``price`` and publish it (tests, scenarios)."""
+        quote = self._walkers[con_id].move_to(price, int(self._clock()))
+        self._publish(con_id, quote)
+        return quote
+
+    def _publish(self, con_id: int, quote: Quote) -> None:
+        for fn in self._listeners:
+            try:
+                fn(con_id, quote)
+            except Exception:
+                log.exception("quote listener %r failed", fn)
+
+    # -- running -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="market")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.tick_interval
+        next_time = loop.time() + interval
+        while True:
+            delay = next_time - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            # Steps that fell due while we slept run back to back, so high rates hold.
+            now = loop.time()
+            due = int((now - next_time) / interval) + 1
+            if due > _MAX_STEPS_PER_WAKE:
+                due = _MAX_STEPS_PER_WAKE
+                next_time = now
+            next_time += due * interval
+            if self.paused:
+                continue
+            for _ in range(due):
+                self.step()
