@@ -1,0 +1,346 @@
+"""Server interceptors: error mapping, access logging and Prometheus metrics.
+
+Order on the server (outermost first): metrics → access log → error mapping → servicer.
+The error mapper turns every exception into a rich google.rpc.Status (never UNKNOWN,
+never a traceback); the outer two observe the final code through a per-call
+:class:`RpcOutcome` kept in a context variable (interceptors and the handler share one
+contextvars.Context per call).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ibgateway_server import errors
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("ibgateway_server.access")
+
+Behavior = Callable[..., Any]
+
+
+@dataclass
+class RpcOutcome:
+    """What became of one call (filled in by the error mapper)."""
+
+    code: grpc.StatusCode | None = None
+    reason: str = ""
+
+
+_outcome: contextvars.ContextVar[RpcOutcome | None] = contextvars.ContextVar(
+    "ibgw_rpc_outcome", default=None
+)
+
+
+def _current_outcome() -> RpcOutcome:
+    outcome = _outcome.get()
+    if outcome is None:
+        outcome = RpcOutcome()
+        _outcome.set(outcome)
+    return outcome
+
+
+def _final_code(outcome: RpcOutcome, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    code = outcome.code or context.code()
+    if code is None:
+        return "OK"
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return str(code)
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """ "/pkg.Service/Method" → ("pkg.Service", "Method")."""
+    _, _, rest = full_method.partition("/")
+    service, _, method = rest.partition("/")
+    return service or "unknown", method or "unknown"
+
+
+class _WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each handler's behaviour with :meth:`unary` / :meth:`stream`."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method
+        return self._wrap(handler, method)
+
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method, "unary"), **kwargs
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_streaming(handler.unary_stream, method, "server_stream"), **kwargs
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(handler.stream_unary, method, "client_stream"), **kwargs
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_streaming(handler.stream_stream, method, "bidi_stream"), **kwargs
+            )
+        return handler
+
+    def _wrap_unary(self, behavior: Behavior, method: str, kind: str) -> Behavior:
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            return await self.unary(method, kind, behavior, request, context)
+
+        return unary
+
+    def _wrap_streaming(self, behavior: Behavior, method: str, kind: str) -> Behavior:
+        if not inspect.isasyncgenfunction(behavior):
+            # a streaming handler written with `await context.write(...)`
+            return self._wrap_unary(behavior, method, kind)
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async for item in self.stream(method, kind, behavior, request, context):
+                yield item
+
+        return stream
+
+    async def unary(
+        self,
+        method: str,
+        kind: str,
+        behavior: Behavior,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> Any:
+        return await behavior(request, context)
+
+    async def stream(
+        self,
+        method: str,
+        kind: str,
+        behavior: Behavior,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[Any]:
+        async for item in behavior(request, context):
+            yield item
+
+
+class ErrorMappingInterceptor(_WrappingInterceptor):
+    """Every exception → google.rpc.Status with ErrorInfo (see errors.py)."""
+
+    async def unary(
+        self,
+        method: str,
+        kind: str,
+        behavior: Behavior,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> Any:
+        try:
+            return await behavior(request, context)
+        except Exception as exc:
+            await self._abort(method, context, exc)
+
+    async def stream(
+        self,
+        method: str,
+        kind: str,
+        behavior: Behavior,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[Any]:
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except Exception as exc:
+            await self._abort(method, context, exc)
+
+    async def _abort(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any], exc: Exception
+    ) -> None:
+        if isinstance(exc, grpc.aio.AbortError):
+            raise exc  # the servicer aborted with its own status
+        err = errors.from_exception(exc)
+        if err is None:
+            log.error("unexpected error in %s", method, exc_info=exc)
+            err = errors.internal_error()
+        else:
+            log.debug("%s failed: %r", method, err)
+        outcome = _current_outcome()
+        outcome.code, outcome.reason = err.code, err.reason
+        await context.abort_with_status(err.to_grpc_status())
+
+
+class AccessLogInterceptor(_WrappingInterceptor):
+    """One log line per finished call: method, peer, code, reason, duration."""
+
+    async def unary(
+        self,
+        method: str,
+        kind: str,
+        behavior: Behavior,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> Any:
+        outcome = _current_outcome()
+        start = time.perf_counter()
+        try:
+            return await behavior(request, context)
+        finally:
+            self._log(method, context, outcome, start)
+
+    async def stream(
+        self,
+        method: str,
+        kind: str,
+        behavior: Behavior,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[Any]:
+        outcome = _current_outcome()
+        start = time.perf_counter()
+        access_log.debug("%s stream opened by %s", method, context.peer())
+        try:
+            async for item in behavior(request, context):
+                yield item
+        finally:
+            self._log(method, context, outcome, start)
+
+    @staticmethod
+    def _log(
+        method: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        outcome: RpcOutcome,
+        start: float,
+    ) -> None:
+        code = _final_code(outcome, context)
+        level = logging.INFO if code in ("OK", "CANCELLED") else logging.WARNING
+        if code == "INTERNAL":
+            level = logging.ERROR
+        reason = f" {outcome.reason}" if outcome.reason else ""
+        access_log.log(
+            level,
+            "%s %s %s%s %.1fms",
+            method,
+            context.peer(),
+            code,
+            reason,
+            (time.perf_counter() - start) * 1000,
+        )
+
+
+class GatewayMetrics:
+    """Prometheus metrics of one gateway (own registry, so several can coexist)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.handled = Counter(
+            "ibgw_grpc_server_handled",
+            "gRPC calls completed, by method and status code",
+            ["grpc_service", "grpc_method", "grpc_code"],
+            registry=self.registry,
+        )
+        self.started = Counter(
+            "ibgw_grpc_server_started",
+            "gRPC calls started, by method",
+            ["grpc_service", "grpc_method", "grpc_type"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ibgw_grpc_server_handling_seconds",
+            "Time to complete a gRPC call (a stream: its whole life)",
+            ["grpc_service", "grpc_method", "grpc_type"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+            registry=self.registry,
+        )
+        self.ib_connected = Gauge(
+            "ibgw_ib_connected", "1 while the IB session is connected", registry=self.registry
+        )
+        self.ib_state = Gauge(
+            "ibgw_ib_session_state",
+            "1 for the IB session's current state",
+            ["state"],
+            registry=self.registry,
+        )
+        self.ib_disconnects = Counter(
+            "ibgw_ib_disconnects",
+            "IB connections lost (not counting requested disconnects)",
+            registry=self.registry,
+        )
+
+
+class MetricsInterceptor(_WrappingInterceptor):
+    """Counts and times every call by method and final status code."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+
+    async def unary(
+        self,
+        method: str,
+        kind: str,
+        behavior: Behavior,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> Any:
+        outcome = _current_outcome()
+        start = time.perf_counter()
+        self._started(method, kind)
+        try:
+            return await behavior(request, context)
+        finally:
+            self._done(method, kind, context, outcome, start)
+
+    async def stream(
+        self,
+        method: str,
+        kind: str,
+        behavior: Behavior,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[Any]:
+        outcome = _current_outcome()
+        start = time.perf_counter()
+        self._started(method, kind)
+        try:
+            async for item in behavior(request, context):
+                yield item
+        finally:
+            self._done(method, kind, context, outcome, start)
+
+    def _started(self, method: str, kind: str) -> None:
+        service, name = split_method(method)
+        self.metrics.started.labels(service, name, kind).inc()
+
+    def _done(
+        self,
+        method: str,
+        kind: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        outcome: RpcOutcome,
+        start: float,
+    ) -> None:
+        service, name = split_method(method)
+        self.metrics.handled.labels(service, name, _final_code(outcome, context)).inc()
+        self.metrics.latency.labels(service, name, kind).observe(time.perf_counter() - start)

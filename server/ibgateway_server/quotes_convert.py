@@ -1,0 +1,225 @@
+"""Quote conversions and the hand-made protobuf wire encoding of quote streams.
+
+Quotes are the hot path of the gateway: every IB update is encoded ONCE into the bytes of
+an ``ibgateway.v1.Quote`` and those bytes are reused for every subscriber. A stream message
+(``StreamQuotesResponse`` whose oneof holds a ``QuoteBatch``) is assembled by
+concatenating the pre-encoded quotes, which is valid protobuf: a length-delimited field on
+the wire is ``tag, length, bytes``, so a repeated message field is one such chunk per
+element and a message field (the oneof member) is one chunk wrapping its body. Any
+protobuf decoder (generated stubs, grpcurl via reflection) reads the result as a normal
+``StreamQuotesResponse``; the unit tests check that against the generated classes.
+
+The field numbers below must match ``protos/ibgateway/v1/market_data.proto`` and
+``common.proto``; ``tests/unit/test_quotes_convert.py`` checks them against the
+descriptors so that a proto change cannot silently break the encoding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import datetime
+
+from ibgateway.v1 import common_pb2, market_data_pb2
+from ibgateway_server.convert import decimal_text
+from ibgateway_server.ib_api import UNSET_DOUBLE, Ticker
+
+# --- wire constants ----------------------------------------------------------------------
+_WIRE_VARINT = 0
+_WIRE_LEN = 2
+
+# Quote fields (market_data.proto).
+QUOTE_CONTRACT = 1
+QUOTE_BID = 2
+QUOTE_ASK = 3
+QUOTE_LAST = 4
+QUOTE_BID_SIZE = 5
+QUOTE_ASK_SIZE = 6
+QUOTE_LAST_SIZE = 7
+QUOTE_VOLUME = 8
+QUOTE_HIGH = 9
+QUOTE_LOW = 10
+QUOTE_CLOSE = 11
+QUOTE_OPEN = 12
+QUOTE_TICK_TIME = 13
+QUOTE_RECEIVE_TIME = 14
+QUOTE_MARKET_DATA_TYPE = 15
+# QuoteBatch fields.
+BATCH_QUOTES = 1
+BATCH_CONFLATED_UPDATES = 2
+# StreamQuotesResponse oneof members.
+RESPONSE_QUOTES = 1
+# Decimal.value and Timestamp.seconds / .nanos.
+DECIMAL_VALUE = 1
+TIMESTAMP_SECONDS = 1
+TIMESTAMP_NANOS = 2
+
+# Ticker attribute → Quote field, in field order. Prices use IB's -1 for "no price".
+PRICE_FIELDS: tuple[tuple[str, int], ...] = (
+    ("bid", QUOTE_BID),
+    ("ask", QUOTE_ASK),
+    ("last", QUOTE_LAST),
+)
+SIZE_FIELDS: tuple[tuple[str, int], ...] = (
+    ("bidSize", QUOTE_BID_SIZE),
+    ("askSize", QUOTE_ASK_SIZE),
+    ("lastSize", QUOTE_LAST_SIZE),
+    ("volume", QUOTE_VOLUME),
+)
+SESSION_FIELDS: tuple[tuple[str, int], ...] = (
+    ("high", QUOTE_HIGH),
+    ("low", QUOTE_LOW),
+    ("close", QUOTE_CLOSE),
+    ("open", QUOTE_OPEN),
+)
+
+
+def varint(value: int) -> bytes:
+    """The protobuf base-128 varint of a non-negative integer."""
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def tag(field_number: int, wire_type: int) -> bytes:
+    return varint((field_number << 3) | wire_type)
+
+
+def length_delimited(field_number: int, payload: bytes) -> bytes:
+    """One length-delimited field: a sub-message, a string, or one repeated element."""
+    return tag(field_number, _WIRE_LEN) + varint(len(payload)) + payload
+
+
+# --- numbers -----------------------------------------------------------------------------
+
+
+def price_text(value: float) -> str:
+    """A price as an exact decimal string; "" for NaN, IB's unset value and IB's -1."""
+    if value != value or value == -1.0 or value == UNSET_DOUBLE:
+        return ""
+    return _float_text(value)
+
+
+def size_text(value: float) -> str:
+    """A size or volume as an exact decimal string; "" when unavailable (NaN, negative)."""
+    if value != value or value < 0 or value == UNSET_DOUBLE:
+        return ""
+    return _float_text(value)
+
+
+def _float_text(value: float) -> str:
+    # repr is the shortest round-trip form ("150.1", not "150.09999..."); it is plain
+    # decimal notation except for very large or tiny numbers, which convert.py handles.
+    if math.isinf(value):
+        return ""
+    text = repr(value)
+    if "e" in text:
+        return decimal_text(value)
+    if text.endswith(".0"):
+        text = text[:-2]
+    return "0" if text == "-0" else text
+
+
+def decimal_field(field_number: int, text: str) -> bytes:
+    """An ``ibgateway.v1.Decimal`` field; empty bytes (field absent) for an empty value."""
+    if not text:
+        return b""
+    raw = text.encode("ascii")
+    return length_delimited(field_number, length_delimited(DECIMAL_VALUE, raw))
+
+
+def timestamp_field(field_number: int, moment: datetime) -> bytes:
+    """A ``google.protobuf.Timestamp`` field (microsecond precision, as datetime has)."""
+    micros = round(moment.timestamp() * 1_000_000)
+    seconds, rest = divmod(micros, 1_000_000)
+    body = tag(TIMESTAMP_SECONDS, _WIRE_VARINT) + varint(seconds)
+    if rest:
+        body += tag(TIMESTAMP_NANOS, _WIRE_VARINT) + varint(rest * 1000)
+    return length_delimited(field_number, body)
+
+
+# --- quotes ------------------------------------------------------------------------------
+
+
+class QuoteEncoder:
+    """Encodes one instrument's ticker into ``Quote`` bytes, re-encoding only what changed.
+
+    One encoder per IB market-data line. The contract is encoded once; each price/size
+    field keeps the bytes of its last value, so an update that moved the bid re-encodes
+    the bid alone (plus the two timestamps).
+    """
+
+    __slots__ = ("_cache", "_contract_field", "_last_rt_time", "contract")
+
+    def __init__(self, contract: common_pb2.Contract) -> None:
+        self.contract = contract
+        self._contract_field = length_delimited(QUOTE_CONTRACT, contract.SerializeToString())
+        # attribute name → (value, encoded field bytes)
+        self._cache: dict[str, tuple[float, bytes]] = {}
+        self._last_rt_time: datetime | None = None
+
+    def _field(self, attr: str, field_number: int, value: float, is_price: bool) -> bytes:
+        cached = self._cache.get(attr)
+        if cached is not None and (
+            cached[0] == value or (value != value and cached[0] != cached[0])
+        ):
+            return cached[1]
+        text = price_text(value) if is_price else size_text(value)
+        encoded = decimal_field(field_number, text)
+        self._cache[attr] = (value, encoded)
+        return encoded
+
+    def tick_time(self, ticker: Ticker, receive_time: datetime) -> datetime:
+        """IB's own timestamp when this update brought one (RT volume, ms precision),
+        else the time the gateway's IB client received the tick."""
+        rt_time = ticker.rtTime
+        if rt_time is not None and rt_time != self._last_rt_time:
+            self._last_rt_time = rt_time
+            return rt_time
+        return receive_time
+
+    def encode(self, ticker: Ticker, receive_time: datetime) -> bytes:
+        """The serialized ``Quote`` for the ticker's current state."""
+        parts = [self._contract_field]
+        for attr, number in PRICE_FIELDS:
+            parts.append(self._field(attr, number, getattr(ticker, attr), True))
+        for attr, number in SIZE_FIELDS:
+            parts.append(self._field(attr, number, getattr(ticker, attr), False))
+        for attr, number in SESSION_FIELDS:
+            parts.append(self._field(attr, number, getattr(ticker, attr), True))
+        parts.append(timestamp_field(QUOTE_TICK_TIME, self.tick_time(ticker, receive_time)))
+        parts.append(timestamp_field(QUOTE_RECEIVE_TIME, receive_time))
+        md_type = ticker.marketDataType
+        if md_type:
+            parts.append(tag(QUOTE_MARKET_DATA_TYPE, _WIRE_VARINT) + varint(md_type))
+        return b"".join(parts)
+
+
+def quote_element(quote: bytes) -> bytes:
+    """A serialized Quote as one element of ``QuoteBatch.quotes``."""
+    return length_delimited(BATCH_QUOTES, quote)
+
+
+def quote_batch_message(elements: Iterable[bytes], conflated_updates: int = 0) -> bytes:
+    """The bytes of ``StreamQuotesResponse{quotes: QuoteBatch{...}}`` from quote elements
+    (as made by :func:`quote_element`)."""
+    body = b"".join(elements)
+    if conflated_updates:
+        body += tag(BATCH_CONFLATED_UPDATES, _WIRE_VARINT) + varint(conflated_updates)
+    return length_delimited(RESPONSE_QUOTES, body)
+
+
+def is_complete(quote: market_data_pb2.Quote) -> bool:
+    """Whether a quote has what a snapshot needs: a two-sided market or a last price."""
+    has_bid_ask = bool(quote.bid.value) and bool(quote.ask.value)
+    return has_bid_ask or bool(quote.last.value)
+
+
+def market_data_type_to_ib(value: int) -> int:
+    """The IB reqMarketDataType number of a MarketDataType (unspecified means live)."""
+    return value if value in (1, 2, 3, 4) else 1
