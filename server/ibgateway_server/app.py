@@ -1,0 +1,285 @@
+"""Builds and runs the gateway: grpc.aio server, servicers, reflection, health,
+interceptors, metrics, graceful shutdown and the embedded TWS simulator.
+
+    async with Gateway(settings) as gw:      # listening on gw.address
+        await gw.wait_for_shutdown()         # or: await run(settings) for SIGTERM/SIGINT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from ibgateway.v1 import (
+    account_pb2,
+    account_pb2_grpc,
+    connection_pb2,
+    connection_pb2_grpc,
+    portfolio_pb2,
+    portfolio_pb2_grpc,
+)
+from prometheus_client import start_http_server
+
+from ibgateway_server.config import Settings
+from ibgateway_server.interceptors import (
+    AccessLogInterceptor,
+    ErrorMappingInterceptor,
+    GatewayMetrics,
+    MetricsInterceptor,
+)
+from ibgateway_server.services.account import AccountServicer, AccountSummaries
+from ibgateway_server.services.connection import ConnectionServicer
+from ibgateway_server.services.portfolio import PortfolioServicer
+from ibgateway_server.session import IbSession, SessionEvent, SessionState, StateChange
+from tws_simulator import SimulatorConfig, TwsSimulator
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _service_name(module: Any, name: str) -> str:
+    return str(module.DESCRIPTOR.services_by_name[name].full_name)
+
+
+class Gateway:
+    """One gateway: a grpc.aio server over one IbSession (and, for backend "sim", an
+    embedded TWS simulator on 127.0.0.1 in the same event loop)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = GatewayMetrics()
+        self.health = HealthServicer()
+        self.shutting_down = asyncio.Event()
+        self.simulator: TwsSimulator | None = None
+        self.session: IbSession | None = None
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self.address = ""
+        self.metrics_port: int | None = None
+        self.ib_service_names: list[str] = []
+        self._metrics_http: Any = None
+        self._health_dirty = asyncio.Event()
+        self._health_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self._stop_lock = asyncio.Lock()
+        self._closers: list[Any] = []
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        s = self.settings
+        try:
+            await self._start_backend()
+            assert self.session is not None
+            self.server = self._build_server()
+            for name in self.ib_service_names:
+                await self.health.set(name, NOT_SERVING)
+            host, port = s.listen_host_port
+            bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            self.port = self._bind(bind)
+            shown_host = "127.0.0.1" if host in ("0.0.0.0", "*", "::") else host
+            self.address = f"{shown_host}:{self.port}"
+            await self.server.start()
+            self._start_metrics_http()
+            self.session.add_state_listener(self._on_session_change)
+            self._health_task = asyncio.get_running_loop().create_task(
+                self._sync_health(), name="health-sync"
+            )
+            log.info(
+                "ibgateway listening on %s (backend %s, TWS %s:%s, read-only %s)",
+                self.address,
+                s.backend,
+                self.session.host,
+                self.session.port,
+                s.read_only,
+            )
+            await self.session.start()
+            self._health_dirty.set()
+        except BaseException:
+            await self.stop(0)
+            raise
+
+    async def _start_backend(self) -> None:
+        s = self.settings
+        host, port = s.ibkr_host, s.ibkr_port
+        if s.backend == "sim":
+            config = SimulatorConfig(host="127.0.0.1", port=s.sim_port, seed=s.sim_seed)
+            if s.sim_tick_interval is not None:
+                config = SimulatorConfig(
+                    host="127.0.0.1",
+                    port=s.sim_port,
+                    seed=s.sim_seed,
+                    tick_interval=s.sim_tick_interval,
+                )
+            self.simulator = TwsSimulator(config)
+            await self.simulator.start()
+            host, port = self.simulator.host, self.simulator.port
+            log.info("embedded TWS simulator on %s:%s", host, port)
+        self.session = IbSession(s, host=host, port=port)
+
+    def _build_server(self) -> grpc.aio.Server:
+        assert self.session is not None
+        server = grpc.aio.server(
+            interceptors=[
+                MetricsInterceptor(self.metrics),
+                AccessLogInterceptor(),
+                ErrorMappingInterceptor(),
+            ],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        session = self.session
+        summaries = AccountSummaries(session)
+        connection_pb2_grpc.add_ConnectionServiceServicer_to_server(
+            ConnectionServicer(
+                session,
+                summaries,
+                backend=self.settings.backend,
+                sample_symbol=self.settings.check_symbol,
+            ),
+            server,
+        )
+        account_pb2_grpc.add_AccountServiceServicer_to_server(
+            AccountServicer(session, summaries), server
+        )
+        portfolio_pb2_grpc.add_PortfolioServiceServicer_to_server(
+            PortfolioServicer(session), server
+        )
+        names = [
+            _service_name(connection_pb2, "ConnectionService"),
+            _service_name(account_pb2, "AccountService"),
+            _service_name(portfolio_pb2, "PortfolioService"),
+        ]
+        names += self._add_trading_services(server)
+        self.ib_service_names = names
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [
+                *names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        return server
+
+    def _add_trading_services(self, server: grpc.aio.Server) -> list[str]:
+        """Market data and orders (helpers GW-QUOTES / GW-ORDERS); wired once they exist."""
+        return []
+
+    def _bind(self, address: str) -> int:
+        assert self.server is not None
+        s = self.settings
+        if s.tls_cert is None or s.tls_key is None:
+            return self.server.add_insecure_port(address)
+        ca = s.tls_client_ca.read_bytes() if s.tls_client_ca else None
+        credentials = grpc.ssl_server_credentials(
+            [(s.tls_key.read_bytes(), s.tls_cert.read_bytes())],
+            root_certificates=ca,
+            require_client_auth=ca is not None,
+        )
+        return self.server.add_secure_port(address, credentials)
+
+    def _start_metrics_http(self) -> None:
+        port = self.settings.metrics_port
+        if port is None:
+            return
+        server, _thread = start_http_server(port, addr="127.0.0.1", registry=self.metrics.registry)
+        self._metrics_http = server
+        self.metrics_port = int(server.server_port)
+        log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful shutdown: NOT_SERVING everywhere, streams end, RPCs drain within
+        ``grace`` seconds (IBGW_SHUTDOWN_GRACE), then IB and the simulator go down."""
+        async with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            grace = self.settings.shutdown_grace if grace is None else grace
+            log.info("ibgateway shutting down (grace %.1fs)", grace)
+            self.shutting_down.set()
+            await self.health.enter_graceful_shutdown()
+            for close in self._closers:
+                with contextlib.suppress(Exception):
+                    result = close()
+                    if asyncio.iscoroutine(result):
+                        await result
+            if self.server is not None:
+                await self.server.stop(grace)
+            if self._health_task is not None:
+                self._health_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._health_task
+            if self.session is not None:
+                await self.session.stop()
+            if self.simulator is not None:
+                await self.simulator.stop()
+            if self._metrics_http is not None:
+                self._metrics_http.shutdown()
+                self._metrics_http.server_close()
+            self._stopped.set()
+            log.info("ibgateway stopped")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --------------------------------------------------------------- health
+
+    def _on_session_change(self, change: StateChange) -> None:
+        m = self.metrics
+        connected = change.state is SessionState.CONNECTED
+        m.ib_connected.set(1 if connected else 0)
+        for state in SessionState:
+            m.ib_state.labels(state.value).set(1 if state is change.state else 0)
+        if change.event is SessionEvent.DISCONNECTED and change.state is SessionState.RECONNECTING:
+            m.ib_disconnects.inc()
+        self._health_dirty.set()
+
+    async def _sync_health(self) -> None:
+        """Each ibgateway.v1 service is SERVING exactly while the IB session is up."""
+        current: int | None = None
+        while True:
+            await self._health_dirty.wait()
+            self._health_dirty.clear()
+            assert self.session is not None
+            wanted = SERVING if self.session.connected else NOT_SERVING
+            if wanted != current:
+                for name in self.ib_service_names:
+                    await self.health.set(name, wanted)
+                current = wanted
+                log.info(
+                    "health: ibgateway services %s",
+                    "SERVING" if wanted == SERVING else "NOT_SERVING",
+                )
+
+
+async def run(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = Gateway(settings)
+    try:
+        await gateway.start()
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await gateway.stop()
