@@ -18,6 +18,8 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
 from ibgateway.v1 import (
     account_pb2,
     account_pb2_grpc,
@@ -26,8 +28,6 @@ from ibgateway.v1 import (
     portfolio_pb2,
     portfolio_pb2_grpc,
 )
-from prometheus_client import start_http_server
-
 from ibgateway_server.config import Settings
 from ibgateway_server.interceptors import (
     AccessLogInterceptor,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import grpc
 import grpc.aio
-import pytest
-from ibgateway.v1 import common_pb2, connection_pb2, connection_pb2_grpc
 
+from ibgateway.v1 import common_pb2, connection_pb2, connection_pb2_grpc
 from ibgateway_server.app import Gateway
 from tws_simulator import TwsSimulator
 
