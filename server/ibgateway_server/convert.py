@@ -98,7 +98,7 @@ def timestamp(moment: datetime | float | None) -> timestamp_pb2.Timestamp | None
 
 def contract_to_proto(contract: Contract) -> common_pb2.Contract:
     """The proto Contract of an (ideally qualified) IB contract."""
-    return common_pb2.Contract(
+    msg = common_pb2.Contract(
         con_id=contract.conId or 0,
         symbol=contract.symbol or "",
         sec_type=SEC_TYPE_FROM_IB.get(contract.secType or "", common_pb2.SECURITY_TYPE_UNSPECIFIED),
@@ -106,7 +106,6 @@ def contract_to_proto(contract: Contract) -> common_pb2.Contract:
         primary_exchange=contract.primaryExchange or "",
         currency=contract.currency or "",
         last_trade_date_or_contract_month=contract.lastTradeDateOrContractMonth or "",
-        strike=to_decimal(contract.strike) if contract.strike else common_pb2.Decimal(),
         right=RIGHT_FROM_IB.get(
             (contract.right or "").upper(), common_pb2.OPTION_RIGHT_UNSPECIFIED
         ),
@@ -114,6 +113,9 @@ def contract_to_proto(contract: Contract) -> common_pb2.Contract:
         local_symbol=contract.localSymbol or "",
         trading_class=contract.tradingClass or "",
     )
+    if contract.strike and contract.strike != UNSET_DOUBLE:
+        msg.strike.value = decimal_text(contract.strike)
+    return msg
 
 
 def contract_from_proto(msg: common_pb2.Contract) -> Contract:

@@ -143,6 +143,7 @@ class IbSession:
         self._last_error_code: int | None = None
         self._attempts = 0
         self._state_changed = asyncio.Event()
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
 
         self.ib.disconnectedEvent += self._on_disconnected
         self.ib.errorEvent += self._on_ib_error
@@ -369,6 +370,37 @@ class IbSession:
         if lost is not None and lost in done:
             raise errors.not_connected(f"connection to TWS lost during {what}")
         raise errors.deadline_exceeded(what, limit)
+
+    async def shared(
+        self,
+        key: str,
+        factory: Callable[[], Awaitable[T]],
+        *,
+        what: str,
+        context: _HasTimeRemaining | None = None,
+    ) -> T:
+        """Like :meth:`request`, but concurrent callers with the same ``key`` share one
+        IB request. Needed for ib_insync requests keyed by a fixed name rather than a
+        request id (positions, open orders, completed orders, executions, account
+        updates): a second concurrent call would orphan the first one's future.
+
+        The shared request is bounded by IBKR_TIMEOUT; each caller's wait by its own
+        deadline (a caller giving up does not cancel it for the others).
+        """
+        running = self._inflight.get(key)
+        if running is None or running.done():
+            running = asyncio.ensure_future(self.request(factory, what=what))
+            self._inflight[key] = running
+
+            def forget(done: asyncio.Future[Any]) -> None:
+                if self._inflight.get(key) is done:
+                    del self._inflight[key]
+                if not done.cancelled():
+                    done.exception()  # retrieved here; reported to every waiter
+
+            running.add_done_callback(forget)
+        result: T = await self.request(asyncio.shield(running), what=what, context=context)
+        return result
 
     async def qualify_details(
         self, contract: Contract, *, context: _HasTimeRemaining | None = None

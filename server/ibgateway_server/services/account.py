@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import grpc
@@ -11,7 +10,7 @@ from ibgateway.v1 import account_pb2, account_pb2_grpc
 from ibgateway_server import convert
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib_api import AccountValue
-from ibgateway_server.session import IbSession, SessionEvent, StateChange
+from ibgateway_server.session import IbSession
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -27,51 +26,36 @@ BALANCE_TAGS = {
 
 
 class AccountSummaries:
-    """IB's account summary for every account, loaded once per connection.
+    """Every account value TWS reports (tag, value, currency), per account.
 
-    The first call subscribes (reqAccountSummary, group "All", every tag); TWS then keeps
-    the values current, so later calls answer from memory. Concurrent first calls share
-    the one request (TWS allows only two summary subscriptions at a time).
+    ib_insync subscribes to account updates for every managed account when it connects
+    (up to 50 accounts) and TWS keeps the values current, so most calls answer from
+    memory. An account without values yet (more than 50 accounts, or values still on
+    their way) is requested once, shared by concurrent callers.
     """
 
     def __init__(self, session: IbSession) -> None:
         self.session = session
-        self._loading: asyncio.Future[None] | None = None
-        self._loaded = False
-        session.add_state_listener(self._on_state)
-
-    def _on_state(self, change: StateChange) -> None:
-        if change.event in (SessionEvent.CONNECTED, SessionEvent.DISCONNECTED):
-            # ib_insync forgets the subscription with the connection
-            self._loaded = False
-            self._loading = None
 
     async def values(
         self, account: str = "", *, context: Context | None = None
     ) -> list[AccountValue]:
         self.session.require_connected()
-        if not self._loaded:
-            if self._loading is None or self._loading.done():
-                self._loading = asyncio.ensure_future(self._load())
-                # a failure is reported to the callers awaiting it; never "unretrieved"
-                self._loading.add_done_callback(_consume_exception)
-            # shield: one caller's deadline must not cancel the shared request
-            await self.session.request(
-                asyncio.shield(self._loading), what="account summary", context=context
-            )
-        # ib_insync keeps the subscribed values here (its accountSummary() would block)
-        values = [
-            v
-            for v in self.session.ib.wrapper.acctSummary.values()
-            if not account or v.account == account
-        ]
+        accounts = [account] if account else self.session.accounts
+        for acct in accounts:
+            if not self._cached(acct):
+                await self.session.shared(
+                    f"account-updates:{acct}",
+                    lambda acct=acct: self.session.ib.reqAccountUpdatesMultiAsync(acct),  # type: ignore[misc]
+                    what=f"account values of {acct}",
+                    context=context,
+                )
+        values = [v for acct in accounts for v in self._cached(acct)]
         return sorted(values, key=lambda v: (v.account, v.tag, v.currency))
 
-    async def _load(self) -> None:
-        await self.session.request(
-            lambda: self.session.ib.reqAccountSummaryAsync(), what="account summary"
-        )
-        self._loaded = True
+    def _cached(self, account: str) -> list[AccountValue]:
+        # modelCode "" = the account itself (not an advisor model portfolio)
+        return [v for v in self.session.ib.accountValues(account) if not v.modelCode]
 
 
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
@@ -116,8 +100,8 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self.session.require_connected()
         account = self.session.resolve_account(request.account_id, field="account_id")
         values = await self.summaries.values(account, context=context)
-        by_tag = {v.tag: v for v in values if v.tag in BALANCE_TAGS.values()}
-        if "NetLiquidation" not in by_tag:
+        net_liq = [v for v in values if v.tag == "NetLiquidation"]
+        if not net_liq:
             raise GatewayError(
                 grpc.StatusCode.UNAVAILABLE,
                 "BALANCE_NOT_AVAILABLE",
@@ -125,15 +109,11 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
                 metadata={"account": account},
                 retry_after=1.0,
             )
-        response = account_pb2.GetBalanceResponse(
-            account_id=account, currency=by_tag["NetLiquidation"].currency
-        )
+        # the amounts in the account's base currency (the currency of NetLiquidation)
+        base = net_liq[0].currency
+        by_tag = {v.tag: v for v in values if v.tag in BALANCE_TAGS.values() and v.currency == base}
+        response = account_pb2.GetBalanceResponse(account_id=account, currency=base)
         for field, tag in BALANCE_TAGS.items():
             if tag in by_tag:
                 getattr(response, field).CopyFrom(convert.to_decimal(by_tag[tag].value))
         return response
-
-
-def _consume_exception(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()

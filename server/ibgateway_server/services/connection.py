@@ -15,6 +15,7 @@ from ibgateway_server import convert, errors
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib_api import Stock, Ticker
 from ibgateway_server.services.account import AccountSummaries
+from ibgateway_server.services.portfolio import fetch_positions
 from ibgateway_server.session import IbSession, SessionState, SessionStatus
 from ibgateway_server.validation import Violations
 
@@ -178,7 +179,7 @@ class ConnectionServicer(connection_pb2_grpc.ConnectionServiceServicer):
         result.count = len(accounts)
         net = [v for v in values if v.tag == "NetLiquidation"]
         shown = ", ".join(f"{v.account} NetLiquidation {v.value} {v.currency}" for v in net[:3])
-        result.detail = f"{len(tags)} summary fields for {', '.join(accounts)}" + (
+        result.detail = f"{len(tags)} account fields for {', '.join(accounts)}" + (
             f"; {shown}" if shown else ""
         )
 
@@ -208,10 +209,7 @@ class ConnectionServicer(connection_pb2_grpc.ConnectionServiceServicer):
         result.detail = f"{symbol} (conId {contract.conId}): {shown}"
 
     async def _check_positions(self, result: connection_pb2.CheckResult, context: Context) -> None:
-        positions = await self.session.request(
-            lambda: self.session.ib.reqPositionsAsync(), what="positions", context=context
-        )
-        held = [p for p in positions if p.position]
+        held = await fetch_positions(self.session, context)
         result.count = len(held)
         accounts = sorted({p.account for p in held})
         result.detail = f"{len(held)} position(s)" + (

@@ -8,14 +8,14 @@ import grpc
 
 from ibgateway.v1 import portfolio_pb2, portfolio_pb2_grpc
 from ibgateway_server import convert
-from ibgateway_server.ib_api import PortfolioItem
+from ibgateway_server.ib_api import PortfolioItem, Position
 from ibgateway_server.session import IbSession
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
-    """Positions come from TWS's portfolio updates, which it keeps current by itself."""
+    """Positions asked from TWS on each call, valued with its portfolio updates."""
 
     def __init__(self, session: IbSession) -> None:
         self.session = session
@@ -24,34 +24,57 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
         self, request: portfolio_pb2.ListPositionsRequest, context: Context
     ) -> portfolio_pb2.ListPositionsResponse:
         self.session.require_connected()
-        accounts = (
-            [self.session.resolve_account(request.account_id, field="account_id")]
+        account = (
+            self.session.resolve_account(request.account_id, field="account_id")
             if request.account_id
-            else self.session.accounts
+            else ""
         )
-        items = [item for account in accounts for item in self._items(account)]
+        positions = await fetch_positions(self.session, context)
+        items = merge_portfolio(
+            [p for p in positions if not account or p.account == account],
+            self.session.ib.portfolio(account) if account else self.session.ib.portfolio(),
+        )
         items.sort(key=lambda i: (i.account, i.contract.symbol, i.contract.conId))
         return portfolio_pb2.ListPositionsResponse(
             positions=[convert.position_to_proto(i) for i in items]
         )
 
-    def _items(self, account: str) -> list[PortfolioItem]:
-        """Portfolio items, plus bare positions TWS valued nowhere (no market fields)."""
-        ib = self.session.ib
-        items = [i for i in ib.portfolio(account) if i.position]
-        valued = {i.contract.conId for i in items}
-        for pos in ib.positions(account):
-            if pos.position and pos.contract.conId not in valued:
-                items.append(
-                    PortfolioItem(
-                        contract=pos.contract,
-                        position=pos.position,
-                        marketPrice=float("nan"),
-                        marketValue=float("nan"),
-                        averageCost=pos.avgCost,
-                        unrealizedPNL=float("nan"),
-                        realizedPNL=float("nan"),
-                        account=pos.account,
-                    )
-                )
-        return items
+
+async def fetch_positions(session: IbSession, context: Context | None = None) -> list[Position]:
+    """Every position of every account, asked from TWS now (reqPositions).
+
+    TWS answers positions at once, while its portfolio valuations may lag by minutes;
+    quantities and average costs come from here.
+    """
+    positions: list[Position] = await session.shared(
+        "positions", lambda: session.ib.reqPositionsAsync(), what="positions", context=context
+    )
+    return [p for p in positions if p.position]
+
+
+def merge_portfolio(
+    positions: list[Position], portfolio: list[PortfolioItem]
+) -> list[PortfolioItem]:
+    """Positions valued with TWS's portfolio data where it matches; unvalued ones get NaN
+    (reported as "not available") for market price, value and P&L."""
+    valued = {(i.account, i.contract.conId): i for i in portfolio}
+    items: list[PortfolioItem] = []
+    for pos in positions:
+        item = valued.get((pos.account, pos.contract.conId))
+        if item is not None and item.position == pos.position:
+            items.append(item._replace(averageCost=pos.avgCost))
+            continue
+        nan = float("nan")
+        items.append(
+            PortfolioItem(
+                contract=pos.contract,
+                position=pos.position,
+                marketPrice=nan,
+                marketValue=nan,
+                averageCost=pos.avgCost,
+                unrealizedPNL=nan,
+                realizedPNL=item.realizedPNL if item is not None else nan,
+                account=pos.account,
+            )
+        )
+    return items
