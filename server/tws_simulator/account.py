@@ -87,7 +87,11 @@ class Account:
             if inst is None:
                 raise ValueError(f"unknown instrument for a starting position: {symbol!r}")
             self.positions[inst.con_id] = Position(
-                inst, Decimal(str(quantity)), float(average_cost), 0.0, market.quote(inst.con_id).close
+                inst,
+                Decimal(str(quantity)),
+                float(average_cost),
+                0.0,
+                market.quote(inst.con_id).close,
             )
 
     # -- valuation -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Everything that shapes one simulator run, with defaults that behave like a fresh paper account."""
+"""Everything that shapes one simulator run; the defaults behave like a fresh paper account."""
 
 from __future__ import annotations
 

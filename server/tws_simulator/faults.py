@@ -25,7 +25,10 @@ RESTORED_DATA_MAINTAINED = (
     "Connectivity between IB and Trader Workstation has been restored - data maintained.",
 )
 PACING_VIOLATION = (100, "Max rate of messages per second has been exceeded:max=50 rec=51 (1)")
-DEFAULT_ORDER_REJECTION = (201, "Order rejected - reason:Rejected by the simulator (injected fault)")
+DEFAULT_ORDER_REJECTION = (
+    201,
+    "Order rejected - reason:Rejected by the simulator (injected fault)",
+)
 
 
 class Faults:

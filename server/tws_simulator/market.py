@@ -88,10 +88,10 @@ class _Walker:
             ask_size=self._size(),
             last_size=Decimal(0) if self._is_cash else Decimal(self._lot),
             volume=volume,
-            high=max(last, close),
-            low=min(last, close),
+            high=last,
+            low=last,
             close=close,
-            open=close,
+            open=last,
             last_time=now,
         )
 
@@ -135,7 +135,17 @@ class _Walker:
         elif last < low:
             low = last
         self.quote = Quote(
-            bid, ask, last, bid_size, ask_size, last_size, volume, high, low, q.close, q.open,
+            bid,
+            ask,
+            last,
+            bid_size,
+            ask_size,
+            last_size,
+            volume,
+            high,
+            low,
+            q.close,
+            q.open,
             last_time,
         )
         return self.quote

@@ -175,4 +175,3 @@ class Out(IntEnum):
     WSH_EVENT_DATA = 105
     HISTORICAL_SCHEDULE = 106
     USER_INFO = 107
-

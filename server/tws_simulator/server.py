@@ -335,8 +335,8 @@ class Simulator:
 
         session.install(self)
         contracts.install(self)
-        market_data.install(self)
-        account_feed.install(self)
+        self.market_data = market_data.install(self)
+        self.account_feed = account_feed.install(self)
         try:
             orders = importlib.import_module(f"{__package__}.orders")
         except ModuleNotFoundError:
