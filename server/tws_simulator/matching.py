@@ -181,8 +181,8 @@ def margin_check(
     Only the part of the order that increases the absolute position needs funds; closing
     a position is always allowed. ``equity`` is reported in the reason text.
     """
-    signed = quantity if action == "BUY" else -quantity
-    added = abs(position + signed) - abs(position)
+    reduces = position < 0 if action == "BUY" else position > 0
+    added = quantity - min(quantity, abs(position)) if reduces else quantity
     if added <= 0:
         return None
     needed = float(added) * price

@@ -1,0 +1,345 @@
+"""The pure matching engine: validation codes, fills, stops, trailing stops, commissions."""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+
+import pytest
+
+from tws_simulator.market import Quote
+from tws_simulator.matching import (
+    ADDED_LIQUIDITY,
+    REMOVED_LIQUIDITY,
+    MatchingEngine,
+    OrderSpec,
+    WorkingOrder,
+    margin_check,
+    on_tick_grid,
+    order_commission,
+    round_to_tick,
+    validate,
+)
+
+AAPL = 265598
+_keys = itertools.count(1)
+
+
+def quote(
+    bid: float,
+    ask: float,
+    *,
+    last: float | None = None,
+    bid_size: int = 500,
+    ask_size: int = 500,
+) -> Quote:
+    """A fresh quote object (the engine treats each new object as a new market state)."""
+    return Quote(
+        bid=bid,
+        ask=ask,
+        last=last if last is not None else (bid + ask) / 2,
+        bid_size=Decimal(bid_size),
+        ask_size=Decimal(ask_size),
+        last_size=Decimal(100),
+        volume=Decimal(10_000),
+        high=ask,
+        low=bid,
+        close=bid,
+        open=bid,
+        last_time=0,
+    )
+
+
+def order(
+    action: str,
+    qty: int | str,
+    order_type: str = "MKT",
+    *,
+    sec_type: str = "STK",
+    min_tick: float = 0.01,
+    **kw: object,
+) -> WorkingOrder:
+    spec = OrderSpec(action=action, quantity=Decimal(qty), order_type=order_type, **kw)  # type: ignore[arg-type]
+    return WorkingOrder(next(_keys), AAPL, spec, min_tick, sec_type)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def spec(**kw: object) -> OrderSpec:
+    base: dict[str, object] = {
+        "action": "BUY",
+        "quantity": Decimal(100),
+        "order_type": "LMT",
+        "lmt_price": 189.5,
+    }
+    base.update(kw)
+    return OrderSpec(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        ({}, None),
+        ({"lmt_price": 189.505}, 110),
+        ({"order_type": "STP", "aux_price": 180.001}, 110),
+        ({"quantity": Decimal(0)}, 434),
+        ({"quantity": Decimal(-5)}, 434),
+        ({"quantity": Decimal("1.5")}, 10243),
+        ({"lmt_price": None}, 107),
+        ({"order_type": "STP LMT", "aux_price": None}, 107),
+        ({"order_type": "TRAIL", "lmt_price": None}, 158),
+        ({"order_type": "TRAIL", "trailing_percent": 150.0}, 159),
+        ({"order_type": "MOC"}, 387),
+        ({"tif": "OPG"}, 111),
+        ({"order_type": "STP", "aux_price": 180.0, "tif": "IOC"}, 111),
+        ({"action": "SSHORTX"}, 321),
+        ({"trigger_method": 5}, 146),
+        ({"order_type": "MKT", "lmt_price": 0.123}, None),  # prices of a MKT order are ignored
+        ({"tif": ""}, None),  # no TIF means DAY
+        ({"tif": "GTC"}, None),
+        ({"tif": "IOC"}, None),
+    ],
+)
+def test_validation_codes(overrides: dict[str, object], code: int | None) -> None:
+    rejection = validate(spec(**overrides), sec_type="STK", min_tick=0.01)
+    assert (rejection.code if rejection else None) == code
+
+
+def test_validation_texts_are_ibs() -> None:
+    off_tick = validate(spec(lmt_price=1.001), sec_type="STK", min_tick=0.01)
+    assert off_tick is not None
+    assert off_tick.message == (
+        "The price does not conform to the minimum price variation for this contract."
+    )
+    zero = validate(spec(quantity=Decimal(0)), sec_type="STK", min_tick=0.01)
+    assert zero is not None and zero.message == "The order size cannot be zero."
+
+
+def test_forex_allows_fractional_quantities_and_half_pips() -> None:
+    fx = spec(quantity=Decimal("20000.5"), lmt_price=1.08735)
+    assert validate(fx, sec_type="CASH", min_tick=0.00005) is None
+    assert validate(spec(lmt_price=1.08731), sec_type="CASH", min_tick=0.00005) is not None
+
+
+def test_tick_grid_helpers() -> None:
+    assert on_tick_grid(189.51, 0.01) and not on_tick_grid(189.515, 0.01)
+    assert on_tick_grid(1.08735, 0.00005)
+    assert round_to_tick(189.514, 0.01) == 189.51 and round_to_tick(1.087374, 0.00005) == 1.08735
+
+
+def test_margin_check() -> None:
+    ok = margin_check(
+        action="BUY",
+        quantity=Decimal(100),
+        price=190.0,
+        position=Decimal(0),
+        equity=10_000,
+        buying_power=40_000,
+    )
+    assert ok is None
+    too_big = margin_check(
+        action="BUY",
+        quantity=Decimal(1000),
+        price=190.0,
+        position=Decimal(0),
+        equity=10_000,
+        buying_power=40_000,
+    )
+    assert too_big is not None and too_big.code == 201
+    assert too_big.message.startswith("Order rejected - reason:YOUR ORDER IS NOT ACCEPTED.")
+    # Closing a position needs no buying power, only the part that opens a short does.
+    closing = margin_check(
+        action="SELL",
+        quantity=Decimal(1000),
+        price=190.0,
+        position=Decimal(1000),
+        equity=10_000,
+        buying_power=0,
+    )
+    assert closing is None
+    flipping = margin_check(
+        action="SELL",
+        quantity=Decimal(2000),
+        price=190.0,
+        position=Decimal(1000),
+        equity=10_000,
+        buying_power=0,
+    )
+    assert flipping is not None
+
+
+# --------------------------------------------------------------------------- commissions
+
+
+def test_stock_commission_fixed_plan() -> None:
+    assert order_commission("STK", Decimal(100), 18_950.0) == 1.00  # 0.50 → minimum 1.00
+    assert order_commission("STK", Decimal(1000), 189_500.0) == 5.00  # 0.005 per share
+    assert order_commission("STK", Decimal(1000), 50.0) == 1.00  # capped at 1 % (min 1.00)
+    assert order_commission("STK", Decimal(10_000), 1_000.0) == 10.00  # 50.00 capped at 1 %
+
+
+def test_forex_commission() -> None:
+    assert order_commission("CASH", Decimal(20_000), 21_747.0) == 2.00  # minimum
+    assert order_commission("CASH", Decimal(2_000_000), 2_174_700.0) == 43.49  # 0.2 bp
+
+
+def test_commission_minimum_is_paid_once_per_order() -> None:
+    engine = MatchingEngine()
+    o = order("BUY", 300)
+    fills = engine.submit(o, quote(189.50, 189.51, ask_size=100)).fills
+    fills += engine.on_quote(AAPL, quote(189.50, 189.51, ask_size=100))
+    fills += engine.on_quote(AAPL, quote(189.50, 189.51, ask_size=100))
+    assert [f.quantity for f in fills] == [100, 100, 100]
+    assert [f.commission for f in fills] == [1.00, 0.0, 0.50]  # total 1.50 = 300 x 0.005
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def test_market_buy_fills_at_the_ask_and_sell_at_the_bid() -> None:
+    engine = MatchingEngine()
+    buy = engine.submit(order("BUY", 100), quote(189.50, 189.52))
+    assert [(f.quantity, f.price, f.liquidity) for f in buy.fills] == [
+        (100, 189.52, REMOVED_LIQUIDITY)
+    ]
+    sell = engine.submit(order("SELL", 100), quote(189.50, 189.52))
+    assert [(f.quantity, f.price) for f in sell.fills] == [(100, 189.50)]
+    assert len(engine) == 0  # both done
+
+
+def test_large_market_order_fills_displayed_size_per_quote() -> None:
+    engine = MatchingEngine()
+    o = order("BUY", 1200)
+    first = engine.submit(o, quote(10.00, 10.01, ask_size=500))
+    assert [f.quantity for f in first.fills] == [500] and o.key in engine
+    second = engine.on_quote(AAPL, quote(10.01, 10.02, ask_size=400))
+    third = engine.on_quote(AAPL, quote(10.02, 10.03, ask_size=900))
+    assert [(f.quantity, f.price) for f in second + third] == [(400, 10.02), (300, 10.03)]
+    assert o.remaining == 0 and o.key not in engine
+    assert o.avg_fill_price == pytest.approx((500 * 10.01 + 400 * 10.02 + 300 * 10.03) / 1200)
+
+
+def test_orders_on_one_quote_share_its_displayed_size() -> None:
+    engine = MatchingEngine()
+    q = quote(10.00, 10.01, ask_size=300)
+    a, b = order("BUY", 200), order("BUY", 200)
+    assert [f.quantity for f in engine.submit(a, q).fills] == [200]
+    assert [f.quantity for f in engine.submit(b, q).fills] == [100]
+    assert [f.quantity for f in engine.on_quote(AAPL, quote(10.00, 10.01))] == [100]
+
+
+def test_marketable_limit_fills_at_the_quote() -> None:
+    engine = MatchingEngine()
+    fills = engine.submit(order("BUY", 100, "LMT", lmt_price=190.00), quote(189.50, 189.52)).fills
+    assert [(f.price, f.liquidity) for f in fills] == [(189.52, REMOVED_LIQUIDITY)]
+
+
+def test_resting_limit_fills_at_its_price_when_the_market_crosses_it() -> None:
+    engine = MatchingEngine()
+    o = order("BUY", 800, "LMT", lmt_price=189.00)
+    assert engine.submit(o, quote(189.50, 189.52)).fills == []
+    assert engine.on_quote(AAPL, quote(189.20, 189.22)) == []
+    crossed = engine.on_quote(AAPL, quote(188.80, 188.90, ask_size=500))
+    assert [(f.quantity, f.price, f.liquidity) for f in crossed] == [(500, 189.00, ADDED_LIQUIDITY)]
+    # Still marketable at the next quote: the rest takes that quote.
+    rest = engine.on_quote(AAPL, quote(188.70, 188.80))
+    assert [(f.quantity, f.price, f.liquidity) for f in rest] == [(300, 188.80, REMOVED_LIQUIDITY)]
+
+
+def test_sell_stop_triggers_on_the_last_price_then_sells_at_the_bid() -> None:
+    engine = MatchingEngine()
+    o = order("SELL", 100, "STP", aux_price=185.00)
+    assert engine.submit(o, quote(189.50, 189.52)).fills == []
+    assert engine.on_quote(AAPL, quote(185.01, 185.03, last=185.02)) == []
+    fills = engine.on_quote(AAPL, quote(184.98, 185.00, last=184.99))
+    assert [(f.quantity, f.price) for f in fills] == [(100, 184.98)]
+
+
+def test_buy_stop_with_bid_ask_trigger_method() -> None:
+    engine = MatchingEngine()
+    o = order("BUY", 100, "STP", aux_price=190.00, trigger_method=4)
+    engine.submit(o, quote(189.50, 189.52))
+    assert engine.on_quote(AAPL, quote(189.97, 189.99, last=190.50)) == []  # last ignored
+    assert [f.price for f in engine.on_quote(AAPL, quote(189.99, 190.00))] == [190.00]
+
+
+def test_stop_limit_becomes_a_limit_order() -> None:
+    engine = MatchingEngine()
+    o = order("SELL", 100, "STP LMT", aux_price=185.00, lmt_price=184.90)
+    engine.submit(o, quote(189.50, 189.52))
+    # Triggered, but the bid is below the limit: it rests as a limit order.
+    assert engine.on_quote(AAPL, quote(184.80, 184.85, last=184.85)) == []
+    assert o.triggered
+    fills = engine.on_quote(AAPL, quote(184.95, 184.97, last=184.96))
+    assert [(f.price, f.liquidity) for f in fills] == [(184.90, ADDED_LIQUIDITY)]
+
+
+def test_trailing_stop_by_amount_follows_the_market_up_only() -> None:
+    engine = MatchingEngine()
+    o = order("SELL", 100, "TRAIL", aux_price=1.00)
+    engine.submit(o, quote(99.99, 100.01, last=100.00))
+    assert o.trail_stop == 99.00
+    engine.on_quote(AAPL, quote(101.99, 102.01, last=102.00))
+    assert o.trail_stop == 101.00
+    engine.on_quote(AAPL, quote(101.49, 101.51, last=101.50))
+    assert o.trail_stop == 101.00  # never moves against the order
+    fills = engine.on_quote(AAPL, quote(100.98, 101.00, last=100.99))
+    assert [(f.quantity, f.price) for f in fills] == [(100, 100.98)]
+
+
+def test_trailing_stop_by_percent_for_a_buy() -> None:
+    engine = MatchingEngine()
+    o = order("BUY", 10, "TRAIL", trailing_percent=2.0)
+    engine.submit(o, quote(99.99, 100.01, last=100.00))
+    assert o.trail_stop == 102.00
+    engine.on_quote(AAPL, quote(89.99, 90.01, last=90.00))
+    assert o.trail_stop == 91.80
+    assert engine.on_quote(AAPL, quote(91.00, 91.02, last=91.01)) == []
+    fills = engine.on_quote(AAPL, quote(91.80, 91.82, last=91.81))
+    assert [f.price for f in fills] == [91.82]
+
+
+def test_trailing_stop_starts_at_the_given_trail_stop_price() -> None:
+    engine = MatchingEngine()
+    o = order("SELL", 10, "TRAIL", aux_price=1.00, trail_stop_price=99.50)
+    engine.submit(o, quote(99.99, 100.01, last=100.00))
+    assert o.trail_stop == 99.50
+
+
+def test_ioc_fills_what_is_there_and_expires_the_rest() -> None:
+    engine = MatchingEngine()
+    o = order("BUY", 1000, tif="IOC")
+    result = engine.submit(o, quote(10.00, 10.01, ask_size=300))
+    assert [f.quantity for f in result.fills] == [300] and result.expired
+    assert o.key not in engine
+    unfilled = order("BUY", 100, "LMT", lmt_price=9.00, tif="IOC")
+    result = engine.submit(unfilled, quote(10.00, 10.01))
+    assert result.fills == [] and result.expired
+
+
+def test_modify_reprices_and_can_fill_at_once() -> None:
+    engine = MatchingEngine()
+    o = order("BUY", 100, "LMT", lmt_price=180.00)
+    q = quote(189.50, 189.52)
+    engine.submit(o, q)
+    new = OrderSpec(action="BUY", quantity=Decimal(100), order_type="LMT", lmt_price=190.00)
+    fills = engine.modify(o.key, new, q)
+    assert [(f.quantity, f.price) for f in fills] == [(100, 189.52)]
+    assert o.key not in engine
+
+
+def test_cancel_and_unknown_instruments() -> None:
+    engine = MatchingEngine()
+    o = order("BUY", 100, "LMT", lmt_price=180.00)
+    engine.submit(o, quote(189.50, 189.52))
+    assert engine.cancel(o.key) is o and engine.cancel(o.key) is None
+    assert engine.on_quote(AAPL, quote(170.00, 170.01)) == []
+    assert engine.on_quote(12345, quote(1.0, 1.01)) == []
+
+
+def test_no_fill_without_displayed_size() -> None:
+    engine = MatchingEngine()
+    o = order("SELL", 100)
+    assert engine.submit(o, quote(10.00, 10.01, bid_size=0)).fills == []
+    assert [f.quantity for f in engine.on_quote(AAPL, quote(10.00, 10.01))] == [100]
