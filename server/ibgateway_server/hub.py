@@ -1,0 +1,936 @@
+"""QuoteHub: one IB market-data line per contract, fanned out to every quote consumer.
+
+How it fits together:
+
+* A :class:`Line` is one IB subscription (``reqMktData``) for one (contract, market data
+  type). Lines are reference counted by their consumers (streams and snapshot requests),
+  linger briefly once unused, and count against the line budget
+  (``IBGW_QUOTE_LINE_BUDGET``). Each IB update is encoded once into ``Quote`` bytes.
+* A :class:`QuoteStream` is one StreamQuotes call. Streams asking for the same set of lines
+  share a :class:`_Group`: the group keeps a bounded log of which lines changed, so a
+  stream's next message is "the latest quote of every line changed since my last send",
+  with the number of updates it skipped (conflation). Streams that are at the same
+  position reuse the same assembled message bytes. A stalled stream holds nothing but a
+  position in that log (the log is trimmed; a stream that fell behind the trimmed part
+  is served from each line's last-change position), so it never grows memory or blocks
+  the hub or the others.
+* Connection changes of the IB session pause every line (streams are told, per contract
+  and with a connection-state message), and a reconnect re-subscribes every live line.
+
+Everything runs on the event loop of the gRPC server; no locks, no threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from ibgateway.v1 import common_pb2, market_data_pb2
+from ibgateway_server import convert
+from ibgateway_server.errors import GatewayError, deadline_exceeded, from_exception
+from ibgateway_server.ib_api import Contract, Ticker
+from ibgateway_server.quotes_convert import (
+    QuoteEncoder,
+    market_data_type_to_ib,
+    quote_batch_message,
+    quote_element,
+)
+
+if TYPE_CHECKING:
+    from ibgateway_server.session import IbSession, StateChange
+
+log = logging.getLogger(__name__)
+
+ACTIVE: int = market_data_pb2.SUBSCRIPTION_STATE_ACTIVE
+NOT_FOUND: int = market_data_pb2.SUBSCRIPTION_STATE_NOT_FOUND
+AMBIGUOUS: int = market_data_pb2.SUBSCRIPTION_STATE_AMBIGUOUS
+LIMIT_REACHED: int = market_data_pb2.SUBSCRIPTION_STATE_LIMIT_REACHED
+PERMISSION_DENIED: int = market_data_pb2.SUBSCRIPTION_STATE_PERMISSION_DENIED
+FAILED: int = market_data_pb2.SUBSCRIPTION_STATE_FAILED
+PAUSED: int = market_data_pb2.SUBSCRIPTION_STATE_PAUSED
+
+# IB error codes about a market-data request and the subscription state they mean.
+# Anything else addressed to a line's request id ends the line as FAILED.
+_LINE_ERROR_STATES: dict[int, int] = {
+    101: LIMIT_REACHED,  # max number of tickers has been reached
+    200: NOT_FOUND,  # no security definition
+    354: PERMISSION_DENIED,  # requested market data is not subscribed
+    10089: PERMISSION_DENIED,
+    10090: PERMISSION_DENIED,
+    10168: PERMISSION_DENIED,
+    10186: PERMISSION_DENIED,
+}
+# Informational codes about a line that do not stop it (e.g. 10167: "displaying delayed
+# market data" — quotes keep coming, as delayed data).
+_LINE_NOTICES = frozenset({10167})
+# Codes that are not about the line's request at all.
+_IGNORED_CODES = frozenset({300, 1100, 1101, 1102, 2100, 2119})
+
+DEFAULT_LINGER = 1.0  # seconds an unused line is kept for the next consumer
+MAX_CONNECTION_EVENTS = 16  # connection changes kept for a stream that does not read
+_QUALIFY_CACHE_SIZE = 10_000
+
+
+class LineState:
+    """The life of one IB subscription."""
+
+    PENDING = "pending"  # requested, no data yet
+    ACTIVE = "active"  # data flowing
+    PAUSED = "paused"  # IB connection down; re-subscribed when it returns
+    FAILED = "failed"  # IB refused it; holders keep the dead line until they leave
+
+
+class Line:
+    """One IB market-data subscription, shared by every consumer of that contract."""
+
+    __slots__ = (
+        "_complete",
+        "contract",
+        "contract_pb",
+        "element",
+        "encoder",
+        "groups",
+        "ib_code",
+        "key",
+        "linger",
+        "md_type",
+        "message",
+        "quote",
+        "refs",
+        "state",
+        "ticker",
+        "updates",
+        "waiters",
+    )
+
+    def __init__(self, key: tuple[int, str, int], contract: Contract, md_type: int) -> None:
+        self.key = key
+        # Our own copy: ib_insync keys tickers by the contract object's identity, and a
+        # live and a delayed line of the same instrument must not share a ticker.
+        self.contract = copy.copy(contract)
+        self.contract_pb = convert.contract_to_proto(contract)
+        self.md_type = md_type
+        self.encoder = QuoteEncoder(self.contract_pb)
+        self.ticker: Ticker | None = None
+        self.quote: bytes | None = None  # the latest serialized Quote
+        self.element: bytes | None = None  # the same as a QuoteBatch.quotes element
+        self.updates = 0
+        self.refs = 0
+        self.groups: list[_Group] = []
+        self.state = LineState.PENDING
+        self.message = ""
+        self.ib_code = 0
+        self.linger: asyncio.TimerHandle | None = None
+        self.waiters: list[asyncio.Future[None]] = []
+        self._complete = False
+
+    def __repr__(self) -> str:
+        return f"<Line {self.contract_pb.symbol or self.key[0]} {self.state} refs={self.refs}>"
+
+    @property
+    def alive(self) -> bool:
+        return self.state != LineState.FAILED
+
+    @property
+    def complete(self) -> bool:
+        """Whether the quote has a market (bid and ask, or last) and the session close."""
+        return self._complete
+
+    def update(self, ticker: Ticker) -> None:
+        receive_time = ticker.time or datetime.now(UTC)
+        quote = self.encoder.encode(ticker, receive_time)
+        self.quote = quote
+        self.element = quote_element(quote)
+        self.updates += 1
+        if not self._complete:
+            self._complete = _is_complete(ticker)
+        if self.waiters and self._complete:
+            self.wake_waiters()
+
+    def wake_waiters(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def status_fields(self) -> tuple[int, str, int]:
+        """(SubscriptionState, message, ib_code) for a status message about this line."""
+        state = {
+            LineState.PENDING: ACTIVE,
+            LineState.ACTIVE: ACTIVE,
+            LineState.PAUSED: PAUSED,
+        }.get(self.state, FAILED)
+        if self.state == LineState.FAILED:
+            state = _LINE_ERROR_STATES.get(self.ib_code, FAILED)
+        return state, self.message, self.ib_code
+
+
+def _valid(value: float) -> bool:
+    return value == value and value != -1.0
+
+
+def _is_complete(ticker: Ticker) -> bool:
+    market = (_valid(ticker.bid) and _valid(ticker.ask)) or _valid(ticker.last)
+    return market and _valid(ticker.close)
+
+
+class _Group:
+    """The streams that watch exactly the same lines, and the log of those lines' updates."""
+
+    __slots__ = (
+        "_cache",
+        "_cache_end",
+        "_snapshot",
+        "base",
+        "cap",
+        "end",
+        "hub",
+        "idle",
+        "key",
+        "last_pos",
+        "lines",
+        "log",
+        "members",
+        "queued",
+    )
+
+    def __init__(self, hub: QuoteHub, key: frozenset[Line]) -> None:
+        self.hub = hub
+        self.key = key
+        self.lines = tuple(key)
+        self.log: list[Line] = []
+        self.base = 0  # absolute position of log[0]
+        self.end = 0  # absolute position after the last update
+        self.cap = max(256, 4 * len(self.lines))
+        self.last_pos: dict[Line, int] = {}
+        self.members: set[QuoteStream] = set()
+        self.idle: dict[QuoteStream, None] = {}  # members waiting for the next update
+        self.queued = False
+        self._cache: dict[int, bytes] = {}
+        self._cache_end = -1
+        self._snapshot: tuple[int, bytes] | None = None
+
+    def push(self, line: Line) -> None:
+        log_ = self.log
+        log_.append(line)
+        self.last_pos[line] = self.end
+        self.end += 1
+        if len(log_) >= 2 * self.cap:
+            drop = len(log_) - self.cap
+            del log_[:drop]
+            self.base += drop
+        if self.idle and not self.queued:
+            self.queued = True
+            self.hub._dirty.append(self)
+
+    def dispatch(self) -> None:
+        self.queued = False
+        idle, self.idle = self.idle, {}
+        for member in idle:
+            member._idle = False
+            member.wake()
+
+    def batch_from(self, pos: int) -> bytes:
+        """The message with every line changed at or after ``pos`` (once, newest quote)."""
+        end = self.end
+        if self._cache_end != end:
+            self._cache.clear()
+            self._cache_end = end
+        else:
+            cached = self._cache.get(pos)
+            if cached is not None:
+                return cached
+        if pos >= self.base:
+            entries = self.log[pos - self.base :]
+            distinct: Sequence[Line] = list(dict.fromkeys(entries))
+            conflated = len(entries) - len(distinct)
+        else:  # fell behind the kept log: use each line's last-change position
+            distinct = [line for line, at in self.last_pos.items() if at >= pos]
+            conflated = end - pos - len(distinct)
+        message = quote_batch_message([line.element for line in distinct], conflated)  # type: ignore[misc]
+        self._cache[pos] = message
+        return message
+
+    def snapshot(self) -> bytes | None:
+        """Every line's current quote, for a stream's first message."""
+        if self._snapshot is not None and self._snapshot[0] == self.end:
+            return self._snapshot[1]
+        elements = [line.element for line in self.lines if line.element is not None]
+        message = quote_batch_message(elements) if elements else None
+        if message is not None:
+            self._snapshot = (self.end, message)
+        return message
+
+
+@dataclass(frozen=True)
+class HubStats:
+    """The hub's public state (for tests, metrics and the benchmark)."""
+
+    lines: int  # IB subscriptions held (active, pending, paused or lingering)
+    active_lines: int  # of which have at least one consumer
+    streams: int
+    groups: int
+    snapshot_waiters: int
+    sweeper_running: bool
+
+
+class QuoteHub:
+    """Owns every market-data line of the gateway and every quote stream."""
+
+    def __init__(
+        self,
+        session: IbSession,
+        *,
+        line_budget: int = 100,
+        heartbeat_seconds: float = 5.0,
+        linger: float = DEFAULT_LINGER,
+    ) -> None:
+        self.session = session
+        self.ib = session.ib
+        self.line_budget = line_budget
+        self.heartbeat_seconds = heartbeat_seconds
+        self.linger = linger
+        self._lines: dict[tuple[int, str, int], Line] = {}
+        self._by_ticker: dict[Ticker, Line] = {}
+        self._by_contract: dict[int, Line] = {}  # id(line.contract) → line, for IB errors
+        self._groups: dict[frozenset[Line], _Group] = {}
+        self._streams: set[QuoteStream] = set()
+        self._dirty: list[_Group] = []
+        self._qualified: OrderedDict[bytes, Contract] = OrderedDict()
+        self._qualifying: dict[bytes, asyncio.Future[Contract]] = {}
+        self._md_type_sent: int | None = None
+        self._connection_state: int = common_pb2.CONNECTION_STATE_CONNECTED
+        self._sweeper: asyncio.Task[None] | None = None
+        self._snapshot_waiters = 0
+        self._started = False
+        self._closed = False
+        self._remove_listener: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Listen to IB's tickers, errors and the session's state. Idempotent."""
+        if self._started:
+            return
+        self._started = True
+        self._closed = False
+        self.ib.pendingTickersEvent += self._on_pending_tickers
+        self.ib.errorEvent += self._on_ib_error
+        self._remove_listener = self.session.add_state_listener(self._on_state_change)
+        if not self.session.connected:
+            self._connection_state = common_pb2.CONNECTION_STATE_DISCONNECTED
+
+    async def close(self) -> None:
+        """End every stream, cancel every line and stop listening."""
+        self._closed = True
+        for stream in list(self._streams):
+            stream.end()
+        for line in list(self._lines.values()):
+            self._drop_line(line)
+        if self._started:
+            self.ib.pendingTickersEvent -= self._on_pending_tickers
+            self.ib.errorEvent -= self._on_ib_error
+            if self._remove_listener is not None:
+                self._remove_listener()
+            self._started = False
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+
+    def stats(self) -> HubStats:
+        return HubStats(
+            lines=len(self._lines),
+            active_lines=sum(1 for line in self._lines.values() if line.refs > 0),
+            streams=len(self._streams),
+            groups=len(self._groups),
+            snapshot_waiters=self._snapshot_waiters,
+            sweeper_running=self._sweeper is not None and not self._sweeper.done(),
+        )
+
+    def line_for(self, con_id: int) -> Line | None:
+        """The live line of an instrument (any exchange / data type), if any."""
+        for line in self._lines.values():
+            if line.key[0] == con_id:
+                return line
+        return None
+
+    # ---------------------------------------------------------------- contracts
+
+    async def resolve(
+        self, spec: common_pb2.Contract, *, max_wait: float | None = None
+    ) -> Contract:
+        """The qualified IB contract for a request's contract.
+
+        Cached; concurrent asks for the same spec share one IB request (bounded by
+        IBKR_TIMEOUT), and each caller waits at most ``max_wait`` seconds. Raises GatewayError
+        (NOT_FOUND, ambiguous INVALID_ARGUMENT, UNAVAILABLE, DEADLINE_EXCEEDED).
+        """
+        key = spec.SerializeToString(deterministic=True)
+        found = self._qualified.get(key)
+        if found is not None:
+            self._qualified.move_to_end(key)
+            return found
+        pending = self._qualifying.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._qualify(key, spec))
+            self._qualifying[key] = pending
+            pending.add_done_callback(partial(self._qualified_done, key))
+        if max_wait is None:
+            return await asyncio.shield(pending)
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending), max(0.0, max_wait))
+        except TimeoutError:
+            raise deadline_exceeded("contract details", max_wait) from None
+
+    def _qualified_done(self, key: bytes, future: asyncio.Future[Contract]) -> None:
+        self._qualifying.pop(key, None)
+        if not future.cancelled():
+            future.exception()  # retrieved: a failure nobody awaits is not "never retrieved"
+
+    async def _qualify(self, key: bytes, spec: common_pb2.Contract) -> Contract:
+        contract = await self.session.qualify(convert.contract_from_proto(spec))
+        if not contract.exchange and contract.secType == "STK":
+            contract.exchange = "SMART"
+        self._qualified[key] = contract
+        if len(self._qualified) > _QUALIFY_CACHE_SIZE:
+            self._qualified.popitem(last=False)
+        return contract
+
+    # -------------------------------------------------------------------- lines
+
+    @staticmethod
+    def line_key(contract: Contract, md_type: int) -> tuple[int, str, int]:
+        """Lines are per instrument, exchange and market data type."""
+        return (contract.conId, contract.exchange or "", market_data_type_to_ib(md_type))
+
+    def acquire(self, contract: Contract, md_type: int) -> Line:
+        """A reference to the line of a qualified contract, subscribing it if needed.
+
+        Raises GatewayError RESOURCE_EXHAUSTED (LINE_BUDGET_EXHAUSTED) when a new line
+        would exceed the budget.
+        """
+        md_type = market_data_type_to_ib(md_type)
+        key = self.line_key(contract, md_type)
+        line = self._lines.get(key)
+        if line is None:
+            if len(self._lines) >= self.line_budget and not self._evict_lingering():
+                raise GatewayError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "LINE_BUDGET_EXHAUSTED",
+                    f"the gateway's market-data line budget ({self.line_budget}, "
+                    "IBGW_QUOTE_LINE_BUDGET) is used up by other contracts",
+                    metadata={"line_budget": str(self.line_budget)},
+                    retry_after=5.0,
+                )
+            line = Line(key, contract, md_type)
+            self._lines[key] = line
+            self._by_contract[id(line.contract)] = line
+            self._subscribe(line)
+        if line.linger is not None:
+            line.linger.cancel()
+            line.linger = None
+        line.refs += 1
+        return line
+
+    def release(self, line: Line) -> None:
+        """Drop one reference; the last one cancels the IB line after the linger."""
+        line.refs -= 1
+        if line.refs > 0:
+            return
+        line.refs = 0
+        if self._lines.get(line.key) is not line:
+            return  # failed or already dropped
+        if self.linger <= 0 or self._closed:
+            self._drop_line(line)
+        else:
+            loop = asyncio.get_running_loop()
+            line.linger = loop.call_later(self.linger, self._expire, line)
+
+    def _expire(self, line: Line) -> None:
+        line.linger = None
+        if line.refs == 0 and self._lines.get(line.key) is line:
+            self._drop_line(line)
+
+    def _evict_lingering(self) -> bool:
+        for line in self._lines.values():
+            if line.refs == 0:
+                if line.linger is not None:
+                    line.linger.cancel()
+                    line.linger = None
+                self._drop_line(line)
+                return True
+        return False
+
+    def _subscribe(self, line: Line) -> None:
+        """Send reqMktData for a line (when connected; else it waits, PAUSED)."""
+        if not self.session.connected:
+            line.state = LineState.PAUSED
+            line.message = "IB connection down; the subscription starts when it returns"
+            return
+        try:
+            if self._md_type_sent != line.md_type:
+                self.ib.reqMarketDataType(line.md_type)
+                self._md_type_sent = line.md_type
+            ticker = self.ib.reqMktData(line.contract)
+        except ConnectionError:
+            line.state = LineState.PAUSED
+            return
+        old = line.ticker
+        if old is not None and self._by_ticker.get(old) is line:
+            del self._by_ticker[old]
+        line.ticker = ticker
+        self._by_ticker[ticker] = line
+        line.state = LineState.PENDING if line.quote is None else LineState.ACTIVE
+        line.message = ""
+        line.ib_code = 0
+
+    def _unsubscribe(self, line: Line) -> None:
+        ticker, line.ticker = line.ticker, None
+        if ticker is None:
+            return
+        if self._by_ticker.get(ticker) is line:
+            del self._by_ticker[ticker]
+        if self.ib.isConnected():
+            with contextlib.suppress(Exception):
+                self.ib.cancelMktData(line.contract)
+
+    def _drop_line(self, line: Line) -> None:
+        if line.linger is not None:
+            line.linger.cancel()
+            line.linger = None
+        if self._lines.get(line.key) is line:
+            del self._lines[line.key]
+        self._by_contract.pop(id(line.contract), None)
+        self._unsubscribe(line)
+        line.wake_waiters()
+
+    # ------------------------------------------------------------------- events
+
+    def _on_pending_tickers(self, tickers: set[Ticker]) -> None:
+        by_ticker = self._by_ticker
+        for ticker in tickers:
+            line = by_ticker.get(ticker)
+            if line is None:
+                continue
+            if line.state != LineState.ACTIVE:
+                self._set_line_state(line, LineState.ACTIVE, "", 0, notify=False)
+            line.update(ticker)
+            for group in line.groups:
+                group.push(line)
+        if self._dirty:
+            dirty, self._dirty = self._dirty, []
+            for group in dirty:
+                group.dispatch()
+
+    def _on_ib_error(self, req_id: int, code: int, message: str, contract: Any) -> None:
+        if contract is None or code in _IGNORED_CODES or 2100 <= code < 2200:
+            return
+        line = self._by_contract.get(id(contract))
+        if line is None or line.contract is not contract:
+            return
+        if code in _LINE_NOTICES:
+            line.message, line.ib_code = message, code
+            self._notify_line(line, ACTIVE, message, code)
+            return
+        log.info(
+            "market data for %s refused by IB (%d): %s", line.contract_pb.symbol, code, message
+        )
+        # The line is dead: forget it (a later consumer tries afresh), keep it for holders.
+        if self._lines.get(line.key) is line:
+            del self._lines[line.key]
+        self._by_contract.pop(id(line.contract), None)
+        self._unsubscribe(line)
+        self._set_line_state(line, LineState.FAILED, message, code)
+        line.wake_waiters()
+
+    def _set_line_state(
+        self, line: Line, state: str, message: str, ib_code: int, *, notify: bool = True
+    ) -> None:
+        line.state, line.message, line.ib_code = state, message, ib_code
+        if notify:
+            sub_state, text, code = line.status_fields()
+            self._notify_line(line, sub_state, text, code)
+
+    def _notify_line(self, line: Line, state: int, message: str, ib_code: int) -> None:
+        for group in line.groups:
+            for member in group.members:
+                member.line_status(line, state, message, ib_code)
+
+    def _on_state_change(self, change: StateChange) -> None:
+        from ibgateway_server.session import SessionEvent, SessionState
+
+        event = change.event
+        state = _CONNECTION_STATES.get(change.state, common_pb2.CONNECTION_STATE_DISCONNECTED)
+        if event == SessionEvent.CONNECTED or (
+            event == SessionEvent.CONNECTIVITY_RESTORED and change.state == SessionState.CONNECTED
+        ):
+            if event == SessionEvent.CONNECTED:
+                self._md_type_sent = None  # a new connection starts at live data
+            self._broadcast_connection(state, change)
+            self._resume(resubscribe=change.resubscribe or event == SessionEvent.CONNECTED)
+        elif event in (
+            SessionEvent.DISCONNECTED,
+            SessionEvent.CONNECTIVITY_LOST,
+            SessionEvent.STOPPED,
+            SessionEvent.RECONNECTING,
+            SessionEvent.CONNECTING,
+        ):
+            if state != self._connection_state:
+                self._broadcast_connection(state, change)
+            if event != SessionEvent.CONNECTING or change.state != SessionState.CONNECTING:
+                self._pause()
+
+    def _broadcast_connection(self, state: int, change: StateChange) -> None:
+        self._connection_state = state
+        when = timestamp_pb2.Timestamp()
+        when.FromDatetime(change.time)
+        message = market_data_pb2.StreamQuotesResponse(
+            connection_state=common_pb2.ConnectionStateChange(
+                state=state,  # type: ignore[arg-type]
+                message=change.message,
+                ib_code=change.ib_code or 0,
+                change_time=when,
+            )
+        ).SerializeToString()
+        for stream in self._streams:
+            stream.connection_event(message)
+
+    def _pause(self) -> None:
+        for line in list(self._lines.values()):
+            if line.state == LineState.PAUSED:
+                continue
+            if line.ticker is not None and self._by_ticker.get(line.ticker) is line:
+                del self._by_ticker[line.ticker]
+            line.ticker = None
+            self._set_line_state(
+                line, LineState.PAUSED, "IB connection down; resumes when it returns", 0
+            )
+
+    def _resume(self, *, resubscribe: bool) -> None:
+        for line in list(self._lines.values()):
+            if resubscribe or line.ticker is None:
+                if line.ticker is not None:
+                    self._unsubscribe(line)
+                self._subscribe(line)
+            else:
+                line.state = LineState.ACTIVE if line.quote is not None else LineState.PENDING
+            if line.state != LineState.PAUSED:
+                line.message, line.ib_code = "", 0
+                self._notify_line(line, ACTIVE, "IB connection restored", 0)
+
+    # ------------------------------------------------------------------ streams
+
+    def _join(self, stream: QuoteStream, lines: frozenset[Line]) -> _Group | None:
+        if not lines:
+            return None
+        group = self._groups.get(lines)
+        if group is None:
+            group = _Group(self, lines)
+            self._groups[lines] = group
+            for line in lines:
+                line.groups.append(group)
+        group.members.add(stream)
+        return group
+
+    def _leave(self, stream: QuoteStream, group: _Group | None) -> None:
+        if group is None:
+            return
+        group.members.discard(stream)
+        group.idle.pop(stream, None)
+        if not group.members:
+            self._groups.pop(group.key, None)
+            for line in group.lines:
+                with contextlib.suppress(ValueError):
+                    line.groups.remove(group)
+
+    def _register(self, stream: QuoteStream) -> None:
+        self._streams.add(stream)
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(
+                self._sweep_heartbeats(), name="quote-hub-heartbeats"
+            )
+
+    def _unregister(self, stream: QuoteStream) -> None:
+        self._streams.discard(stream)
+
+    async def _sweep_heartbeats(self) -> None:
+        """Wake streams that have been silent for their heartbeat interval."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._streams:
+                shortest = min(s.heartbeat for s in self._streams)
+                await asyncio.sleep(min(1.0, max(0.02, shortest / 4)))
+                now = loop.time()
+                for stream in list(self._streams):
+                    if now - stream.last_send >= stream.heartbeat:
+                        stream.heartbeat_due()
+        finally:
+            if self._sweeper is asyncio.current_task():
+                self._sweeper = None
+
+    # -------------------------------------------------------------- snapshots
+
+    async def snapshot(
+        self, contract: Contract, md_type: int, *, max_wait: float, settle: float = 0.5
+    ) -> Line:
+        """A line's quote for a one-off request: reuses a live line or subscribes briefly.
+
+        Waits until the quote is complete (a market and the close), or ``settle`` seconds
+        after its first data, or ``max_wait`` seconds. The caller reads ``line.quote`` /
+        ``line.state`` and must call :meth:`release`.
+        """
+        line = self.acquire(contract, md_type)
+        if line.complete or not line.alive:
+            return line
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, max_wait)
+        self._snapshot_waiters += 1
+        try:
+            while line.alive and not line.complete:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                if line.quote is not None:
+                    remaining = min(remaining, settle)
+                fut: asyncio.Future[None] = loop.create_future()
+                line.waiters.append(fut)
+                try:
+                    await asyncio.wait_for(fut, remaining)
+                except TimeoutError:
+                    if line.quote is not None:
+                        break
+        finally:
+            self._snapshot_waiters -= 1
+        return line
+
+
+_CONNECTION_STATES: dict[str, int] = {
+    "connected": common_pb2.CONNECTION_STATE_CONNECTED,
+    "disconnected": common_pb2.CONNECTION_STATE_DISCONNECTED,
+    "connecting": common_pb2.CONNECTION_STATE_RECONNECTING,
+    "reconnecting": common_pb2.CONNECTION_STATE_RECONNECTING,
+    "connectivity_lost": common_pb2.CONNECTION_STATE_IB_LINK_LOST,
+    "stopped": common_pb2.CONNECTION_STATE_DISCONNECTED,
+}
+
+
+def status_message(
+    index: int, contract: common_pb2.Contract, state: int, message: str, ib_code: int
+) -> bytes:
+    """The bytes of a StreamQuotesResponse carrying one SubscriptionStatus."""
+    return market_data_pb2.StreamQuotesResponse(
+        subscription_status=market_data_pb2.SubscriptionStatus(
+            index=index,
+            contract=contract,
+            state=state,  # type: ignore[arg-type]
+            message=message,
+            ib_code=ib_code,
+        )
+    ).SerializeToString()
+
+
+def state_for_error(exc: GatewayError) -> int:
+    """The SubscriptionState for a contract that could not be subscribed."""
+    if exc.reason == "AMBIGUOUS_CONTRACT":
+        return AMBIGUOUS
+    if exc.reason == "LINE_BUDGET_EXHAUSTED" or exc.ib_code == 101:
+        return LIMIT_REACHED
+    if exc.code is grpc.StatusCode.NOT_FOUND:
+        return NOT_FOUND
+    if exc.code is grpc.StatusCode.PERMISSION_DENIED:
+        return PERMISSION_DENIED
+    return FAILED
+
+
+def failure_of(exc: BaseException) -> GatewayError:
+    """A GatewayError for any failure while subscribing one contract."""
+    mapped = from_exception(exc)
+    if mapped is not None:
+        return mapped
+    log.exception("unexpected failure subscribing a contract", exc_info=exc)
+    return GatewayError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal gateway error")
+
+
+Writer = Callable[[bytes], Awaitable[None]]
+
+
+class QuoteStream:
+    """One StreamQuotes call: its lines, its position in its group's log, its control
+    messages (statuses, connection changes) and its heartbeat."""
+
+    def __init__(
+        self,
+        hub: QuoteHub,
+        contracts: Sequence[common_pb2.Contract],
+        md_type: int,
+        heartbeat: float,
+    ) -> None:
+        self.hub = hub
+        self.contracts = list(contracts)
+        self.md_type = md_type
+        self.heartbeat = heartbeat
+        self.lines: dict[Line, list[int]] = {}  # line → its indices in the request
+        self.group: _Group | None = None
+        self.pos = 0
+        self.last_send = 0.0
+        self._loop = asyncio.get_running_loop()
+        self._wake: asyncio.Future[None] | None = None
+        self._idle = False
+        self._initial = True
+        self._heartbeat_due = False
+        self._ended = False
+        self._closed = False
+        # Control messages, oldest first. Statuses conflate per request index (the newest
+        # state wins); connection changes are kept in order, up to a bound.
+        self._control: OrderedDict[Any, bytes] = OrderedDict()
+        self._events = 0
+
+    # ---------------------------------------------------------------- set up
+
+    async def open(self) -> None:
+        """Resolve and subscribe every contract; queue one status per contract."""
+        hub = self.hub
+        hub._register(self)
+        self.last_send = self._loop.time()
+        results = await asyncio.gather(
+            *(hub.resolve(spec) for spec in self.contracts),
+            return_exceptions=True,
+        )
+        if self._closed:
+            return
+        acquired: dict[tuple[int, str, int], Line] = {}
+        for index, (spec, result) in enumerate(zip(self.contracts, results, strict=True)):
+            if isinstance(result, BaseException):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                err = failure_of(result)
+                self._status(index, spec, state_for_error(err), err.message, err.ib_code or 0)
+                continue
+            key = hub.line_key(result, self.md_type)
+            line = acquired.get(key)
+            if line is None:
+                try:
+                    line = hub.acquire(result, self.md_type)
+                except GatewayError as err:
+                    contract_pb = convert.contract_to_proto(result)
+                    self._status(index, contract_pb, LIMIT_REACHED, err.message, 0)
+                    continue
+                acquired[key] = line
+                self.lines[line] = []
+            self.lines[line].append(index)
+            state, message, ib_code = line.status_fields()
+            self._status(index, line.contract_pb, state, message, ib_code)
+        self.group = hub._join(self, frozenset(line for line in self.lines if line.alive))
+        self.pos = self.group.end if self.group is not None else 0
+
+    # ------------------------------------------------------------- messages
+
+    def _status(
+        self, index: int, contract: common_pb2.Contract, state: int, message: str, ib_code: int
+    ) -> None:
+        key = ("status", index)
+        self._control.pop(key, None)
+        self._control[key] = status_message(index, contract, state, message, ib_code)
+        self.wake()
+
+    def line_status(self, line: Line, state: int, message: str, ib_code: int) -> None:
+        for index in self.lines.get(line, ()):
+            self._status(index, line.contract_pb, state, message, ib_code)
+
+    def connection_event(self, message: bytes) -> None:
+        self._events += 1
+        self._control[("connection", self._events)] = message
+        connection_keys = [k for k in self._control if k[0] == "connection"]
+        for key in connection_keys[:-MAX_CONNECTION_EVENTS]:
+            del self._control[key]
+        self.wake()
+
+    def heartbeat_due(self) -> None:
+        self._heartbeat_due = True
+        self.wake()
+
+    def wake(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def end(self) -> None:
+        """Finish the stream (the gateway is closing): run() returns."""
+        self._ended = True
+        self.wake()
+
+    def next_message(self) -> bytes | None:
+        """The next message to send, or None when there is nothing new."""
+        if self._control:
+            return self._control.popitem(last=False)[1]
+        group = self.group
+        if group is not None:
+            if self._initial:
+                self._initial = False
+                self.pos = group.end
+                snapshot = group.snapshot()
+                if snapshot is not None:
+                    return snapshot
+            if self.pos < group.end:
+                message = group.batch_from(self.pos)
+                self.pos = group.end
+                return message
+        if self._heartbeat_due:
+            self._heartbeat_due = False
+            if self._loop.time() - self.last_send >= self.heartbeat * 0.9:
+                return _heartbeat_message()
+        return None
+
+    async def run(self, write: Writer) -> None:
+        """Send messages until the stream ends (or the caller is cancelled)."""
+        loop = self._loop
+        while not self._ended:
+            message = self.next_message()
+            if message is None:
+                self._wake = loop.create_future()
+                group = self.group
+                if group is not None and not self._idle:
+                    group.idle[self] = None
+                    self._idle = True
+                await self._wake
+                self._wake = None
+                continue
+            await write(message)
+            self.last_send = loop.time()
+
+    def close(self) -> None:
+        """Release every line and leave the hub (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ended = True
+        hub = self.hub
+        hub._leave(self, self.group)
+        self.group = None
+        for line in self.lines:
+            hub.release(line)
+        self.lines.clear()
+        self._control.clear()
+        hub._unregister(self)
+        self.wake()
+
+
+def _heartbeat_message() -> bytes:
+    now = timestamp_pb2.Timestamp()
+    now.GetCurrentTime()
+    return market_data_pb2.StreamQuotesResponse(
+        heartbeat=common_pb2.Heartbeat(heartbeat_time=now)
+    ).SerializeToString()

@@ -1,0 +1,253 @@
+"""MarketDataService: ResolveContract, GetQuotes (snapshots) and StreamQuotes (fan-out).
+
+The servicer stays thin: it validates, asks the session or the :class:`QuoteHub`, and
+converts. StreamQuotes writes pre-encoded message bytes (built once per IB update by the
+hub), so the service must be registered with :func:`add_market_data_service`, whose
+StreamQuotes handler passes those bytes through unchanged; clients still see an ordinary
+``StreamQuotesResponse`` (the bytes are a valid encoding of one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+
+from ibgateway.v1 import common_pb2, market_data_pb2, market_data_pb2_grpc
+from ibgateway_server import convert
+from ibgateway_server.errors import GatewayError
+from ibgateway_server.hub import (
+    FAILED,
+    Line,
+    QuoteHub,
+    QuoteStream,
+    failure_of,
+    state_for_error,
+)
+from ibgateway_server.session import IbSession
+from ibgateway_server.validation import Violations, check_contract
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+SERVICE_NAME = market_data_pb2.DESCRIPTOR.services_by_name["MarketDataService"].full_name
+MAX_CONTRACTS = 1000  # per request; the line budget caps distinct contracts anyway
+MIN_HEARTBEAT = 0.1
+MAX_HEARTBEAT = 3600.0
+_MARKET_DATA_TYPES = frozenset(common_pb2.MarketDataType.values())
+
+
+def validate_contracts(contracts: Any, violations: Violations) -> None:
+    if not contracts:
+        violations.add("contracts", "at least one contract is required")
+    elif len(contracts) > MAX_CONTRACTS:
+        violations.add("contracts", f"at most {MAX_CONTRACTS} contracts per request")
+    else:
+        for index, contract in enumerate(contracts):
+            check_contract(contract, f"contracts[{index}]", violations)
+
+
+def validate_market_data_type(value: int, violations: Violations) -> None:
+    if value not in _MARKET_DATA_TYPES:
+        violations.add("market_data_type", f"unknown market data type {value}")
+
+
+def heartbeat_seconds(
+    request: market_data_pb2.StreamQuotesRequest, default: float, violations: Violations
+) -> float:
+    """The stream's heartbeat interval: the request's, else the gateway default."""
+    if not request.HasField("heartbeat_interval"):
+        return default
+    interval = request.heartbeat_interval
+    seconds = interval.seconds + interval.nanos / 1e9
+    if seconds == 0:
+        return default
+    if not MIN_HEARTBEAT <= seconds <= MAX_HEARTBEAT:
+        violations.add(
+            "heartbeat_interval",
+            f"must be 0 (gateway default) or between {MIN_HEARTBEAT:g}s and "
+            f"{MAX_HEARTBEAT:g}s (got {seconds:g}s)",
+        )
+    return seconds
+
+
+def details_to_proto(details: Any) -> market_data_pb2.ContractDetails:
+    """The proto ContractDetails of an ib_insync ContractDetails."""
+
+    def split(text: str | None) -> list[str]:
+        return [part for part in (text or "").split(",") if part]
+
+    return market_data_pb2.ContractDetails(
+        long_name=details.longName or "",
+        min_tick=convert.to_decimal(details.minTick or None),
+        time_zone_id=details.timeZoneId or "",
+        trading_hours=details.tradingHours or "",
+        liquid_hours=details.liquidHours or "",
+        valid_exchanges=split(details.validExchanges),
+        order_types=split(details.orderTypes),
+    )
+
+
+def _status(
+    index: int, contract: common_pb2.Contract, state: int, message: str, ib_code: int = 0
+) -> market_data_pb2.SubscriptionStatus:
+    return market_data_pb2.SubscriptionStatus(
+        index=index,
+        contract=contract,
+        state=state,  # type: ignore[arg-type]
+        message=message,
+        ib_code=ib_code,
+    )
+
+
+class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
+    """Quotes through the hub (one IB line per contract), contracts through the session."""
+
+    def __init__(
+        self, session: IbSession, hub: QuoteHub, *, heartbeat_seconds: float | None = None
+    ) -> None:
+        self.session = session
+        self.hub = hub
+        self.heartbeat_seconds = (
+            heartbeat_seconds if heartbeat_seconds is not None else hub.heartbeat_seconds
+        )
+
+    async def ResolveContract(
+        self, request: market_data_pb2.ResolveContractRequest, context: Context
+    ) -> market_data_pb2.ResolveContractResponse:
+        violations = Violations()
+        check_contract(
+            request.contract if request.HasField("contract") else None, "contract", violations
+        )
+        violations.raise_if_any()
+        self.session.require_connected()
+        details = await self.session.qualify_details(
+            convert.contract_from_proto(request.contract), context=context
+        )
+        assert details.contract is not None
+        return market_data_pb2.ResolveContractResponse(
+            contract=convert.contract_to_proto(details.contract),
+            details=details_to_proto(details),
+        )
+
+    async def GetQuotes(
+        self, request: market_data_pb2.GetQuotesRequest, context: Context
+    ) -> market_data_pb2.GetQuotesResponse:
+        violations = Violations()
+        validate_contracts(request.contracts, violations)
+        validate_market_data_type(request.market_data_type, violations)
+        violations.raise_if_any()
+        self.session.require_connected()
+        budget = self.session.budget(context)
+        md_type = request.market_data_type
+        results = await asyncio.gather(
+            *(
+                self._snapshot_one(index, spec, md_type, budget)
+                for index, spec in enumerate(request.contracts)
+            )
+        )
+        response = market_data_pb2.GetQuotesResponse()
+        for quote, failure in results:
+            if quote is not None:
+                response.quotes.append(quote)
+            if failure is not None:
+                response.failures.append(failure)
+        return response
+
+    async def _snapshot_one(
+        self, index: int, spec: common_pb2.Contract, md_type: int, budget: float
+    ) -> tuple[market_data_pb2.Quote | None, market_data_pb2.SubscriptionStatus | None]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            contract = await self.hub.resolve(spec, max_wait=budget)
+            remaining = max(0.0, budget - (loop.time() - start))
+            line = await self.hub.snapshot(contract, md_type, max_wait=remaining)
+        except Exception as exc:
+            err = failure_of(exc)
+            return None, _status(index, spec, state_for_error(err), err.message, err.ib_code or 0)
+        try:
+            return self._quote_of(index, line, budget)
+        finally:
+            self.hub.release(line)
+
+    @staticmethod
+    def _quote_of(
+        index: int, line: Line, budget: float
+    ) -> tuple[market_data_pb2.Quote | None, market_data_pb2.SubscriptionStatus | None]:
+        if not line.alive:
+            state, message, ib_code = line.status_fields()
+            return None, _status(index, line.contract_pb, state, message, ib_code)
+        if line.quote is None:
+            return None, _status(
+                index,
+                line.contract_pb,
+                FAILED,
+                f"IB sent no quote for {line.contract_pb.symbol or line.key[0]} "
+                f"within {budget:.3g}s",
+            )
+        return market_data_pb2.Quote.FromString(line.quote), None
+
+    async def StreamQuotes(  # type: ignore[override]
+        self, request: market_data_pb2.StreamQuotesRequest, context: Context
+    ) -> None:
+        violations = Violations()
+        validate_contracts(request.contracts, violations)
+        validate_market_data_type(request.market_data_type, violations)
+        heartbeat = heartbeat_seconds(request, self.heartbeat_seconds, violations)
+        violations.raise_if_any()
+        self.session.require_connected()
+        stream = QuoteStream(self.hub, request.contracts, request.market_data_type, heartbeat)
+        try:
+            await stream.open()
+            await stream.run(context.write)
+        finally:
+            stream.close()
+
+
+def _pass_through(message: bytes) -> bytes:
+    # StreamQuotes messages arrive here already serialized (see module docstring).
+    return message
+
+
+def market_data_handlers(
+    servicer: MarketDataServicer,
+) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+    """The method handlers of MarketDataService, StreamQuotes with a pass-through
+    response serializer."""
+    md = market_data_pb2
+    return {
+        "ResolveContract": grpc.unary_unary_rpc_method_handler(
+            servicer.ResolveContract,
+            request_deserializer=md.ResolveContractRequest.FromString,
+            response_serializer=md.ResolveContractResponse.SerializeToString,
+        ),
+        "GetQuotes": grpc.unary_unary_rpc_method_handler(
+            servicer.GetQuotes,
+            request_deserializer=md.GetQuotesRequest.FromString,
+            response_serializer=md.GetQuotesResponse.SerializeToString,
+        ),
+        "StreamQuotes": grpc.unary_stream_rpc_method_handler(
+            servicer.StreamQuotes,
+            request_deserializer=md.StreamQuotesRequest.FromString,
+            response_serializer=_pass_through,
+        ),
+    }
+
+
+def add_market_data_service(server: grpc.aio.Server, servicer: MarketDataServicer) -> str:
+    """Register MarketDataService on ``server`` (use this, not the generated
+    ``add_MarketDataServiceServicer_to_server``); returns the service's full name."""
+    handlers = market_data_handlers(servicer)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+    return str(SERVICE_NAME)
+
+
+__all__ = [
+    "SERVICE_NAME",
+    "GatewayError",
+    "MarketDataServicer",
+    "add_market_data_service",
+    "market_data_handlers",
+]
