@@ -9,6 +9,7 @@ contextvars.Context per call).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 import logging
@@ -207,6 +208,9 @@ class AccessLogInterceptor(_WrappingInterceptor):
         start = time.perf_counter()
         try:
             return await behavior(request, context)
+        except asyncio.CancelledError:
+            outcome.code = outcome.code or grpc.StatusCode.CANCELLED
+            raise
         finally:
             self._log(method, context, outcome, start)
 
@@ -224,6 +228,10 @@ class AccessLogInterceptor(_WrappingInterceptor):
         try:
             async for item in behavior(request, context):
                 yield item
+        except (asyncio.CancelledError, GeneratorExit):
+            # the client went away (or the server is stopping)
+            outcome.code = outcome.code or grpc.StatusCode.CANCELLED
+            raise
         finally:
             self._log(method, context, outcome, start)
 
@@ -309,6 +317,9 @@ class MetricsInterceptor(_WrappingInterceptor):
         self._started(method, kind)
         try:
             return await behavior(request, context)
+        except asyncio.CancelledError:
+            outcome.code = outcome.code or grpc.StatusCode.CANCELLED
+            raise
         finally:
             self._done(method, kind, context, outcome, start)
 
@@ -326,6 +337,10 @@ class MetricsInterceptor(_WrappingInterceptor):
         try:
             async for item in behavior(request, context):
                 yield item
+        except (asyncio.CancelledError, GeneratorExit):
+            # the client went away (or the server is stopping)
+            outcome.code = outcome.code or grpc.StatusCode.CANCELLED
+            raise
         finally:
             self._done(method, kind, context, outcome, start)
 

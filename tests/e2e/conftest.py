@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import grpc.aio
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from ibgateway_server.app import Gateway
 from ibgateway_server.config import Settings
@@ -76,10 +79,23 @@ def gateway_settings(sim: TwsSimulator, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sim_config(**kw): SimulatorConfig overrides for the `simulator` fixture, "
+        "e.g. @pytest.mark.sim_config(positions={'AAPL': (100, 150.0)})",
+    )
+
+
 @pytest.fixture
-async def simulator() -> AsyncIterator[TwsSimulator]:
-    """A running, seeded TWS simulator on 127.0.0.1 (OS-chosen port)."""
-    async with TwsSimulator(sim_config()) as sim:
+async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[TwsSimulator]:
+    """A running, seeded TWS simulator on 127.0.0.1 (OS-chosen port).
+
+    Tune it per test with ``@pytest.mark.sim_config(...)``.
+    """
+    marker = request.node.get_closest_marker("sim_config")
+    overrides = dict(marker.kwargs) if marker else {}
+    async with TwsSimulator(sim_config(**overrides)) as sim:
         yield sim
 
 
@@ -147,3 +163,53 @@ async def wait_for_state(gw: Gateway, *states: SessionState, within: float = 5.0
     assert gw.session is not None
     session = gw.session
     return await wait_until(lambda: session.state in states, within)
+
+
+@dataclass
+class RichError:
+    """The decoded google.rpc.Status of a failed call."""
+
+    code: grpc.StatusCode
+    message: str
+    info: error_details_pb2.ErrorInfo | None
+    bad_request: error_details_pb2.BadRequest | None
+    retry: error_details_pb2.RetryInfo | None
+
+    @property
+    def violations(self) -> dict[str, str]:
+        if self.bad_request is None:
+            return {}
+        return {v.field: v.description for v in self.bad_request.field_violations}
+
+
+def rich_error(exc: grpc.aio.AioRpcError) -> RichError:
+    """Decode ErrorInfo / BadRequest / RetryInfo the way any gRPC client would."""
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    found: dict[str, Any] = {}
+    if status is not None:
+        for detail in status.details:
+            for name, cls in (
+                ("info", error_details_pb2.ErrorInfo),
+                ("bad_request", error_details_pb2.BadRequest),
+                ("retry", error_details_pb2.RetryInfo),
+            ):
+                if detail.Is(cls.DESCRIPTOR):
+                    msg = cls()
+                    detail.Unpack(msg)
+                    found[name] = msg
+    return RichError(
+        code=exc.code(),
+        message=exc.details() or "",
+        info=found.get("info"),
+        bad_request=found.get("bad_request"),
+        retry=found.get("retry"),
+    )
+
+
+async def expect_error(awaitable: Awaitable[Any]) -> RichError:
+    """Await a call that must fail; its decoded rich status."""
+    try:
+        await awaitable
+    except grpc.aio.AioRpcError as exc:
+        return rich_error(exc)
+    raise AssertionError("the call succeeded but an error was expected")
