@@ -488,27 +488,51 @@ class IbSession:
             attempt=self._attempts,
         )
         errors_seen: list[tuple[int, str]] = []
+        # ib_insync waits out its whole timeout when TWS refuses the handshake (326) and
+        # closes the socket; end the attempt as soon as that is known.
+        refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
         def note(req_id: int, code: int, message: str, contract: object) -> None:
             if code in (326, 502, 504) or (req_id == -1 and not 2100 <= code < 2200):
                 errors_seen.append((code, message))
+            if code == 326 and not refused.done():
+                refused.set_result(message)
+
+        def api_error(message: str) -> None:
+            if not refused.done() and not self.ib.client.isReady():
+                refused.set_result(message)
 
         self.ib.errorEvent += note
-        try:
-            await asyncio.wait_for(
-                self.ib.connectAsync(
-                    self.host,
-                    self.port,
-                    clientId=self.client_id,
-                    timeout=self.timeout,
-                    account=self.settings.ibkr_account,
-                ),
-                # connectAsync bounds each of its steps by `timeout`; cap the whole.
-                timeout=self.timeout * 3,
+        self.ib.client.apiError += api_error
+        connecting = asyncio.ensure_future(
+            self.ib.connectAsync(
+                self.host,
+                self.port,
+                clientId=self.client_id,
+                timeout=self.timeout,
+                account=self.settings.ibkr_account,
             )
+        )
+        try:
+            # connectAsync bounds each of its steps by `timeout`; cap the whole.
+            done, _ = await asyncio.wait(
+                {connecting, refused},
+                timeout=self.timeout * 3,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if connecting in done:
+                connecting.result()
+            elif refused in done:
+                raise ConnectionError(refused.result() or "TWS closed the connection")
+            else:
+                raise TimeoutError()
             if not self.ib.isConnected():
                 raise ConnectionError("socket closed while synchronising")
         except BaseException as exc:
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(BaseException):
+                    await connecting
             code, text = errors_seen[-1] if errors_seen else (None, _describe(exc))
             self._last_error, self._last_error_code = text, code
             with contextlib.suppress(Exception):
@@ -517,6 +541,7 @@ class IbSession:
         finally:
             self._attempting = False
             self.ib.errorEvent -= note
+            self.ib.client.apiError -= api_error
         self._attempts = 0
         self._connected_since = datetime.now(UTC)
         self._server_version = self.ib.client.serverVersion()

@@ -184,7 +184,7 @@ class RichError:
 
 def rich_error(exc: grpc.aio.AioRpcError) -> RichError:
     """Decode ErrorInfo / BadRequest / RetryInfo the way any gRPC client would."""
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    status = rpc_status.from_call(exc)
     found: dict[str, Any] = {}
     if status is not None:
         for detail in status.details:
