@@ -16,17 +16,17 @@ ACCOUNT = "DU1234567"
 
 
 @pytest.fixture
-def accounts(channel: grpc.aio.Channel) -> account_pb2_grpc.AccountServiceStub:
+def accounts(channel: grpc.aio.Channel) -> account_pb2_grpc.AccountServiceAsyncStub:
     return account_pb2_grpc.AccountServiceStub(channel)
 
 
-async def test_list_accounts(accounts: account_pb2_grpc.AccountServiceStub) -> None:
+async def test_list_accounts(accounts: account_pb2_grpc.AccountServiceAsyncStub) -> None:
     response = await accounts.ListAccounts(account_pb2.ListAccountsRequest())
     assert [(a.account_id, a.paper) for a in response.accounts] == [(ACCOUNT, True)]
 
 
 async def test_summary_has_every_tag_with_value_and_currency(
-    accounts: account_pb2_grpc.AccountServiceStub,
+    accounts: account_pb2_grpc.AccountServiceAsyncStub,
 ) -> None:
     response = await accounts.GetAccountSummary(account_pb2.GetAccountSummaryRequest())
     values = list(response.values)
@@ -42,7 +42,7 @@ async def test_summary_has_every_tag_with_value_and_currency(
 
 
 async def test_summary_filters_by_tag_and_account(
-    accounts: account_pb2_grpc.AccountServiceStub,
+    accounts: account_pb2_grpc.AccountServiceAsyncStub,
 ) -> None:
     response = await accounts.GetAccountSummary(
         account_pb2.GetAccountSummaryRequest(
@@ -53,7 +53,7 @@ async def test_summary_filters_by_tag_and_account(
 
 
 async def test_balance_matches_the_account(
-    accounts: account_pb2_grpc.AccountServiceStub, simulator: TwsSimulator
+    accounts: account_pb2_grpc.AccountServiceAsyncStub, simulator: TwsSimulator
 ) -> None:
     balance = await accounts.GetBalance(account_pb2.GetBalanceRequest())
     assert balance.account_id == ACCOUNT
@@ -67,7 +67,7 @@ async def test_balance_matches_the_account(
 
 @pytest.mark.parametrize("method", ["GetBalance", "GetAccountSummary"])
 async def test_unknown_account_is_a_field_violation(
-    accounts: account_pb2_grpc.AccountServiceStub, method: str
+    accounts: account_pb2_grpc.AccountServiceAsyncStub, method: str
 ) -> None:
     request_type = getattr(account_pb2, f"{method}Request")
     err = await expect_error(getattr(accounts, method)(request_type(account_id="U7654321")))
@@ -79,7 +79,7 @@ async def test_unknown_account_is_a_field_violation(
 
 
 async def test_not_connected_is_unavailable(
-    accounts: account_pb2_grpc.AccountServiceStub, channel: grpc.aio.Channel
+    accounts: account_pb2_grpc.AccountServiceAsyncStub, channel: grpc.aio.Channel
 ) -> None:
     await connection_pb2_grpc.ConnectionServiceStub(channel).Disconnect(
         connection_pb2.DisconnectRequest()

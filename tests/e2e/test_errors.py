@@ -84,7 +84,8 @@ async def error_channel() -> AsyncIterator[grpc.aio.Channel]:
 
 
 def _call(channel: grpc.aio.Channel, name: str) -> Any:
-    return channel.unary_unary(f"/test.Svc/{name}")(b"")
+    method: Any = channel.unary_unary(f"/test.Svc/{name}")
+    return method(b"")
 
 
 async def test_unexpected_exception_is_internal_without_details(
@@ -134,7 +135,8 @@ async def test_a_servicer_abort_passes_through(error_channel: grpc.aio.Channel) 
 
 
 async def test_a_stream_failing_midway_ends_with_a_status(error_channel: grpc.aio.Channel) -> None:
-    call = error_channel.unary_stream("/test.Svc/Stream")(b"")
+    method: Any = error_channel.unary_stream("/test.Svc/Stream")
+    call = method(b"")
     received = []
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for item in call:

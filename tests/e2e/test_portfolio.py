@@ -21,12 +21,12 @@ pytestmark = pytest.mark.sim_config(positions={"AAPL": (100, 150.0), "MSFT": (-2
 
 
 @pytest.fixture
-def portfolio(channel: grpc.aio.Channel) -> portfolio_pb2_grpc.PortfolioServiceStub:
+def portfolio(channel: grpc.aio.Channel) -> portfolio_pb2_grpc.PortfolioServiceAsyncStub:
     return portfolio_pb2_grpc.PortfolioServiceStub(channel)
 
 
 async def test_positions_carry_cost_value_and_pnl(
-    portfolio: portfolio_pb2_grpc.PortfolioServiceStub,
+    portfolio: portfolio_pb2_grpc.PortfolioServiceAsyncStub,
 ) -> None:
     response = await portfolio.ListPositions(portfolio_pb2.ListPositionsRequest())
     by_symbol = {p.contract.symbol: p for p in response.positions}
@@ -54,7 +54,7 @@ async def test_positions_carry_cost_value_and_pnl(
 
 
 async def test_positions_of_one_account(
-    portfolio: portfolio_pb2_grpc.PortfolioServiceStub,
+    portfolio: portfolio_pb2_grpc.PortfolioServiceAsyncStub,
 ) -> None:
     response = await portfolio.ListPositions(
         portfolio_pb2.ListPositionsRequest(account_id="DU1234567")
@@ -69,7 +69,7 @@ async def test_positions_of_one_account(
 
 
 async def test_positions_need_a_connection(
-    portfolio: portfolio_pb2_grpc.PortfolioServiceStub, channel: grpc.aio.Channel
+    portfolio: portfolio_pb2_grpc.PortfolioServiceAsyncStub, channel: grpc.aio.Channel
 ) -> None:
     await connection_pb2_grpc.ConnectionServiceStub(channel).Disconnect(
         connection_pb2.DisconnectRequest()
