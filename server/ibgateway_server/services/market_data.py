@@ -16,10 +16,9 @@ import grpc
 
 from ibgateway.v1 import common_pb2, market_data_pb2, market_data_pb2_grpc
 from ibgateway_server import convert
-from ibgateway_server.errors import GatewayError
+from ibgateway_server.errors import GatewayError, deadline_exceeded
 from ibgateway_server.hub import (
     FAILED,
-    Line,
     QuoteHub,
     QuoteStream,
     failure_of,
@@ -147,16 +146,24 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
             )
         )
         response = market_data_pb2.GetQuotesResponse()
-        for quote, failure in results:
+        timeouts: list[GatewayError] = []
+        for quote, failure, timeout in results:
             if quote is not None:
                 response.quotes.append(quote)
             if failure is not None:
                 response.failures.append(failure)
+            if timeout is not None:
+                timeouts.append(timeout)
+        if timeouts and len(timeouts) == len(results):
+            raise timeouts[0]  # nothing at all in time: the call itself timed out
         return response
 
     async def _snapshot_one(
         self, index: int, spec: common_pb2.Contract, md_type: int, budget: float
-    ) -> tuple[market_data_pb2.Quote | None, market_data_pb2.SubscriptionStatus | None]:
+    ) -> tuple[
+        market_data_pb2.Quote | None, market_data_pb2.SubscriptionStatus | None, GatewayError | None
+    ]:
+        """(quote, failure, the timeout behind the failure if it was one)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         try:
@@ -165,28 +172,20 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
             line = await self.hub.snapshot(contract, md_type, max_wait=remaining)
         except Exception as exc:
             err = failure_of(exc)
-            return None, _status(index, spec, state_for_error(err), err.message, err.ib_code or 0)
+            failure = _status(index, spec, state_for_error(err), err.message, err.ib_code or 0)
+            timed_out = err if err.code is grpc.StatusCode.DEADLINE_EXCEEDED else None
+            return None, failure, timed_out
         try:
-            return self._quote_of(index, line, budget)
+            if not line.alive:
+                state, message, ib_code = line.status_fields()
+                return None, _status(index, line.contract_pb, state, message, ib_code), None
+            if line.quote is None:
+                symbol = line.contract_pb.symbol or str(line.key[0])
+                err = deadline_exceeded(f"a quote of {symbol}", budget)
+                return None, _status(index, line.contract_pb, FAILED, err.message), err
+            return market_data_pb2.Quote.FromString(line.quote), None, None
         finally:
             self.hub.release(line)
-
-    @staticmethod
-    def _quote_of(
-        index: int, line: Line, budget: float
-    ) -> tuple[market_data_pb2.Quote | None, market_data_pb2.SubscriptionStatus | None]:
-        if not line.alive:
-            state, message, ib_code = line.status_fields()
-            return None, _status(index, line.contract_pb, state, message, ib_code)
-        if line.quote is None:
-            return None, _status(
-                index,
-                line.contract_pb,
-                FAILED,
-                f"IB sent no quote for {line.contract_pb.symbol or line.key[0]} "
-                f"within {budget:.3g}s",
-            )
-        return market_data_pb2.Quote.FromString(line.quote), None
 
     async def StreamQuotes(  # type: ignore[override]
         self, request: market_data_pb2.StreamQuotesRequest, context: Context
