@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import NamedTuple
 
 from tws_simulator.market import Quote
 
@@ -375,6 +376,16 @@ class OrderBook:
             order.trail_stop = max(current, stop)
 
 
+class QuoteResult(NamedTuple):
+    """What one quote did: executions, and stop orders whose stop it hit."""
+
+    fills: list[Fill]
+    triggered: list[WorkingOrder]
+
+
+_NOTHING = QuoteResult([], [])
+
+
 @dataclass
 class SubmitResult:
     fills: list[Fill]
@@ -427,19 +438,23 @@ class MatchingEngine:
             self._remove(order)
         return order
 
-    def on_quote(self, con_id: int, quote: Quote) -> list[Fill]:
+    def on_quote(self, con_id: int, quote: Quote) -> QuoteResult:
         """Re-evaluate the working orders of one instrument; cheap when it has none."""
         book = self._books.get(con_id)
         if book is None or not book.orders:
-            return []
+            return _NOTHING
         fills: list[Fill] = []
+        triggered: list[WorkingOrder] = []
         for order in list(book.orders.values()):
+            was_triggered = order.triggered
             fill = book.evaluate(order, quote, arriving=False)
+            if order.triggered and not was_triggered:
+                triggered.append(order)
             if fill is not None:
                 fills.append(fill)
                 if order.remaining <= 0:
                     self._remove(order)
-        return fills
+        return QuoteResult(fills, triggered)
 
     def _run(
         self, book: OrderBook, order: WorkingOrder, quote: Quote, *, arriving: bool

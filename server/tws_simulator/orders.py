@@ -1,16 +1,710 @@
-"""The order side of the simulator (placeholder: helper SIM-ORDERS provides the real one).
+"""The order side of the simulator: placeOrder, cancels, order/execution queries, fills.
 
-``install(sim)`` is called once when a :class:`~tws_simulator.server.Simulator` is built;
-it registers the order request handlers over the defaults of ``session.py``.
+:class:`OrderDesk` keeps every order the simulator accepted, runs working orders through
+the :mod:`~tws_simulator.matching` engine on each quote change, books fills on the
+account, and sends each order's messages to the client that owns it, in TWS's order:
+
+* accepted:   openOrder → orderStatus (PreSubmitted for stop types, else Submitted)
+* each fill:  execDetails → openOrder → orderStatus → commissionReport
+  (the account's portfolio/position/value updates go out between the last two)
+* cancelled:  error 202 "Order Canceled - reason:" → orderStatus Cancelled
+* rejected:   one error message with IB's code; no order is created
+
+Orders outlive their client's connection, as in TWS; a reconnecting client sees them via
+reqOpenOrders / reqCompletedOrders / reqExecutions. Only the owning client gets an order's
+messages (there is no master client id).
+
+Not simulated (rejected with error 201 and a reason that says so): order conditions,
+algos, OCA groups, attached/bracket orders (parentId), hedge orders and orders held in
+TWS with ``transmit=False``.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from .account import INITIAL_MARGIN_RATE
+from .instruments import Instrument
+from .market import Quote
+from .matching import (
+    AMBIGUOUS_CONTRACT,
+    NO_SECURITY_DEFINITION,
+    Fill,
+    MatchingEngine,
+    OrderSpec,
+    Rejection,
+    WorkingOrder,
+    margin_check,
+    order_commission,
+    validate,
+)
+from .message_ids import In
+from .order_codec import (
+    ContractFields,
+    DecodeError,
+    ExecutionFields,
+    ExecutionFilter,
+    OrderRequest,
+    WhatIfState,
+    decode_cancel_order,
+    decode_place_order,
+    decode_req_executions,
+    encode_commission_report,
+    encode_completed_order,
+    encode_completed_orders_end,
+    encode_exec_details,
+    encode_exec_details_end,
+    encode_open_order,
+    encode_open_order_end,
+    encode_order_status,
+)
+from .wire import UNSET_DOUBLE
 
 if TYPE_CHECKING:
-    from .server import Simulator
+    from .server import ClientConnection, Simulator
+
+log = logging.getLogger(__name__)
+
+EXCHANGE_TIME_ZONE = "US/Eastern"  # execution and completion times are written in it
+_EASTERN = ZoneInfo(EXCHANGE_TIME_ZONE)
+
+LIVE_STATES = frozenset({"PreSubmitted", "Submitted"})
+_STOP_TYPES = frozenset({"STP", "STP LMT", "TRAIL"})
+# Where SMART sends a stock's executions (the venue TWS reports), by primary exchange.
+_VENUE = {"NASDAQ": "ISLAND"}
+
+ORDER_CANCELED = (202, "Order Canceled - reason:")
+CANT_MODIFY_FILLED = (104, "Can't modify a filled order.")
+DUPLICATE_ORDER_ID = (103, "Duplicate order id")
+MODIFY_MISMATCH = (105, "Order being modified does not match original order.")
+PARSE_FAILED = (320, "Server error when reading an API client request.")
 
 
-def install(sim: Simulator) -> None:
-    pass
+def _not_simulated(what: str) -> Rejection:
+    return Rejection(201, f"Order rejected - reason:{what} are not supported by the simulator")
+
+
+def _rejected(reason: str) -> Rejection:
+    return Rejection(201, f"Order rejected - reason:{reason}")
+
+
+def exchange_time(epoch: float) -> str:
+    """TWS's "yyyymmdd hh:mm:ss Zone/Name" timestamp, in the exchange's time zone."""
+    moment = datetime.fromtimestamp(epoch, _EASTERN)
+    return f"{moment:%Y%m%d %H:%M:%S} {EXCHANGE_TIME_ZONE}"
+
+
+@dataclass
+class Execution:
+    """One fill as reported to clients, with its commission report."""
+
+    fields: ExecutionFields
+    contract: ContractFields
+    sec_type: str
+    commission: float
+    realized_pnl: float | None
+    currency: str
+    epoch: float
+
+
+@dataclass
+class SimOrder:
+    """An order the simulator accepted, from submission to its final state."""
+
+    perm_id: int
+    client_id: int
+    request: OrderRequest
+    instrument: Instrument
+    contract: ContractFields
+    work: WorkingOrder
+    status: str
+    executions: list[Execution] = field(default_factory=list)
+    last_fill_price: float = 0.0
+    completed_time: str = ""
+    completed_status: str = ""
+
+    @property
+    def order_id(self) -> int:
+        return self.request.order_id
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_STATES
+
+
+def _spec(req: OrderRequest) -> OrderSpec:
+    return OrderSpec(
+        action=req.action,
+        quantity=req.total_quantity,
+        order_type=req.order_type,
+        lmt_price=req.lmt_price,
+        aux_price=req.aux_price,
+        trailing_percent=req.trailing_percent,
+        trail_stop_price=req.trail_stop_price,
+        tif=req.tif or "DAY",
+        trigger_method=req.trigger_method,
+    )
+
+
+def _unsupported_feature(req: OrderRequest) -> Rejection | None:
+    if req.conditions:
+        return _not_simulated("Order conditions")
+    if req.algo_strategy:
+        return _not_simulated("Algo orders")
+    if req.oca_group:
+        return _not_simulated("OCA groups")
+    if req.parent_id or req.hedge_type:
+        return _not_simulated("Attached (parent/child) orders")
+    if not req.transmit:
+        return _not_simulated("Orders not transmitted (transmit=False)")
+    return None
+
+
+class OrderDesk:
+    """Every order of one simulator, the matching engine, and the wire handlers."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.engine = MatchingEngine()
+        self.orders: dict[int, SimOrder] = {}  # by perm id, in submission order
+        self._by_client: dict[tuple[int, int], SimOrder] = {}
+        self._by_work: dict[int, SimOrder] = {}  # engine key (= perm id) → order
+        self.completed: list[SimOrder] = []  # in completion order
+        self.executions: list[Execution] = []
+        start = int(time.time())
+        # Ids that stay unique across simulator restarts, like TWS's.
+        self._perm_ids = itertools.count(1_000_000_000 + (start % 9_000_000) * 100)
+        self._exec_prefix = start & 0xFFFFFFFF
+        self._exec_numbers = itertools.count(1)
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def install(self) -> None:
+        sim = self.sim
+        sim.register(In.PLACE_ORDER, self.place_order)
+        sim.register(In.CANCEL_ORDER, self.cancel_order)
+        sim.register(In.REQ_OPEN_ORDERS, self.req_open_orders)
+        sim.register(In.REQ_ALL_OPEN_ORDERS, self.req_all_open_orders)
+        sim.register(In.REQ_AUTO_OPEN_ORDERS, self.req_auto_open_orders)
+        sim.register(In.REQ_EXECUTIONS, self.req_executions)
+        sim.register(In.REQ_COMPLETED_ORDERS, self.req_completed_orders)
+        sim.register(In.REQ_GLOBAL_CANCEL, self.req_global_cancel)
+        sim.market.add_listener(self.on_quote)
+
+    # -- queries -------------------------------------------------------------------------
+
+    def order(self, client_id: int, order_id: int) -> SimOrder | None:
+        return self._by_client.get((client_id, order_id))
+
+    def live_orders(self) -> list[SimOrder]:
+        return [o for o in self.orders.values() if o.is_live]
+
+    # -- placeOrder ----------------------------------------------------------------------
+
+    def place_order(self, conn: ClientConnection, fields: list[str]) -> None:
+        try:
+            req = decode_place_order(fields, conn.server_version)
+        except DecodeError as exc:
+            log.warning("%r sent an unreadable placeOrder: %s", conn, exc)
+            order_id = int(fields[0]) if fields and fields[0].lstrip("-").isdigit() else -1
+            conn.send_error(order_id, PARSE_FAILED[0], f"{PARSE_FAILED[1]} {exc}")
+            return
+        self.sim.reserve_order_id(req.order_id)
+        fault = self.sim.faults.reject_next_order
+        if fault is not None:
+            self.sim.faults.reject_next_order = None
+            conn.send_error(req.order_id, *fault)
+            return
+        existing = self.order(conn.client_id, req.order_id)
+        if existing is not None:
+            if existing.is_live:
+                self._modify(conn, existing, req)
+            elif existing.status == "Filled":
+                conn.send_error(req.order_id, *CANT_MODIFY_FILLED)
+            else:
+                conn.send_error(req.order_id, *DUPLICATE_ORDER_ID)
+            return
+        instrument = self._check_new(req)
+        if isinstance(instrument, Rejection):
+            conn.send_error(req.order_id, instrument.code, instrument.message)
+            return
+        if req.what_if:
+            self._answer_what_if(conn, req, instrument)
+            return
+        quote = self.sim.market.quote(instrument.con_id)
+        margin = self._margin_rejection(req, instrument, quote, req.total_quantity)
+        if margin is not None:
+            conn.send_error(req.order_id, margin.code, margin.message)
+            return
+        self._accept(conn, req, instrument, quote)
+
+    def _resolve(self, req: OrderRequest) -> Instrument | Rejection:
+        c = req.contract
+        matches = self.sim.universe.match(
+            c.con_id,
+            c.symbol,
+            c.sec_type,
+            c.exchange,
+            c.currency,
+            primary_exchange=c.primary_exchange,
+            local_symbol=c.local_symbol,
+            trading_class=c.trading_class,
+            last_trade_date=c.last_trade_date,
+            strike=c.strike,
+            right=c.right,
+            multiplier=c.multiplier,
+        )
+        if not matches:
+            return NO_SECURITY_DEFINITION
+        if len(matches) > 1:
+            return AMBIGUOUS_CONTRACT
+        return matches[0]
+
+    def _check_new(self, req: OrderRequest) -> Instrument | Rejection:
+        """Everything that refuses a new order before it reaches the market."""
+        instrument = self._resolve(req)
+        if isinstance(instrument, Rejection):
+            return instrument
+        account = self.sim.account.account_id
+        if req.account and req.account != account:
+            return _rejected(f"The account code {req.account} is not valid for this login")
+        unsupported = _unsupported_feature(req)
+        if unsupported is not None:
+            return unsupported
+        invalid = validate(_spec(req), sec_type=instrument.sec_type, min_tick=instrument.min_tick)
+        if invalid is not None:
+            return invalid
+        return instrument
+
+    def _margin_rejection(
+        self, req: OrderRequest, instrument: Instrument, quote: Quote, quantity: Decimal
+    ) -> Rejection | None:
+        account = self.sim.account
+        position = account.position(instrument.con_id)
+        return margin_check(
+            action=req.action,
+            quantity=quantity,
+            price=_reference_price(req, quote),
+            position=position.quantity if position else Decimal(0),
+            equity=account.net_liquidation(),
+            buying_power=account.buying_power(),
+            currency=account.currency,
+        )
+
+    def _accept(
+        self, conn: ClientConnection, req: OrderRequest, instrument: Instrument, quote: Quote
+    ) -> None:
+        req.account = req.account or self.sim.account.account_id
+        req.tif = req.tif or "DAY"
+        perm_id = next(self._perm_ids)
+        work = WorkingOrder(
+            key=perm_id,
+            con_id=instrument.con_id,
+            spec=_spec(req),
+            min_tick=instrument.min_tick,
+            sec_type=instrument.sec_type,
+        )
+        order = SimOrder(
+            perm_id=perm_id,
+            client_id=conn.client_id,
+            request=req,
+            instrument=instrument,
+            contract=_contract_fields(instrument, req.contract.exchange or instrument.exchange),
+            work=work,
+            status="PreSubmitted" if req.order_type in _STOP_TYPES else "Submitted",
+        )
+        self.orders[perm_id] = order
+        self._by_client[(conn.client_id, req.order_id)] = order
+        self._by_work[perm_id] = order
+        log.info(
+            "order %d (client %d, perm %d): %s %s %s %s",
+            req.order_id,
+            conn.client_id,
+            perm_id,
+            req.action,
+            req.total_quantity,
+            instrument.local_symbol,
+            req.order_type,
+        )
+        # Evaluate before announcing, so a stop that triggers at once shows as Submitted;
+        # the announcement itself shows the order as it was before these fills.
+        result = self.engine.submit(work, quote)
+        if work.triggered:
+            order.status = "Submitted"
+        self._send_state(order, before=result.fills)
+        for fill in result.fills:
+            self._execute(order, fill)
+        if result.expired and order.status != "Filled":
+            self._finish(order, "Cancelled", "Cancelled")
+            self._send_status(order)
+
+    # -- modify --------------------------------------------------------------------------
+
+    def _modify(self, conn: ClientConnection, order: SimOrder, req: OrderRequest) -> None:
+        instrument = self._resolve(req)
+        if isinstance(instrument, Rejection):
+            conn.send_error(req.order_id, instrument.code, instrument.message)
+            return
+        old = order.request
+        if instrument.con_id != order.instrument.con_id or req.action != old.action:
+            conn.send_error(req.order_id, *MODIFY_MISMATCH)
+            return
+        rejection = _unsupported_feature(req) or validate(
+            _spec(req), sec_type=instrument.sec_type, min_tick=instrument.min_tick
+        )
+        if rejection is None and req.total_quantity < order.work.filled:
+            rejection = _rejected(
+                f"The order quantity cannot be reduced below the filled quantity "
+                f"{order.work.filled}"
+            )
+        quote = self.sim.market.quote(instrument.con_id)
+        if rejection is None and req.total_quantity > old.total_quantity:
+            added = req.total_quantity - old.total_quantity
+            rejection = self._margin_rejection(req, instrument, quote, added)
+        if rejection is not None:
+            conn.send_error(req.order_id, rejection.code, rejection.message)
+            return
+        req.account = req.account or old.account
+        req.tif = req.tif or "DAY"
+        order.request = req
+        log.info("order %d (client %d) modified", req.order_id, conn.client_id)
+        if req.total_quantity == order.work.filled:
+            # Cut down to what already executed: nothing is left to work.
+            self.engine.cancel(order.perm_id)
+            order.work.spec = _spec(req)
+            self._finish(order, "Filled", "Filled")
+            self._send_state(order)
+            return
+        fills = self.engine.modify(order.perm_id, _spec(req), quote)
+        if order.status == "PreSubmitted" and order.work.triggered:
+            order.status = "Submitted"
+        self._send_state(order, before=fills)
+        for fill in fills:
+            self._execute(order, fill)
+
+    # -- what-if -------------------------------------------------------------------------
+
+    def _answer_what_if(
+        self, conn: ClientConnection, req: OrderRequest, instrument: Instrument
+    ) -> None:
+        """A preview: margin and commission as openOrder fields; nothing is placed."""
+        account = self.sim.account
+        quote = self.sim.market.quote(instrument.con_id)
+        price = _reference_price(req, quote)
+        position = account.position(instrument.con_id)
+        held = position.quantity if position else Decimal(0)
+        signed = req.total_quantity if req.action == "BUY" else -req.total_quantity
+        exposure_change = float(abs(held + signed) - abs(held)) * price
+        equity = account.net_liquidation()
+        init_before = INITIAL_MARGIN_RATE * account.gross_position_value()
+        init_change = INITIAL_MARGIN_RATE * exposure_change
+        commission = order_commission(
+            instrument.sec_type, req.total_quantity, float(req.total_quantity) * price
+        )
+        state = WhatIfState(
+            init_margin_before=f"{init_before:.2f}",
+            maint_margin_before=f"{init_before:.2f}",
+            equity_with_loan_before=f"{equity:.2f}",
+            init_margin_change=f"{init_change:.2f}",
+            maint_margin_change=f"{init_change:.2f}",
+            equity_with_loan_change=f"{-commission:.2f}",
+            init_margin_after=f"{init_before + init_change:.2f}",
+            maint_margin_after=f"{init_before + init_change:.2f}",
+            equity_with_loan_after=f"{equity - commission:.2f}",
+            commission=commission,
+            commission_currency=instrument.currency,
+        )
+        req.account = req.account or account.account_id
+        contract = _contract_fields(instrument, req.contract.exchange or instrument.exchange)
+        conn.send(
+            *encode_open_order(
+                conn.server_version,
+                req,
+                contract,
+                client_id=conn.client_id,
+                perm_id=0,
+                status="PreSubmitted",
+                what_if=state,
+            )
+        )
+
+    # -- cancels -------------------------------------------------------------------------
+
+    def cancel_order(self, conn: ClientConnection, fields: list[str]) -> None:
+        req = decode_cancel_order(fields, conn.server_version)
+        order = self.order(conn.client_id, req.order_id)
+        if order is None:
+            conn.send_error(
+                req.order_id,
+                10147,
+                f"OrderId {req.order_id} that needs to be cancelled is not found.",
+            )
+            return
+        if not order.is_live:
+            conn.send_error(
+                req.order_id,
+                10148,
+                f"OrderId {req.order_id} that needs to be cancelled cannot be cancelled, "
+                f"state: {order.status}.",
+            )
+            return
+        self._cancel(order)
+
+    def req_global_cancel(self, conn: ClientConnection, fields: list[str]) -> None:
+        """Cancel every working order of every client (each owner is told)."""
+        for order in self.live_orders():
+            self._cancel(order)
+
+    def _cancel(self, order: SimOrder) -> None:
+        self.engine.cancel(order.perm_id)
+        self._finish(order, "Cancelled", "Cancelled by Trader")
+        log.info("order %d (client %d) cancelled", order.order_id, order.client_id)
+        owner = self.sim.client(order.client_id)
+        if owner is not None:
+            owner.send_error(order.order_id, *ORDER_CANCELED)
+        self._send_status(order)
+
+    # -- order and execution queries ------------------------------------------------------
+
+    def req_open_orders(self, conn: ClientConnection, fields: list[str]) -> None:
+        self._send_open_orders(
+            conn, [o for o in self.live_orders() if o.client_id == conn.client_id]
+        )
+
+    def req_all_open_orders(self, conn: ClientConnection, fields: list[str]) -> None:
+        self._send_open_orders(conn, self.live_orders())
+
+    def req_auto_open_orders(self, conn: ClientConnection, fields: list[str]) -> None:
+        # TWS answers nothing: it only binds future manual TWS orders to client 0, and the
+        # simulator has no manual orders.
+        return
+
+    def _send_open_orders(self, conn: ClientConnection, orders: list[SimOrder]) -> None:
+        for order in orders:
+            conn.send(*self._open_order_fields(order, conn.server_version))
+            conn.send(*self._status_fields(order))
+        conn.send(*encode_open_order_end())
+
+    def req_completed_orders(self, conn: ClientConnection, fields: list[str]) -> None:
+        for order in self.completed:
+            conn.send(
+                *encode_completed_order(
+                    conn.server_version,
+                    order.request,
+                    order.contract,
+                    perm_id=order.perm_id,
+                    status=order.status,
+                    filled_quantity=order.work.filled,
+                    completed_time=order.completed_time,
+                    completed_status=order.completed_status,
+                    trail_stop_price=order.work.trail_stop,
+                )
+            )
+        conn.send(*encode_completed_orders_end())
+
+    def req_executions(self, conn: ClientConnection, fields: list[str]) -> None:
+        req_id, flt = decode_req_executions(fields)
+        since = _filter_time(flt.time)
+        for ex in self.executions:
+            if _matches(ex, flt, since):
+                conn.send(*encode_exec_details(conn.server_version, req_id, ex.contract, ex.fields))
+                conn.send(*self._commission_fields(ex))
+        conn.send(*encode_exec_details_end(req_id))
+
+    # -- the market ----------------------------------------------------------------------
+
+    def on_quote(self, con_id: int, quote: Quote) -> None:
+        """Market listener: run the working orders of this instrument (cheap when none)."""
+        fills, triggered = self.engine.on_quote(con_id, quote)
+        for work in triggered:
+            order = self._by_work.get(work.key)
+            if order is not None and order.status == "PreSubmitted":
+                order.status = "Submitted"
+                if not any(f.order is work for f in fills):
+                    self._send_state(order)
+        for fill in fills:
+            order = self._by_work.get(fill.order.key)
+            if order is not None:
+                self._execute(order, fill)
+
+    # -- fills ---------------------------------------------------------------------------
+
+    def _execute(self, order: SimOrder, fill: Fill) -> None:
+        """Report one fill to its owner and book it on the account."""
+        work = order.work
+        now = time.time()
+        instrument = order.instrument
+        side = "BOT" if order.request.action == "BUY" else "SLD"
+        venue = _venue(instrument)
+        ex_fields = ExecutionFields(
+            exec_id=f"{self._exec_prefix:08x}.{next(self._exec_numbers):08x}.01.01",
+            time=exchange_time(now),
+            account=order.request.account,
+            exchange=venue,
+            side=side,
+            shares=fill.quantity,
+            price=fill.price,
+            perm_id=order.perm_id,
+            client_id=order.client_id,
+            order_id=order.order_id,
+            cum_qty=work.filled,
+            avg_price=round(work.avg_fill_price, 10),
+            order_ref=order.request.order_ref,
+            last_liquidity=fill.liquidity,
+        )
+        execution = Execution(
+            fields=ex_fields,
+            contract=replace(order.contract, exchange=venue),
+            sec_type=instrument.sec_type,
+            commission=fill.commission,
+            realized_pnl=None,
+            currency=instrument.currency,
+            epoch=now,
+        )
+        order.executions.append(execution)
+        self.executions.append(execution)
+        order.last_fill_price = fill.price
+        if work.remaining <= 0:
+            self._finish(order, "Filled", "Filled")
+        owner = self.sim.client(order.client_id)
+        if owner is not None:
+            owner.send(
+                *encode_exec_details(owner.server_version, -1, execution.contract, ex_fields)
+            )
+            self._send_state(order)
+        realized = self.sim.account.apply_fill(
+            instrument, side, fill.quantity, fill.price, fill.commission
+        )
+        execution.realized_pnl = None if realized == UNSET_DOUBLE else realized
+        owner = self.sim.client(order.client_id)
+        if owner is not None:
+            owner.send(*self._commission_fields(execution))
+
+    def _finish(self, order: SimOrder, status: str, completed_status: str) -> None:
+        order.status = status
+        order.completed_status = completed_status
+        order.completed_time = exchange_time(time.time())
+        self.completed.append(order)
+
+    # -- messages ------------------------------------------------------------------------
+
+    def _open_order_fields(self, order: SimOrder, version: int) -> list[str]:
+        return encode_open_order(
+            version,
+            order.request,
+            order.contract,
+            client_id=order.client_id,
+            perm_id=order.perm_id,
+            status=order.status,
+            trail_stop_price=order.work.trail_stop,
+        )
+
+    def _status_fields(self, order: SimOrder, before: Sequence[Fill] = ()) -> list[str]:
+        """orderStatus now, or as it was before the (already booked) fills ``before``."""
+        work = order.work
+        filled = work.filled - sum((f.quantity for f in before), Decimal(0))
+        value = work.filled_value - sum(float(f.quantity) * f.price for f in before)
+        last_price = order.last_fill_price if not before else 0.0
+        return encode_order_status(
+            order_id=order.order_id,
+            status=order.status,
+            filled=filled,
+            remaining=max(Decimal(0), work.spec.quantity - filled),
+            avg_fill_price=round(value / float(filled), 10) if filled else 0.0,
+            perm_id=order.perm_id,
+            parent_id=order.request.parent_id,
+            last_fill_price=last_price,
+            client_id=order.client_id,
+        )
+
+    def _commission_fields(self, ex: Execution) -> list[str]:
+        return encode_commission_report(
+            ex.fields.exec_id, ex.commission, ex.currency, ex.realized_pnl
+        )
+
+    def _send_state(self, order: SimOrder, before: Sequence[Fill] = ()) -> None:
+        """openOrder then orderStatus to the owner (if connected)."""
+        owner = self.sim.client(order.client_id)
+        if owner is not None:
+            owner.send(*self._open_order_fields(order, owner.server_version))
+            owner.send(*self._status_fields(order, before))
+
+    def _send_status(self, order: SimOrder) -> None:
+        owner = self.sim.client(order.client_id)
+        if owner is not None:
+            owner.send(*self._status_fields(order))
+
+
+def _reference_price(req: OrderRequest, quote: Quote) -> float:
+    """The price an order's funds are checked at: its limit, its stop, else the quote."""
+    if req.order_type in ("LMT", "STP LMT") and req.lmt_price is not None:
+        return req.lmt_price
+    if req.order_type == "STP" and req.aux_price is not None:
+        return req.aux_price
+    return quote.ask if req.action == "BUY" else quote.bid
+
+
+def _contract_fields(instrument: Instrument, exchange: str) -> ContractFields:
+    return ContractFields(
+        con_id=instrument.con_id,
+        symbol=instrument.symbol,
+        sec_type=instrument.sec_type,
+        exchange=exchange,
+        currency=instrument.currency,
+        local_symbol=instrument.local_symbol,
+        trading_class=instrument.trading_class,
+        multiplier=instrument.multiplier,
+    )
+
+
+def _venue(instrument: Instrument) -> str:
+    if instrument.is_cash:
+        return instrument.exchange
+    primary = instrument.primary_exchange or instrument.exchange
+    return _VENUE.get(primary, primary)
+
+
+def _filter_time(text: str) -> float | None:
+    """reqExecutions' time filter ("yyyymmdd hh:mm:ss" or "yyyymmdd-hh:mm:ss", optionally
+    followed by a time zone; exchange time when none) as epoch seconds."""
+    text = text.strip()
+    if not text:
+        return None
+    stamp, _, zone = text.replace("-", " ", 1).partition(" ")
+    clock, _, zone = zone.partition(" ")
+    try:
+        tz = ZoneInfo(zone) if zone else _EASTERN
+        moment = datetime.strptime(f"{stamp} {clock}", "%Y%m%d %H:%M:%S").replace(tzinfo=tz)
+    except (ValueError, KeyError):
+        log.warning("ignoring an unreadable execution filter time %r", text)
+        return None
+    return moment.timestamp()
+
+
+def _matches(ex: Execution, flt: ExecutionFilter, since: float | None) -> bool:
+    f = ex.fields
+    side = {"BUY": "BOT", "SELL": "SLD"}.get(flt.side.upper(), flt.side.upper())
+    return (
+        (not flt.client_id or flt.client_id == f.client_id)
+        and (not flt.account or flt.account == f.account)
+        and (since is None or ex.epoch >= since)
+        and (not flt.symbol or flt.symbol.upper() == ex.contract.symbol)
+        and (not flt.sec_type or flt.sec_type.upper() == ex.sec_type)
+        and (not flt.exchange or flt.exchange.upper() == f.exchange)
+        and (not side or side == f.side)
+    )
+
+
+def install(sim: Simulator) -> OrderDesk:
+    """Called once by the Simulator: the order side takes over the order requests."""
+    desk = OrderDesk(sim)
+    desk.install()
+    return desk

@@ -188,8 +188,8 @@ def test_commission_minimum_is_paid_once_per_order() -> None:
     engine = MatchingEngine()
     o = order("BUY", 300)
     fills = engine.submit(o, quote(189.50, 189.51, ask_size=100)).fills
-    fills += engine.on_quote(AAPL, quote(189.50, 189.51, ask_size=100))
-    fills += engine.on_quote(AAPL, quote(189.50, 189.51, ask_size=100))
+    fills += engine.on_quote(AAPL, quote(189.50, 189.51, ask_size=100)).fills
+    fills += engine.on_quote(AAPL, quote(189.50, 189.51, ask_size=100)).fills
     assert [f.quantity for f in fills] == [100, 100, 100]
     assert [f.commission for f in fills] == [1.00, 0.0, 0.50]  # total 1.50 = 300 x 0.005
 
@@ -213,8 +213,8 @@ def test_large_market_order_fills_displayed_size_per_quote() -> None:
     o = order("BUY", 1200)
     first = engine.submit(o, quote(10.00, 10.01, ask_size=500))
     assert [f.quantity for f in first.fills] == [500] and o.key in engine
-    second = engine.on_quote(AAPL, quote(10.01, 10.02, ask_size=400))
-    third = engine.on_quote(AAPL, quote(10.02, 10.03, ask_size=900))
+    second = engine.on_quote(AAPL, quote(10.01, 10.02, ask_size=400)).fills
+    third = engine.on_quote(AAPL, quote(10.02, 10.03, ask_size=900)).fills
     assert [(f.quantity, f.price) for f in second + third] == [(400, 10.02), (300, 10.03)]
     assert o.remaining == 0 and o.key not in engine
     assert o.avg_fill_price == pytest.approx((500 * 10.01 + 400 * 10.02 + 300 * 10.03) / 1200)
@@ -226,7 +226,7 @@ def test_orders_on_one_quote_share_its_displayed_size() -> None:
     a, b = order("BUY", 200), order("BUY", 200)
     assert [f.quantity for f in engine.submit(a, q).fills] == [200]
     assert [f.quantity for f in engine.submit(b, q).fills] == [100]
-    assert [f.quantity for f in engine.on_quote(AAPL, quote(10.00, 10.01))] == [100]
+    assert [f.quantity for f in engine.on_quote(AAPL, quote(10.00, 10.01)).fills] == [100]
 
 
 def test_marketable_limit_fills_at_the_quote() -> None:
@@ -239,11 +239,11 @@ def test_resting_limit_fills_at_its_price_when_the_market_crosses_it() -> None:
     engine = MatchingEngine()
     o = order("BUY", 800, "LMT", lmt_price=189.00)
     assert engine.submit(o, quote(189.50, 189.52)).fills == []
-    assert engine.on_quote(AAPL, quote(189.20, 189.22)) == []
-    crossed = engine.on_quote(AAPL, quote(188.80, 188.90, ask_size=500))
+    assert engine.on_quote(AAPL, quote(189.20, 189.22)).fills == []
+    crossed = engine.on_quote(AAPL, quote(188.80, 188.90, ask_size=500)).fills
     assert [(f.quantity, f.price, f.liquidity) for f in crossed] == [(500, 189.00, ADDED_LIQUIDITY)]
     # Still marketable at the next quote: the rest takes that quote.
-    rest = engine.on_quote(AAPL, quote(188.70, 188.80))
+    rest = engine.on_quote(AAPL, quote(188.70, 188.80)).fills
     assert [(f.quantity, f.price, f.liquidity) for f in rest] == [(300, 188.80, REMOVED_LIQUIDITY)]
 
 
@@ -251,17 +251,18 @@ def test_sell_stop_triggers_on_the_last_price_then_sells_at_the_bid() -> None:
     engine = MatchingEngine()
     o = order("SELL", 100, "STP", aux_price=185.00)
     assert engine.submit(o, quote(189.50, 189.52)).fills == []
-    assert engine.on_quote(AAPL, quote(185.01, 185.03, last=185.02)) == []
-    fills = engine.on_quote(AAPL, quote(184.98, 185.00, last=184.99))
-    assert [(f.quantity, f.price) for f in fills] == [(100, 184.98)]
+    assert engine.on_quote(AAPL, quote(185.01, 185.03, last=185.02)).fills == []
+    result = engine.on_quote(AAPL, quote(184.98, 185.00, last=184.99))
+    assert result.triggered == [o]
+    assert [(f.quantity, f.price) for f in result.fills] == [(100, 184.98)]
 
 
 def test_buy_stop_with_bid_ask_trigger_method() -> None:
     engine = MatchingEngine()
     o = order("BUY", 100, "STP", aux_price=190.00, trigger_method=4)
     engine.submit(o, quote(189.50, 189.52))
-    assert engine.on_quote(AAPL, quote(189.97, 189.99, last=190.50)) == []  # last ignored
-    assert [f.price for f in engine.on_quote(AAPL, quote(189.99, 190.00))] == [190.00]
+    assert engine.on_quote(AAPL, quote(189.97, 189.99, last=190.50)).fills == []  # last ignored
+    assert [f.price for f in engine.on_quote(AAPL, quote(189.99, 190.00)).fills] == [190.00]
 
 
 def test_stop_limit_becomes_a_limit_order() -> None:
@@ -269,9 +270,9 @@ def test_stop_limit_becomes_a_limit_order() -> None:
     o = order("SELL", 100, "STP LMT", aux_price=185.00, lmt_price=184.90)
     engine.submit(o, quote(189.50, 189.52))
     # Triggered, but the bid is below the limit: it rests as a limit order.
-    assert engine.on_quote(AAPL, quote(184.80, 184.85, last=184.85)) == []
+    assert engine.on_quote(AAPL, quote(184.80, 184.85, last=184.85)).fills == []
     assert o.triggered
-    fills = engine.on_quote(AAPL, quote(184.95, 184.97, last=184.96))
+    fills = engine.on_quote(AAPL, quote(184.95, 184.97, last=184.96)).fills
     assert [(f.price, f.liquidity) for f in fills] == [(184.90, ADDED_LIQUIDITY)]
 
 
@@ -284,7 +285,7 @@ def test_trailing_stop_by_amount_follows_the_market_up_only() -> None:
     assert o.trail_stop == 101.00
     engine.on_quote(AAPL, quote(101.49, 101.51, last=101.50))
     assert o.trail_stop == 101.00  # never moves against the order
-    fills = engine.on_quote(AAPL, quote(100.98, 101.00, last=100.99))
+    fills = engine.on_quote(AAPL, quote(100.98, 101.00, last=100.99)).fills
     assert [(f.quantity, f.price) for f in fills] == [(100, 100.98)]
 
 
@@ -295,8 +296,8 @@ def test_trailing_stop_by_percent_for_a_buy() -> None:
     assert o.trail_stop == 102.00
     engine.on_quote(AAPL, quote(89.99, 90.01, last=90.00))
     assert o.trail_stop == 91.80
-    assert engine.on_quote(AAPL, quote(91.00, 91.02, last=91.01)) == []
-    fills = engine.on_quote(AAPL, quote(91.80, 91.82, last=91.81))
+    assert engine.on_quote(AAPL, quote(91.00, 91.02, last=91.01)).fills == []
+    fills = engine.on_quote(AAPL, quote(91.80, 91.82, last=91.81)).fills
     assert [f.price for f in fills] == [91.82]
 
 
@@ -334,12 +335,12 @@ def test_cancel_and_unknown_instruments() -> None:
     o = order("BUY", 100, "LMT", lmt_price=180.00)
     engine.submit(o, quote(189.50, 189.52))
     assert engine.cancel(o.key) is o and engine.cancel(o.key) is None
-    assert engine.on_quote(AAPL, quote(170.00, 170.01)) == []
-    assert engine.on_quote(12345, quote(1.0, 1.01)) == []
+    assert engine.on_quote(AAPL, quote(170.00, 170.01)).fills == []
+    assert engine.on_quote(12345, quote(1.0, 1.01)).fills == []
 
 
 def test_no_fill_without_displayed_size() -> None:
     engine = MatchingEngine()
     o = order("SELL", 100)
     assert engine.submit(o, quote(10.00, 10.01, bid_size=0)).fills == []
-    assert [f.quantity for f in engine.on_quote(AAPL, quote(10.00, 10.01))] == [100]
+    assert [f.quantity for f in engine.on_quote(AAPL, quote(10.00, 10.01)).fills] == [100]
