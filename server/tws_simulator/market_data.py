@@ -48,7 +48,8 @@ SNAPSHOT_GENERIC = (
 BID_SIZE, BID, ASK, ASK_SIZE, LAST, LAST_SIZE = (0, 69), (1, 66), (2, 67), (3, 70), (4, 68), (5, 71)
 HIGH, LOW, VOLUME, CLOSE, OPEN = (6, 72), (7, 73), (8, 74), (9, 75), (14, 76)
 LAST_TIMESTAMP = (45, 88)
-MARK_PRICE, RT_VOLUME, SHORTABLE, HALTED = 37, 48, 46, 49
+MARK_PRICE, RT_VOLUME, SHORTABLE, HALTED, SHORTABLE_SHARES = 37, 48, 46, 49, 89
+SHORTABLE_SHARES_AVAILABLE = 25_000_000
 # Generic ticks we can serve (others are refused like TWS refuses a bad generic list).
 SUPPORTED_GENERIC = {
     "100",
@@ -182,6 +183,7 @@ def _generic_extras(sub: Subscription, quote: Quote) -> bytes:
     out: list[tuple[bytes, bytes]] = []
     if "236" in sub.generic:
         out.append((_TICK_GENERIC, f"{SHORTABLE}\0{3.0}\0".encode()))
+        out.append((_TICK_SIZE, f"{SHORTABLE_SHARES}\0{SHORTABLE_SHARES_AVAILABLE}\0".encode()))
     if "221" in sub.generic:
         out.append((_TICK_PRICE, _price_tail(MARK_PRICE, quote.midpoint, 0)))
     if "233" in sub.generic and not sub.instrument.is_cash:
