@@ -99,8 +99,11 @@ class Faults:
 
     def _accept_again(self) -> None:
         self._reopen = None
+        self._sim.spawn(self._listen_again(), name="accept-again")
+
+    async def _listen_again(self) -> None:
+        await self._sim.start_listening()
         self.refusing = False
-        self._sim.spawn(self._sim.start_listening(), name="accept-again")
         log.info("fault: accepting connections again")
 
     def cancel_pending(self) -> None:

@@ -481,6 +481,10 @@ class Simulator:
     def port(self) -> int:
         return self._port
 
+    @property
+    def is_listening(self) -> bool:
+        return self._server is not None
+
     async def start_listening(self) -> None:
         if self._server is not None:
             return
