@@ -283,6 +283,7 @@ class HubStats:
     groups: int
     snapshot_waiters: int
     sweeper_running: bool
+    log_entries: int  # update-log entries kept over all groups (bounded per group)
 
 
 class QuoteHub:
@@ -358,6 +359,7 @@ class QuoteHub:
             groups=len(self._groups),
             snapshot_waiters=self._snapshot_waiters,
             sweeper_running=self._sweeper is not None and not self._sweeper.done(),
+            log_entries=sum(len(group.log) for group in self._groups.values()),
         )
 
     def line_for(self, con_id: int) -> Line | None:
@@ -591,7 +593,7 @@ class QuoteHub:
             if state != self._connection_state:
                 self._broadcast_connection(state, change)
             if event != SessionEvent.CONNECTING or change.state != SessionState.CONNECTING:
-                self._pause()
+                self._pause(socket_lost=event != SessionEvent.CONNECTIVITY_LOST)
 
     def _broadcast_connection(self, state: int, change: StateChange) -> None:
         self._connection_state = state
@@ -608,22 +610,24 @@ class QuoteHub:
         for stream in self._streams:
             stream.connection_event(message)
 
-    def _pause(self) -> None:
+    def _pause(self, *, socket_lost: bool) -> None:
+        """Every line is PAUSED. When the socket itself is gone, IB (and ib_insync) have
+        forgotten the subscriptions; when only TWS's link to IB is down they are kept."""
         for line in list(self._lines.values()):
-            if line.state == LineState.PAUSED:
-                continue
-            if line.ticker is not None and self._by_ticker.get(line.ticker) is line:
-                del self._by_ticker[line.ticker]
-            line.ticker = None
-            self._set_line_state(
-                line, LineState.PAUSED, "IB connection down; resumes when it returns", 0
-            )
+            if socket_lost and line.ticker is not None:
+                if self._by_ticker.get(line.ticker) is line:
+                    del self._by_ticker[line.ticker]
+                line.ticker = None
+            if line.state != LineState.PAUSED:
+                self._set_line_state(
+                    line, LineState.PAUSED, "IB connection down; resumes when it returns", 0
+                )
 
     def _resume(self, *, resubscribe: bool) -> None:
         for line in list(self._lines.values()):
             if resubscribe or line.ticker is None:
-                if line.ticker is not None:
-                    self._unsubscribe(line)
+                # IB has forgotten the request (new connection, or 1101 "data lost"), so
+                # there is nothing to cancel: request it again.
                 self._subscribe(line)
             else:
                 line.state = LineState.ACTIVE if line.quote is not None else LineState.PENDING
