@@ -29,6 +29,7 @@ from ibgateway.v1 import (
     portfolio_pb2_grpc,
 )
 from ibgateway_server.config import Settings
+from ibgateway_server.hub import QuoteHub
 from ibgateway_server.interceptors import (
     AccessLogInterceptor,
     ErrorMappingInterceptor,
@@ -37,6 +38,7 @@ from ibgateway_server.interceptors import (
 )
 from ibgateway_server.services.account import AccountServicer, AccountSummaries
 from ibgateway_server.services.connection import ConnectionServicer
+from ibgateway_server.services.market_data import MarketDataServicer, add_market_data_service
 from ibgateway_server.services.portfolio import PortfolioServicer
 from ibgateway_server.session import IbSession, SessionEvent, SessionState, StateChange
 from tws_simulator import SimulatorConfig, TwsSimulator
@@ -62,6 +64,7 @@ class Gateway:
         self.shutting_down = asyncio.Event()
         self.simulator: TwsSimulator | None = None
         self.session: IbSession | None = None
+        self.hub: QuoteHub | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.address = ""
@@ -173,8 +176,17 @@ class Gateway:
         return server
 
     def _add_trading_services(self, server: grpc.aio.Server) -> list[str]:
-        """Market data and orders (helpers GW-QUOTES / GW-ORDERS); wired once they exist."""
-        return []
+        """Market data (through the QuoteHub) and orders; returns the services' names."""
+        assert self.session is not None
+        self.hub = QuoteHub(
+            self.session,
+            line_budget=self.settings.quote_line_budget,
+            heartbeat_seconds=self.settings.heartbeat_seconds,
+        )
+        self.hub.start()
+        # at shutdown the hub ends every quote stream before the server drains
+        self._closers.append(self.hub.close)
+        return [add_market_data_service(server, MarketDataServicer(self.session, self.hub))]
 
     def _bind(self, address: str) -> int:
         assert self.server is not None

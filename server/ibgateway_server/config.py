@@ -160,6 +160,13 @@ class Settings(BaseSettings):
             raise ValueError("must be greater than 0")
         return value
 
+    @field_validator("sim_tick_interval")
+    @classmethod
+    def _tick(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
     @field_validator("shutdown_grace")
     @classmethod
     def _not_negative(cls, value: float) -> float:

@@ -110,6 +110,23 @@ class ConnectionServicer(connection_pb2_grpc.ConnectionServiceServicer):
         self, request: connection_pb2.TestConnectionRequest, context: Context
     ) -> connection_pb2.TestConnectionResponse:
         symbol = request.sample_symbol.strip().upper() or self.sample_symbol
+        diagnostics = Diagnostics(self.session, self.summaries)
+        checks = await diagnostics.run(symbol, context)
+        ok = all(c.outcome == connection_pb2.CHECK_OUTCOME_PASSED for c in checks)
+        return connection_pb2.TestConnectionResponse(ok=ok, status=self._status(), checks=checks)
+
+
+class Diagnostics:
+    """The TestConnection checks, usable in the server and straight against TWS
+    (``ibgw check --direct``). Failures are recorded in the results, never raised."""
+
+    def __init__(self, session: IbSession, summaries: AccountSummaries) -> None:
+        self.session = session
+        self.summaries = summaries
+
+    async def run(
+        self, symbol: str, context: Context | None = None
+    ) -> list[connection_pb2.CheckResult]:
         checks: list[connection_pb2.CheckResult] = []
         connected = await self._run_check(
             checks, "connection", lambda r: self._check_link(r, context)
@@ -130,8 +147,7 @@ class ConnectionServicer(connection_pb2_grpc.ConnectionServiceServicer):
                         detail="skipped: not connected to TWS",
                     )
                 )
-        ok = all(c.outcome == connection_pb2.CHECK_OUTCOME_PASSED for c in checks)
-        return connection_pb2.TestConnectionResponse(ok=ok, status=self._status(), checks=checks)
+        return checks
 
     async def _run_check(
         self,
@@ -155,7 +171,9 @@ class ConnectionServicer(connection_pb2_grpc.ConnectionServiceServicer):
         checks.append(result)
         return result.outcome == connection_pb2.CHECK_OUTCOME_PASSED
 
-    async def _check_link(self, result: connection_pb2.CheckResult, context: Context) -> None:
+    async def _check_link(
+        self, result: connection_pb2.CheckResult, context: Context | None
+    ) -> None:
         self.session.require_connected()
         server_time = await self.session.request(
             lambda: self.session.ib.reqCurrentTimeAsync(), what="current time", context=context
@@ -167,7 +185,9 @@ class ConnectionServicer(connection_pb2_grpc.ConnectionServiceServicer):
         )
         result.fields.extend(["server_version", "current_time"])
 
-    async def _check_account(self, result: connection_pb2.CheckResult, context: Context) -> None:
+    async def _check_account(
+        self, result: connection_pb2.CheckResult, context: Context | None
+    ) -> None:
         values = await self.summaries.values(context=context)
         if not values:
             raise GatewayError(
@@ -184,7 +204,7 @@ class ConnectionServicer(connection_pb2_grpc.ConnectionServiceServicer):
         )
 
     async def _check_market_data(
-        self, result: connection_pb2.CheckResult, symbol: str, context: Context
+        self, result: connection_pb2.CheckResult, symbol: str, context: Context | None
     ) -> None:
         contract = await self.session.qualify(Stock(symbol, "SMART", "USD"), context=context)
         tickers: list[Ticker] = await self.session.request(
@@ -208,7 +228,9 @@ class ConnectionServicer(connection_pb2_grpc.ConnectionServiceServicer):
         shown = " ".join(f"{k} {convert.decimal_text(v)}" for k, v in present.items())
         result.detail = f"{symbol} (conId {contract.conId}): {shown}"
 
-    async def _check_positions(self, result: connection_pb2.CheckResult, context: Context) -> None:
+    async def _check_positions(
+        self, result: connection_pb2.CheckResult, context: Context | None
+    ) -> None:
         held = await fetch_positions(self.session, context)
         result.count = len(held)
         accounts = sorted({p.account for p in held})

@@ -1,0 +1,287 @@
+"""The ``ibgw`` command: ``serve`` the gateway, run the ``sim`` alone, ``check`` a setup.
+
+Flags override the environment (IBKR_* / IBGW_*); a bad setting stops start-up with one
+readable line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import grpc
+from google.protobuf import duration_pb2
+
+from ibgateway.v1 import connection_pb2, connection_pb2_grpc
+from ibgateway_server.config import ConfigError, Settings, load
+from tws_simulator.__main__ import main as simulator_main
+
+log = logging.getLogger("ibgateway_server")
+
+OUTCOME_LABELS = {
+    connection_pb2.CHECK_OUTCOME_PASSED: "PASS",
+    connection_pb2.CHECK_OUTCOME_FAILED: "FAIL",
+    connection_pb2.CHECK_OUTCOME_SKIPPED: "SKIP",
+    connection_pb2.CHECK_OUTCOME_UNSPECIFIED: "????",
+}
+BACKEND_LABELS = {
+    connection_pb2.BACKEND_SIMULATOR: "simulator",
+    connection_pb2.BACKEND_TWS: "TWS",
+    connection_pb2.BACKEND_UNSPECIFIED: "unknown backend",
+}
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    if level != "DEBUG":
+        # ib_insync logs every IB message code at INFO/ERROR; the session reports what matters
+        logging.getLogger("ib_insync").setLevel(logging.WARNING)
+        logging.getLogger("ib_insync.wrapper").setLevel(logging.CRITICAL)
+
+
+def settings_or_exit(**overrides: Any) -> Settings:
+    try:
+        return load(**overrides)
+    except ConfigError as exc:
+        click.echo(f"ibgw: {exc}", err=True)
+        sys.exit(2)
+
+
+# ---------------------------------------------------------------------------- options
+
+
+def _connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by `serve` and `check --direct` (the TWS connection)."""
+    options = [
+        click.option("--ibkr-host", help="TWS / IB Gateway host [IBKR_HOST, 127.0.0.1]"),
+        click.option(
+            "--ibkr-port",
+            type=int,
+            help="TWS / IB Gateway API port: 7497 paper TWS, 7496 live TWS, 4002 paper "
+            "Gateway, 4001 live Gateway [IBKR_PORT, 7497]",
+        ),
+        click.option("--ibkr-client-id", type=int, help="API client id [IBKR_CLIENT_ID, 1]"),
+        click.option(
+            "--ibkr-timeout", type=float, help="Seconds to wait for TWS [IBKR_TIMEOUT, 10]"
+        ),
+        click.option("--ibkr-account", help="Default account [IBKR_ACCOUNT, the first one]"),
+        click.option(
+            "--log-level",
+            type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+            help="Log level [IBGW_LOG_LEVEL, INFO]",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """ibgw: a gRPC gateway to Interactive Brokers (TWS / IB Gateway)."""
+
+
+@main.command()
+@click.option(
+    "--backend",
+    type=click.Choice(["sim", "tws"], case_sensitive=False),
+    help="sim: the embedded TWS simulator; tws: a real TWS / IB Gateway [IBGW_BACKEND, sim]",
+)
+@click.option("--listen", help="gRPC listen address HOST:PORT [IBGW_LISTEN, 127.0.0.1:50051]")
+@_connection_options
+@click.option(
+    "--read-only/--no-read-only",
+    default=None,
+    help="Refuse every order RPC [IBGW_READ_ONLY, off]",
+)
+@click.option(
+    "--allow-live-trading/--no-allow-live-trading",
+    default=None,
+    help="Allow orders on live (non-DU) accounts [IBGW_ALLOW_LIVE_TRADING, off]",
+)
+@click.option(
+    "--quote-line-budget", type=int, help="Max IB market-data lines [IBGW_QUOTE_LINE_BUDGET, 100]"
+)
+@click.option(
+    "--heartbeat-seconds", type=float, help="Stream heartbeat period [IBGW_HEARTBEAT_SECONDS, 5]"
+)
+@click.option(
+    "--metrics-port", type=int, help="Prometheus /metrics on 127.0.0.1:PORT [IBGW_METRICS_PORT]"
+)
+@click.option(
+    "--shutdown-grace", type=float, help="Seconds to drain RPCs on stop [IBGW_SHUTDOWN_GRACE, 5]"
+)
+@click.option("--sim-port", type=int, help="Embedded simulator port [IBGW_SIM_PORT, 0 = any]")
+@click.option("--sim-seed", type=int, help="Embedded simulator seed [IBGW_SIM_SEED]")
+@click.option(
+    "--sim-tick-interval", type=float, help="Simulator market step [IBGW_SIM_TICK_INTERVAL]"
+)
+@click.option("--tls-cert", type=click.Path(path_type=Path), help="TLS certificate [IBGW_TLS_CERT]")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="TLS private key [IBGW_TLS_KEY]")
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(path_type=Path),
+    help="CA of client certificates: mutual TLS [IBGW_TLS_CLIENT_CA]",
+)
+@click.option(
+    "--auth-tokens-file",
+    type=click.Path(path_type=Path),
+    help="Bearer tokens file [IBGW_AUTH_TOKENS_FILE]",
+)
+def serve(**flags: Any) -> None:
+    """Serve the gateway until SIGTERM / Ctrl-C (then shut down gracefully)."""
+    from ibgateway_server.app import run
+
+    if flags.get("backend"):
+        flags["backend"] = flags["backend"].lower()
+    settings = settings_or_exit(**flags)
+    setup_logging(settings.log_level)
+    try:
+        asyncio.run(run(settings))
+    except OSError as exc:
+        # e.g. the listen port is taken
+        click.echo(f"ibgw: cannot serve: {exc}", err=True)
+        sys.exit(1)
+    except RuntimeError as exc:
+        if "bind" in str(exc).lower() or "port" in str(exc).lower():
+            click.echo(f"ibgw: cannot listen on {settings.listen}: {exc}", err=True)
+            sys.exit(1)
+        raise
+
+
+main.add_command(simulator_main, name="sim")
+
+
+# ------------------------------------------------------------------------------ check
+
+
+def format_report(response: connection_pb2.TestConnectionResponse, target: str) -> str:
+    """A readable report of a TestConnection response."""
+    st = response.status
+    backend = BACKEND_LABELS.get(st.backend, "unknown backend")
+    lines = [f"ibgw check: {target} -> {backend} at {st.host}:{st.port} (client id {st.client_id})"]
+    width = max((len(c.name) for c in response.checks), default=10)
+    for check in response.checks:
+        label = OUTCOME_LABELS.get(check.outcome, "????")
+        took = _millis(check.duration)
+        ib = f" [IB {check.ib_code}]" if check.ib_code else ""
+        timing = f" ({took} ms)" if check.outcome != connection_pb2.CHECK_OUTCOME_SKIPPED else ""
+        lines.append(f"  {label}  {check.name:<{width}}  {check.detail}{ib}{timing}")
+        if check.fields and check.outcome == connection_pb2.CHECK_OUTCOME_PASSED:
+            shown = ", ".join(check.fields[:8]) + (" ..." if len(check.fields) > 8 else "")
+            lines.append(f"        {'':<{width}}  fields: {shown}")
+    passed = sum(c.outcome == connection_pb2.CHECK_OUTCOME_PASSED for c in response.checks)
+    total = len(response.checks)
+    verdict = "OK" if response.ok else "FAILED"
+    lines.append(f"result: {verdict} ({passed}/{total} checks passed)")
+    if not response.ok and not st.connected:
+        lines.append(
+            "hint: is TWS / IB Gateway running with its API enabled (Configure > API > "
+            "Settings: Enable ActiveX and Socket Clients), on the port and host above, and "
+            "is the client id free?"
+        )
+    return "\n".join(lines)
+
+
+def _millis(duration: duration_pb2.Duration) -> str:
+    return f"{duration.seconds * 1000 + duration.nanos / 1e6:.0f}"
+
+
+def check_via_gateway(
+    channel: grpc.Channel, symbol: str, timeout: float, *, metadata: list[tuple[str, str]]
+) -> tuple[str, bool]:
+    """Call ConnectionService.TestConnection; the report and whether every check passed.
+
+    A gateway that cannot be reached (or answers with an error) is a failed check too.
+    """
+    stub = connection_pb2_grpc.ConnectionServiceStub(channel)
+    request = connection_pb2.TestConnectionRequest(sample_symbol=symbol)
+    try:
+        response = stub.TestConnection(request, timeout=timeout, metadata=metadata or None)
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else None
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        name = code.name if code is not None else "ERROR"
+        return f"ibgw check: the gateway answered {name}: {details}", False
+    return format_report(response, "gateway"), response.ok
+
+
+async def check_direct(settings: Settings, symbol: str) -> tuple[str, bool]:
+    """The same checks straight against TWS / IB Gateway, without a gateway."""
+    from ibgateway_server.services.account import AccountSummaries
+    from ibgateway_server.services.connection import Diagnostics, status_to_proto
+    from ibgateway_server.session import IbSession
+
+    session = IbSession(settings)
+    try:
+        with contextlib.suppress(Exception):  # a failure shows in the connection check
+            await session.connect()
+        checks = await Diagnostics(session, AccountSummaries(session)).run(symbol)
+        response = connection_pb2.TestConnectionResponse(
+            ok=all(c.outcome == connection_pb2.CHECK_OUTCOME_PASSED for c in checks),
+            status=status_to_proto(session.status(), backend="tws", read_only=settings.read_only),
+            checks=checks,
+        )
+    finally:
+        await session.stop()
+    return format_report(response, "direct"), response.ok
+
+
+@main.command()
+@click.option(
+    "--address",
+    default=None,
+    help="The gateway to check [IBGW_LISTEN, 127.0.0.1:50051]",
+)
+@click.option("--symbol", default="AAPL", show_default=True, help="Market data sample symbol.")
+@click.option("--timeout", "rpc_timeout", default=30.0, show_default=True, help="Seconds.")
+@click.option("--token", envvar="IBGW_TOKEN", help="Bearer token, if the gateway wants one.")
+@click.option(
+    "--tls-ca",
+    type=click.Path(path_type=Path, exists=True),
+    help="Use TLS, trusting this CA certificate.",
+)
+@click.option(
+    "--direct",
+    is_flag=True,
+    help="Skip the gateway: run the checks straight against TWS (IBKR_HOST:IBKR_PORT).",
+)
+@_connection_options
+def check(
+    address: str | None,
+    symbol: str,
+    rpc_timeout: float,
+    token: str | None,
+    tls_ca: Path | None,
+    direct: bool,
+    **flags: Any,
+) -> None:
+    """Test the connection: account, market data, positions. Exit code 0 when all pass."""
+    settings = settings_or_exit(**flags)
+    setup_logging(settings.log_level if flags.get("log_level") else "WARNING")
+    if direct:
+        report, ok = asyncio.run(check_direct(settings, symbol))
+    else:
+        target = address or settings.listen
+        host, _, port = target.rpartition(":")
+        if host in ("0.0.0.0", "::", "[::]", "*"):
+            target = f"127.0.0.1:{port}"
+        if tls_ca is not None:
+            credentials = grpc.ssl_channel_credentials(tls_ca.read_bytes())
+            channel = grpc.secure_channel(target, credentials)
+        else:
+            channel = grpc.insecure_channel(target)
+        metadata = [("authorization", f"Bearer {token}")] if token else []
+        with channel:
+            report, ok = check_via_gateway(channel, symbol, rpc_timeout, metadata=metadata)
+        report = report.replace("ibgw check: gateway", f"ibgw check: gateway {target}", 1)
+    click.echo(report)
+    sys.exit(0 if ok else 1)
