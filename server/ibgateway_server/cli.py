@@ -205,7 +205,7 @@ def check_via_gateway(
     stub = connection_pb2_grpc.ConnectionServiceStub(channel)
     request = connection_pb2.TestConnectionRequest(sample_symbol=symbol)
     try:
-        response = stub.TestConnection(request, timeout=timeout, metadata=metadata or None)
+        response = stub.TestConnection(request, timeout=timeout, metadata=tuple(metadata) or None)
     except grpc.RpcError as exc:
         code = exc.code() if hasattr(exc, "code") else None
         details = exc.details() if hasattr(exc, "details") else str(exc)
