@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# ib_async (API versions up to 178) lives apart: it ships an `eventkit` that clashes with
+# ib_insync's. The tests run it as a subprocess against the simulator.
+COMPAT_VENV  ?= .venv-compat
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
 
-.PHONY: install run sim test lint proto buf bench clean
+.PHONY: install compat run sim test lint proto buf bench clean
 
 PROTOS    := $(wildcard protos/ibgateway/v1/*.proto)
 STUBS_DIR := client_stubs/python
@@ -19,6 +23,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+## the ib_async compatibility venv used by tests/e2e/simulator/test_ib_async_compat.py
+compat: $(COMPAT_STAMP)
+
+$(COMPAT_STAMP):
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet 'ib_async>=2,<3' 'pytest>=8,<10'
+	touch $(COMPAT_STAMP)
+
 ## run the gateway on 127.0.0.1:50051 with the embedded TWS simulator behind it
 run: install
 	$(VENV)/bin/ibgw serve
@@ -28,7 +40,7 @@ sim: install
 	$(PY) -m tws_simulator --host 127.0.0.1 --port 7497
 
 ## the whole test suite (unit + end-to-end against the simulator)
-test: install
+test: install compat
 	$(PY) -m pytest
 
 ## regenerate the committed Python stubs (messages, gRPC stubs, .pyi type stubs)

@@ -45,7 +45,7 @@ async def test_drop_every_connection(simulator: TwsSimulator, connect: Connect) 
 
 async def test_offline_then_back_with_data_maintained(ib: IB, simulator: TwsSimulator) -> None:
     errors = collect_errors(ib)
-    ticker, updates = await streaming_ticker(ib)
+    _ticker, updates = await streaming_ticker(ib)
     simulator.faults.go_offline()
     assert await wait_until(lambda: any(code == 1100 for _, code, _ in errors))
     await asyncio.sleep(0.05)
