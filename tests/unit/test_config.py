@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ibgateway_server.config import ConfigError, Settings, load, split_host_port
+from ibgateway_server.config import ConfigError, load, split_host_port
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,7 +53,7 @@ def test_invalid_settings_give_one_line(overrides: dict[str, object], message: s
 
 
 def test_tokens_never_shown() -> None:
-    s = Settings(auth_tokens="secret-token:trade")
+    s = load(auth_tokens="secret-token:trade")
     assert "secret-token" not in repr(s)
     with pytest.raises(ConfigError) as caught:
         load(auth_tokens=123, listen="bad")
