@@ -7,7 +7,7 @@ How it fits together:
   linger briefly once unused, and count against the line budget
   (``IBGW_QUOTE_LINE_BUDGET``). Each IB update is encoded once into ``Quote`` bytes.
 * A :class:`QuoteStream` is one StreamQuotes call. Streams asking for the same set of lines
-  share a :class:`_Group`: the group keeps a bounded log of which lines changed, so a
+  share a :class:`Group`: the group keeps a bounded log of which lines changed, so a
   stream's next message is "the latest quote of every line changed since my last send",
   with the number of updates it skipped (conflation). Streams that are at the same
   position reuse the same assembled message bytes. A stalled stream holds nothing but a
@@ -127,7 +127,7 @@ class Line:
         self.element: bytes | None = None  # the same as a QuoteBatch.quotes element
         self.updates = 0
         self.refs = 0
-        self.groups: list[_Group] = []
+        self.groups: list[Group] = []
         self.state = LineState.PENDING
         self.message = ""
         self.ib_code = 0
@@ -185,17 +185,21 @@ def _is_complete(ticker: Ticker) -> bool:
     return market and _valid(ticker.close)
 
 
-class _Group:
-    """The streams that watch exactly the same lines, and the log of those lines' updates."""
+class Group:
+    """The streams that watch exactly the same lines, and the log of those lines' updates.
+
+    ``on_waiting(group)`` is called (once until :meth:`dispatch`) when an update arrives
+    while some member waits for one; the hub then dispatches after the IB event.
+    """
 
     __slots__ = (
         "_cache",
         "_cache_end",
+        "_on_waiting",
         "_snapshot",
         "base",
         "cap",
         "end",
-        "hub",
         "idle",
         "key",
         "last_pos",
@@ -205,14 +209,20 @@ class _Group:
         "queued",
     )
 
-    def __init__(self, hub: QuoteHub, key: frozenset[Line]) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        key: frozenset[Line],
+        on_waiting: Callable[[Group], None],
+        *,
+        min_cap: int = 256,
+    ) -> None:
+        self._on_waiting = on_waiting
         self.key = key
         self.lines = tuple(key)
         self.log: list[Line] = []
         self.base = 0  # absolute position of log[0]
         self.end = 0  # absolute position after the last update
-        self.cap = max(256, 4 * len(self.lines))
+        self.cap = max(min_cap, 4 * len(self.lines))
         self.last_pos: dict[Line, int] = {}
         self.members: set[QuoteStream] = set()
         self.idle: dict[QuoteStream, None] = {}  # members waiting for the next update
@@ -232,7 +242,7 @@ class _Group:
             self.base += drop
         if self.idle and not self.queued:
             self.queued = True
-            self.hub._dirty.append(self)
+            self._on_waiting(self)
 
     def dispatch(self) -> None:
         self.queued = False
@@ -305,9 +315,9 @@ class QuoteHub:
         self._lines: dict[tuple[int, str, int], Line] = {}
         self._by_ticker: dict[Ticker, Line] = {}
         self._by_contract: dict[int, Line] = {}  # id(line.contract) → line, for IB errors
-        self._groups: dict[frozenset[Line], _Group] = {}
+        self._groups: dict[frozenset[Line], Group] = {}
         self._streams: set[QuoteStream] = set()
-        self._dirty: list[_Group] = []
+        self._dirty: list[Group] = []
         self._qualified: OrderedDict[bytes, Contract] = OrderedDict()
         self._qualifying: dict[bytes, asyncio.Future[Contract]] = {}
         self._md_type_sent: int | None = None
@@ -637,19 +647,19 @@ class QuoteHub:
 
     # ------------------------------------------------------------------ streams
 
-    def _join(self, stream: QuoteStream, lines: frozenset[Line]) -> _Group | None:
+    def _join(self, stream: QuoteStream, lines: frozenset[Line]) -> Group | None:
         if not lines:
             return None
         group = self._groups.get(lines)
         if group is None:
-            group = _Group(self, lines)
+            group = Group(lines, self._dirty.append)
             self._groups[lines] = group
             for line in lines:
                 line.groups.append(group)
         group.members.add(stream)
         return group
 
-    def _leave(self, stream: QuoteStream, group: _Group | None) -> None:
+    def _leave(self, stream: QuoteStream, group: Group | None) -> None:
         if group is None:
             return
         group.members.discard(stream)
@@ -787,7 +797,7 @@ class QuoteStream:
         self.md_type = md_type
         self.heartbeat = heartbeat
         self.lines: dict[Line, list[int]] = {}  # line → its indices in the request
-        self.group: _Group | None = None
+        self.group: Group | None = None
         self.pos = 0
         self.last_send = 0.0
         self._loop = asyncio.get_running_loop()

@@ -20,7 +20,7 @@ import math
 from collections.abc import Iterable
 from datetime import datetime
 
-from ibgateway.v1 import common_pb2, market_data_pb2
+from ibgateway.v1 import common_pb2
 from ibgateway_server.convert import decimal_text
 from ibgateway_server.ib_api import UNSET_DOUBLE, Ticker
 
@@ -212,12 +212,6 @@ def quote_batch_message(elements: Iterable[bytes], conflated_updates: int = 0) -
     if conflated_updates:
         body += tag(BATCH_CONFLATED_UPDATES, _WIRE_VARINT) + varint(conflated_updates)
     return length_delimited(RESPONSE_QUOTES, body)
-
-
-def is_complete(quote: market_data_pb2.Quote) -> bool:
-    """Whether a quote has what a snapshot needs: a two-sided market or a last price."""
-    has_bid_ask = bool(quote.bid.value) and bool(quote.ask.value)
-    return has_bid_ask or bool(quote.last.value)
 
 
 def market_data_type_to_ib(value: int) -> int:
