@@ -32,6 +32,7 @@ from ibgateway_server.config import Settings
 from ibgateway_server.hub import QuoteHub
 from ibgateway_server.interceptors import (
     AccessLogInterceptor,
+    AuthInterceptor,
     ErrorMappingInterceptor,
     GatewayMetrics,
     MetricsInterceptor,
@@ -132,12 +133,17 @@ class Gateway:
 
     def _build_server(self) -> grpc.aio.Server:
         assert self.session is not None
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            MetricsInterceptor(self.metrics),
+            AccessLogInterceptor(),
+            ErrorMappingInterceptor(),
+        ]
+        tokens = self.settings.tokens()
+        if tokens:
+            interceptors.append(AuthInterceptor(tokens))
+            log.info("bearer-token authentication on (%d token(s))", len(tokens))
         server = grpc.aio.server(
-            interceptors=[
-                MetricsInterceptor(self.metrics),
-                AccessLogInterceptor(),
-                ErrorMappingInterceptor(),
-            ],
+            interceptors=interceptors,
             options=[("grpc.so_reuseport", 0)],
         )
         session = self.session

@@ -145,6 +145,14 @@ def serve(**flags: Any) -> None:
     settings = settings_or_exit(**flags)
     setup_logging(settings.log_level)
     try:
+        settings.tokens()  # a bad tokens file stops start-up like any bad setting
+        for path in (settings.tls_cert, settings.tls_key, settings.tls_client_ca):
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{path}: no such file (TLS)")
+    except ConfigError as exc:
+        click.echo(f"ibgw: {exc}", err=True)
+        sys.exit(2)
+    try:
         asyncio.run(run(settings))
     except OSError as exc:
         # e.g. the listen port is taken

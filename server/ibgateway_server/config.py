@@ -196,9 +196,60 @@ class Settings(BaseSettings):
             raise ValueError("IBGW_TLS_CLIENT_CA (mutual TLS) needs IBGW_TLS_CERT/IBGW_TLS_KEY")
         return self
 
+    @field_validator("auth_tokens")
+    @classmethod
+    def _tokens(cls, value: str | None) -> str | None:
+        if value:
+            parse_tokens(value, source="IBGW_AUTH_TOKENS")
+        return value
+
+    def tokens(self) -> dict[str, frozenset[str]]:
+        """Bearer token → scopes, from IBGW_AUTH_TOKENS and IBGW_AUTH_TOKENS_FILE.
+
+        Empty: authentication is off. Raises ConfigError for a malformed entry.
+        """
+        tokens: dict[str, frozenset[str]] = {}
+        if self.auth_tokens:
+            tokens.update(parse_tokens(self.auth_tokens, source="IBGW_AUTH_TOKENS"))
+        if self.auth_tokens_file is not None:
+            try:
+                text = self.auth_tokens_file.read_text()
+            except OSError as exc:
+                raise ConfigError(
+                    f"IBGW_AUTH_TOKENS_FILE: cannot read it ({exc.strerror})"
+                ) from None
+            tokens.update(parse_tokens(text, source=str(self.auth_tokens_file)))
+        return tokens
+
     @property
     def listen_host_port(self) -> tuple[str, int]:
         return split_host_port(self.listen)
+
+
+SCOPES = ("read", "trade")
+
+
+def parse_tokens(text: str, *, source: str) -> dict[str, frozenset[str]]:
+    """Parse "TOKEN:SCOPE[+SCOPE]" entries separated by commas or newlines ("#" comments).
+
+    Scopes: ``read`` (every read RPC) and ``trade`` (orders and session control; it
+    implies read). The message of an error never contains a token.
+    """
+    tokens: dict[str, frozenset[str]] = {}
+    entries = [e.strip() for line in text.splitlines() for e in line.split("#")[0].split(",")]
+    for number, entry in enumerate((e for e in entries if e), start=1):
+        token, sep, scope_text = entry.rpartition(":")
+        scopes = {s.strip().lower() for s in scope_text.split("+") if s.strip()}
+        if not sep or not token.strip() or not scopes or not scopes <= set(SCOPES):
+            raise ConfigError(
+                f"{source}: entry {number} is not TOKEN:SCOPE with SCOPE read, trade or read+trade"
+            )
+        if len(token.strip()) < 16:
+            raise ConfigError(f"{source}: entry {number}: a token needs at least 16 characters")
+        if "trade" in scopes:
+            scopes.add("read")
+        tokens[token.strip()] = frozenset(scopes)
+    return tokens
 
 
 # Field name → env var, for error messages and docs.

@@ -1,6 +1,7 @@
 """Server interceptors: error mapping, access logging and Prometheus metrics.
 
-Order on the server (outermost first): metrics → access log → error mapping → servicer.
+Order on the server (outermost first): metrics → access log → error mapping → auth
+(when tokens are configured) → servicer.
 The error mapper turns every exception into a rich google.rpc.Status (never UNKNOWN,
 never a traceback); the outer two observe the final code through a per-call
 :class:`RpcOutcome` kept in a context variable (interceptors and the handler share one
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hmac
 import inspect
 import logging
 import time
@@ -191,6 +193,98 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
         outcome = _current_outcome()
         outcome.code, outcome.reason = err.code, err.reason
         await context.abort_with_status(err.to_grpc_status())
+
+
+# RPCs that change state: placing and cancelling orders, and controlling the IB session.
+TRADE_METHODS = frozenset(
+    {
+        "/ibgateway.v1.OrderService/PlaceOrder",
+        "/ibgateway.v1.OrderService/CancelOrder",
+        "/ibgateway.v1.OrderService/ModifyOrder",
+        "/ibgateway.v1.OrderService/CancelAllOrders",
+        "/ibgateway.v1.ConnectionService/Connect",
+        "/ibgateway.v1.ConnectionService/Disconnect",
+    }
+)
+# Open to everyone: probes and schema discovery.
+PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def required_scope(method: str) -> str | None:
+    if method.startswith(PUBLIC_PREFIXES):
+        return None
+    return "trade" if method in TRADE_METHODS else "read"
+
+
+class AuthInterceptor(_WrappingInterceptor):
+    """Bearer tokens with scopes: ``authorization: Bearer <token>`` metadata.
+
+    Sits inside the error mapper, so a refusal is a rich status (UNAUTHENTICATED /
+    PERMISSION_DENIED with ErrorInfo) that is logged and counted like any other.
+    Tokens are compared in constant time and never logged.
+    """
+
+    def __init__(self, tokens: dict[str, frozenset[str]]) -> None:
+        self._tokens = [(t.encode(), scopes) for t, scopes in tokens.items()]
+
+    def _authorize(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        scope = required_scope(method)
+        if scope is None:
+            return
+        presented = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                presented = value if isinstance(value, str) else value.decode(errors="replace")
+                break
+        kind, _, token = presented.partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            raise errors.GatewayError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "MISSING_TOKEN",
+                "this gateway needs a bearer token: send 'authorization: Bearer <token>' metadata",
+            )
+        scopes = self._scopes_of(token.strip().encode())
+        if scopes is None:
+            raise errors.GatewayError(
+                grpc.StatusCode.UNAUTHENTICATED, "INVALID_TOKEN", "the bearer token is not valid"
+            )
+        if scope not in scopes:
+            raise errors.GatewayError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "INSUFFICIENT_SCOPE",
+                f"this RPC needs a token with the '{scope}' scope",
+                metadata={"required_scope": scope},
+            )
+
+    def _scopes_of(self, token: bytes) -> frozenset[str] | None:
+        found = None
+        for candidate, scopes in self._tokens:  # no early exit: constant time per token
+            if hmac.compare_digest(candidate, token):
+                found = scopes
+        return found
+
+    async def unary(
+        self,
+        method: str,
+        kind: str,
+        behavior: Behavior,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> Any:
+        self._authorize(method, context)
+        return await behavior(request, context)
+
+    async def stream(
+        self,
+        method: str,
+        kind: str,
+        behavior: Behavior,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[Any]:
+        self._authorize(method, context)
+        async for item in behavior(request, context):
+            yield item
 
 
 class AccessLogInterceptor(_WrappingInterceptor):

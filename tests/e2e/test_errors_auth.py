@@ -1,0 +1,67 @@
+"""Bearer tokens with read/trade scopes: refusals are rich statuses; probes stay open."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ibgateway.v1 import account_pb2, account_pb2_grpc, connection_pb2, connection_pb2_grpc
+from ibgateway_server.config import ConfigError, load
+from tests.e2e.conftest import GatewayFactory, expect_error, gateway_channel
+
+READER = "reader-token-0123456789"
+TRADER = "trader-token-0123456789"
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+@pytest.fixture
+async def secured(make_gateway: GatewayFactory, tmp_path: Any) -> Any:
+    tokens_file = tmp_path / "tokens"
+    tokens_file.write_text(f"# trader\n{TRADER}:trade\n")
+    return await make_gateway(auth_tokens=f"{READER}:read", auth_tokens_file=tokens_file)
+
+
+async def test_tokens_and_scopes(secured: Any) -> None:
+    async with gateway_channel(secured) as channel:
+        accounts = account_pb2_grpc.AccountServiceStub(channel)
+        connection = connection_pb2_grpc.ConnectionServiceStub(channel)
+        request = account_pb2.ListAccountsRequest()
+
+        err = await expect_error(accounts.ListAccounts(request))
+        assert err.code == grpc.StatusCode.UNAUTHENTICATED
+        assert err.info is not None and err.info.reason == "MISSING_TOKEN"
+
+        err = await expect_error(accounts.ListAccounts(request, metadata=bearer("x" * 20)))
+        assert err.code == grpc.StatusCode.UNAUTHENTICATED
+        assert err.info is not None and err.info.reason == "INVALID_TOKEN"
+
+        listed = await accounts.ListAccounts(request, metadata=bearer(READER))
+        assert listed.accounts[0].account_id == "DU1234567"
+
+        # session control needs the trade scope
+        err = await expect_error(
+            connection.Disconnect(connection_pb2.DisconnectRequest(), metadata=bearer(READER))
+        )
+        assert err.code == grpc.StatusCode.PERMISSION_DENIED
+        assert err.info is not None and err.info.metadata["required_scope"] == "trade"
+        await connection.Connect(connection_pb2.ConnectRequest(), metadata=bearer(TRADER))
+        await accounts.ListAccounts(request, metadata=bearer(TRADER))  # trade implies read
+
+        # probes and schema discovery need no token
+        health = health_pb2_grpc.HealthStub(channel)
+        assert (await health.Check(health_pb2.HealthCheckRequest())).status == 1
+
+
+def test_malformed_tokens_are_refused_without_echoing_them() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(auth_tokens="abcdefghijklmnopqrstuvwxyz:admin")
+    assert "abcdefghijklmnop" not in str(caught.value)
+    with pytest.raises(ConfigError):
+        load(auth_tokens="short:read")
