@@ -157,6 +157,11 @@ class ClientConnection:
         self._delayed: deque[tuple[float, bytes]] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._close_when_flushed = False
+        # Writes within one loop iteration are joined into one socket write (ticks come in
+        # bursts: one per instrument per market step).
+        self._out: list[bytes] = []
+        self._write_scheduled = False
+        self._loop = asyncio.get_running_loop()
 
     def __repr__(self) -> str:
         return f"<client #{self.number} id={self.client_id} v{self.server_version} {self.peer}>"
@@ -188,6 +193,18 @@ class ClientConnection:
         self.send(*fields)
 
     def _write(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self._loop.call_soon(self._flush_writes)
+
+    def _flush_writes(self) -> None:
+        self._write_scheduled = False
+        if self.closed or not self._out:
+            self._out.clear()
+            return
+        data = b"".join(self._out)
+        self._out.clear()
         self._transport.write(data)
         if self._transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             log.warning("%r does not read its messages: disconnecting it", self)
@@ -205,6 +222,7 @@ class ClientConnection:
                 if not self.closed:
                     self._write(data)
             if self._close_when_flushed and not self.closed:
+                self._flush_writes()
                 self.closed = True
                 self._transport.close()
         finally:
@@ -215,6 +233,7 @@ class ClientConnection:
         if self._delayed:
             self._close_when_flushed = True
         elif not self.closed:
+            self._flush_writes()
             self.closed = True
             self._transport.close()
 
@@ -241,6 +260,7 @@ class ClientConnection:
                 if length > wire.MAX_FRAME:
                     log.warning("%r sent a %d-byte frame: disconnecting it", self, length)
                     self.send_error(-1, 507, "Bad message length")
+                    self.close_after_flush()
                     break
                 payload = await self._reader.readexactly(length)
                 await self.sim.dispatch(self, wire.split_fields(payload))
@@ -250,10 +270,11 @@ class ClientConnection:
             self.closed_by_peer()
 
     def closed_by_peer(self) -> None:
-        was_open = not self.closed
-        self.closed = True
-        self._delayed.clear()
-        if was_open:
+        """The session is over (socket closed, or we stopped reading): release the client."""
+        if not self.closed and not self._close_when_flushed:
+            self.closed = True
+            self._delayed.clear()
+            self._out.clear()
             self._transport.close()
         self.sim.forget(self)
 
@@ -291,8 +312,7 @@ class ClientConnection:
     def _refuse(self, message: str) -> None:
         # No version was agreed: the shortest error layout every client can read.
         self.send(Out.ERR_MSG, 2, -1, 503, message)
-        self._transport.close()
-        self.closed = True
+        self.close_after_flush()
 
 
 class Simulator:
