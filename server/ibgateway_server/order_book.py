@@ -1,0 +1,595 @@
+"""OrderBook: the gateway's registry of orders and the idempotency map behind PlaceOrder.
+
+One per gateway. It maps each ``client_order_id`` (kept in IB's ``orderRef``) to the
+ib_insync ``Trade`` that TWS keeps up to date, and it is rebuilt from TWS (open orders of
+every client, completed orders, executions) on every (re)connect, so a key survives a
+gateway restart as long as TWS remembers the order.
+
+Idempotency (AIP-155 style):
+
+* PlaceOrder calls with one key run one at a time (a per-key ``asyncio.Lock``), so N
+  concurrent calls place exactly one order; the others get it back with ``replayed``.
+* A retry asking for the *same* order (same contract, side, type, quantity, prices, TIF,
+  outside-RTH, account) returns the existing order with ``replayed=true``, whatever its
+  state. A retry with the same key but a different order is ALREADY_EXISTS
+  (``CLIENT_ORDER_ID_REUSED``, the differing fields in metadata): nothing is placed.
+* A key is bound once TWS has the order. When TWS refuses a new order outright (IB error
+  201 and friends, no order created), the call fails with the mapped error and the key
+  stays free: a corrected retry with the same key may place it. If TWS created the order
+  and then rejected it, the key stays bound and a retry gets the same error again.
+* Nothing accepted is lost: if TWS does not acknowledge in time, PlaceOrder fails with
+  DEADLINE_EXCEEDED but the order stays in the book; a retry waits for it again and
+  returns it. If the connection drops before the acknowledgement, the rebuild after the
+  reconnect decides: an order TWS has is found by its orderRef, one it never got is
+  forgotten, so the retry places it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import grpc
+
+from ibgateway.v1 import orders_pb2
+from ibgateway_server import errors
+from ibgateway_server import orders_convert as oc
+from ibgateway_server.errors import GatewayError
+from ibgateway_server.ib_api import Contract, Order, Trade
+from ibgateway_server.session import IbSession, SessionEvent, StateChange
+
+log = logging.getLogger(__name__)
+
+# IB messages about an order that are information, not a refusal.
+INFORMATIONAL_CODES = frozenset({202, 399, 404, 434, 10167, 10349})
+_CANCELLED = frozenset({"Cancelled", "ApiCancelled"})
+_FINAL_AFTER_CANCEL = frozenset({"Cancelled", "ApiCancelled", "Filled", "Inactive"})
+
+
+class _HasTimeRemaining(Protocol):
+    def time_remaining(self) -> float | None: ...
+
+
+def _is_informational(code: int) -> bool:
+    return code in INFORMATIONAL_CODES or 2100 <= code < 2200
+
+
+def perm_id_of(trade: Trade) -> int:
+    return int(trade.order.permId or trade.orderStatus.permId or 0)
+
+
+def refused_before_acknowledged(trade: Trade) -> bool:
+    """TWS refused the order outright: no perm id, done, with an IB error in its log."""
+    if perm_id_of(trade) or trade.orderStatus.status not in (*_CANCELLED, "Inactive"):
+        return False
+    return any(entry.errorCode for entry in trade.log)
+
+
+@dataclass
+class BookEntry:
+    """One order the book knows, with what the gateway learned about it."""
+
+    trade: Trade
+    create_time: datetime
+    message: tuple[int, str] | None = None  # the latest IB message (code, text) about it
+    rejection: tuple[int, str] | None = None  # TWS created the order, then refused it
+
+    @property
+    def client_order_id(self) -> str:
+        return self.trade.order.orderRef or ""
+
+    @property
+    def order_id(self) -> int:
+        return int(self.trade.order.orderId or self.trade.orderStatus.orderId or 0)
+
+    @property
+    def perm_id(self) -> int:
+        return perm_id_of(self.trade)
+
+    @property
+    def status(self) -> str:
+        return self.trade.orderStatus.status or ""
+
+    @property
+    def acknowledged(self) -> bool:
+        """TWS has answered for the order (a status beyond PendingSubmit, or a perm id)."""
+        return bool(self.perm_id) or self.status not in oc.UNACKNOWLEDGED_IB_STATUSES
+
+    def to_proto(self) -> orders_pb2.Order:
+        return oc.trade_to_proto(self.trade, create_time=self.create_time, message=self.message)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The outcome of PlaceOrder: the order, and whether it already existed."""
+
+    entry: BookEntry
+    replayed: bool
+
+
+class OrderBook:
+    """Every order of the session, indexed by client_order_id; see the module docstring."""
+
+    def __init__(self, session: IbSession) -> None:
+        self.session = session
+        self.ib = session.ib
+        self._by_key: dict[str, BookEntry] = {}
+        self._first_seen: dict[int, datetime] = {}  # perm id → when the book first saw it
+        self._messages: dict[tuple[int, int], tuple[int, str]] = {}  # (client, order id)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = {}
+        self._pokes: set[Callable[[], None]] = set()
+        self._synced = asyncio.Event()
+        self._resync_task: asyncio.Task[None] | None = None
+        self._remove_listener: Callable[[], None] | None = None
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Follow the session: rebuild on every connect, track orders and IB messages."""
+        if self._started:
+            return
+        self._started = True
+        self._remove_listener = self.session.add_state_listener(self._on_state)
+        self.ib.errorEvent += self._on_ib_error
+        self.ib.openOrderEvent += self._on_open_order
+        if self.session.connected:
+            self._begin_resync()
+
+    def close(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self._remove_listener is not None:
+            self._remove_listener()
+        self.ib.errorEvent -= self._on_ib_error
+        self.ib.openOrderEvent -= self._on_open_order
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+        self._poke()
+
+    # ------------------------------------------------------------------ queries
+
+    def entries(self) -> list[BookEntry]:
+        """Every order TWS reported (open and completed), oldest first."""
+        result = list(self._by_key.values())
+        seen = {id(e.trade) for e in result}
+        for trade in self.ib.trades():
+            if id(trade) in seen or refused_before_acknowledged(trade):
+                continue
+            seen.add(id(trade))
+            result.append(self._transient_entry(trade))
+        result.sort(key=lambda e: (e.create_time.timestamp(), e.order_id, e.perm_id))
+        return result
+
+    def find(self, key: str | int) -> BookEntry:
+        """The order with this client_order_id (str) or IB order id (int); NOT_FOUND."""
+        if isinstance(key, str):
+            entry = self._by_key.get(key)
+            if entry is not None:
+                return entry
+            raise GatewayError(
+                grpc.StatusCode.NOT_FOUND,
+                "ORDER_NOT_FOUND",
+                f"no order with client_order_id {key!r}",
+                metadata={"client_order_id": key},
+            )
+        matches = [e for e in self.entries() if e.order_id == key]
+        own = [e for e in matches if e.trade.order.clientId == self.session.client_id]
+        if own or matches:
+            return (own or matches)[-1]
+        raise GatewayError(
+            grpc.StatusCode.NOT_FOUND,
+            "ORDER_NOT_FOUND",
+            f"no order with order_id {key}",
+            metadata={"order_id": str(key)},
+        )
+
+    async def wait_synced(self, within: float) -> None:
+        """Wait until the book reflects TWS after the latest (re)connect."""
+        if self._synced.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._synced.wait(), max(0.0, within))
+        if not self._synced.is_set():
+            self.session.require_connected()
+            raise GatewayError(
+                grpc.StatusCode.UNAVAILABLE,
+                "ORDER_BOOK_SYNCING",
+                "the gateway is still loading the orders TWS knows; retry shortly",
+                retry_after=1.0,
+            )
+
+    # ------------------------------------------------------------------ PlaceOrder
+
+    async def place(
+        self,
+        intent: oc.OrderIntent,
+        contract: Contract,
+        order: Order,
+        *,
+        context: _HasTimeRemaining | None = None,
+    ) -> Placement:
+        """Place ``order`` unless ``intent.client_order_id`` already names one.
+
+        ``contract`` may be partial (it is qualified first); ``order`` carries the key in
+        its orderRef. Waits for TWS's acknowledgement, bounded by IBKR_TIMEOUT and the
+        client's deadline.
+        """
+        key = intent.client_order_id
+        await self.wait_synced(self.session.budget(context))
+        async with self._key_lock(key, context):
+            existing = self._by_key.get(key)
+            if existing is not None:
+                return await self._replay(existing, intent, context)
+            qualified = await self.session.qualify(contract, context=context)
+            self.session.require_connected()
+            trade = self.ib.placeOrder(qualified, order)
+            entry = BookEntry(trade=trade, create_time=_created(trade))
+            self._by_key[key] = entry
+            log.info(
+                "order %s placed: id %d, %s %s %s %s",
+                key,
+                entry.order_id,
+                order.action,
+                oc.convert.decimal_text(order.totalQuantity),
+                qualified.localSymbol or qualified.symbol,
+                order.orderType,
+            )
+            await self._await_acknowledgement(entry, context)
+            return Placement(entry, replayed=False)
+
+    async def _replay(
+        self, entry: BookEntry, intent: oc.OrderIntent, context: _HasTimeRemaining | None
+    ) -> Placement:
+        differences = oc.intent_differences(intent, entry.trade)
+        if differences:
+            raise GatewayError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                "CLIENT_ORDER_ID_REUSED",
+                f"client_order_id {intent.client_order_id!r} already names order "
+                f"{entry.order_id} (perm id {entry.perm_id}), which differs in "
+                f"{', '.join(differences)}; use a new client_order_id for a new order",
+                metadata={
+                    "client_order_id": intent.client_order_id,
+                    "order_id": str(entry.order_id),
+                    "perm_id": str(entry.perm_id),
+                    "differing_fields": ",".join(differences),
+                },
+            )
+        if entry.rejection is not None:
+            raise self._rejection_error(entry, *entry.rejection, replayed=True)
+        if not entry.acknowledged:
+            # The first call timed out waiting; the retry waits again.
+            await self._await_acknowledgement(entry, context)
+        return Placement(entry, replayed=True)
+
+    async def _await_acknowledgement(
+        self, entry: BookEntry, context: _HasTimeRemaining | None
+    ) -> None:
+        """Return once TWS accepted the order; raise the mapped error if it refused it."""
+        budget = self.session.budget(context)
+
+        def settled() -> bool:
+            return entry.acknowledged or self._refusal(entry) is not None
+
+        ok = await self._wait(entry, settled, budget)
+        refusal = self._refusal(entry)
+        if refusal is not None:
+            code, text = refusal
+            if not entry.perm_id:
+                # TWS created nothing: free the key so a corrected retry can place it.
+                if self._by_key.get(entry.client_order_id) is entry:
+                    del self._by_key[entry.client_order_id]
+            else:
+                entry.rejection = refusal
+            raise self._rejection_error(entry, code, text, replayed=False)
+        if ok:
+            return
+        if not self.session.connected:
+            raise errors.not_connected(
+                f"connection to TWS lost before it acknowledged order "
+                f"{entry.client_order_id!r}; once connected, retry PlaceOrder with the same "
+                "client_order_id: it returns the order if TWS has it and places it otherwise"
+            )
+        raise GatewayError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "ORDER_NOT_ACKNOWLEDGED",
+            f"order {entry.client_order_id!r} was sent to TWS but not acknowledged within "
+            f"{budget:g}s; retry PlaceOrder with the same client_order_id to get it",
+            metadata={
+                "client_order_id": entry.client_order_id,
+                "order_id": str(entry.order_id),
+                "timeout_seconds": f"{budget:g}",
+            },
+        )
+
+    def _refusal(self, entry: BookEntry) -> tuple[int, str] | None:
+        """The IB error that refused this order, if any."""
+        if entry.rejection is not None:
+            return entry.rejection
+        trade = entry.trade
+        message = self._messages.get((trade.order.clientId, entry.order_id))
+        if message is not None and not _is_informational(message[0]):
+            # An error before TWS took the order, or one that ended it. (ib_insync itself
+            # cancels the trade for most codes, but not for 110, an invalid price.)
+            if not entry.perm_id or entry.status in (*_CANCELLED, "Inactive"):
+                return message
+        if refused_before_acknowledged(trade):
+            for logged in reversed(trade.log):
+                if logged.errorCode:
+                    return logged.errorCode, oc.strip_error_prefix(logged.message)
+        return None
+
+    def _rejection_error(
+        self, entry: BookEntry, code: int, text: str, *, replayed: bool
+    ) -> GatewayError:
+        err = errors.from_ib_error(code, text)
+        err.metadata.update(
+            {"client_order_id": entry.client_order_id, "order_id": str(entry.order_id)}
+        )
+        if replayed:
+            err.metadata["replayed"] = "true"
+        return err
+
+    # ------------------------------------------------------------------ CancelOrder
+
+    async def cancel(
+        self, key: str | int, *, context: _HasTimeRemaining | None = None
+    ) -> BookEntry:
+        """Ask TWS to cancel an open order; returns it CANCELLED or PENDING_CANCEL.
+
+        FAILED_PRECONDITION when it is already filled or cancelled (or fills meanwhile).
+        """
+        await self.wait_synced(self.session.budget(context))
+        entry = self.find(key)
+        self._refuse_if_finished(entry)
+        self.session.require_connected()
+        order_key = (entry.trade.order.clientId, entry.order_id)
+        self._messages.pop(order_key, None)
+        self.ib.cancelOrder(entry.trade.order)
+
+        def settled() -> bool:
+            message = self._messages.get(order_key)
+            refused = message is not None and not _is_informational(message[0])
+            return refused or entry.status in _FINAL_AFTER_CANCEL
+
+        await self._wait(entry, settled, self.session.budget(context))
+        message = self._messages.get(order_key)
+        if entry.status == "Filled":
+            self._refuse_if_finished(entry)
+        if message is not None and not _is_informational(message[0]):
+            if entry.status not in _CANCELLED:
+                err = errors.from_ib_error(*message)
+                err.metadata.update(_key_metadata(entry))
+                raise err
+        if not self.session.connected and entry.status not in _CANCELLED:
+            raise errors.not_connected(
+                f"connection to TWS lost while cancelling order {entry.order_id}; "
+                "GetOrder shows its state once connected"
+            )
+        return entry
+
+    def _refuse_if_finished(self, entry: BookEntry) -> None:
+        status = entry.status
+        if status == "Filled":
+            reason, what = "ORDER_ALREADY_FILLED", "filled"
+        elif status in _CANCELLED:
+            reason, what = "ORDER_ALREADY_CANCELLED", "cancelled"
+        else:
+            return
+        raise GatewayError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            reason,
+            f"order {entry.order_id} ({entry.client_order_id or 'no client_order_id'}) is "
+            f"already {what}",
+            metadata={**_key_metadata(entry), "status": status},
+        )
+
+    # ------------------------------------------------------------------ waiting
+
+    async def _wait(self, entry: BookEntry, done: Callable[[], bool], budget: float) -> bool:
+        """Wait until ``done()`` (re-checked on every change of the order, IB message or
+        session state); False when ``budget`` runs out or the connection is lost."""
+        if done():
+            return True
+        changed = asyncio.Event()
+
+        def poke(*_: object) -> None:
+            changed.set()
+
+        trade = entry.trade
+        trade.statusEvent += poke
+        trade.fillEvent += poke
+        self._pokes.add(poke)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + budget
+        try:
+            while not done():
+                if not self.session.connected or not self._started:
+                    return False
+                remaining = end - loop.time()
+                if remaining <= 0:
+                    return False
+                changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), remaining)
+            return True
+        finally:
+            trade.statusEvent -= poke
+            trade.fillEvent -= poke
+            self._pokes.discard(poke)
+
+    def _poke(self) -> None:
+        for poke in list(self._pokes):
+            poke()
+
+    @contextlib.asynccontextmanager
+    async def _key_lock(self, key: str, context: _HasTimeRemaining | None) -> AsyncIterator[None]:
+        """Serialize PlaceOrder calls with one key (bounded by the client's deadline)."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._lock_users[key] = self._lock_users.get(key, 0) + 1
+        try:
+            budget = self.session.budget(context)
+            try:
+                await asyncio.wait_for(lock.acquire(), budget)
+            except TimeoutError:
+                raise GatewayError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    "ORDER_IN_PROGRESS",
+                    f"another PlaceOrder with client_order_id {key!r} is still waiting for "
+                    "TWS; retry with the same client_order_id to get its outcome",
+                    metadata={"client_order_id": key},
+                ) from None
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            self._lock_users[key] -= 1
+            if not self._lock_users[key]:
+                del self._lock_users[key]
+                self._locks.pop(key, None)
+
+    # ------------------------------------------------------------------ sync with TWS
+
+    def _on_state(self, change: StateChange) -> None:
+        if change.event is SessionEvent.CONNECTED:
+            self._begin_resync()
+        elif change.event in (SessionEvent.DISCONNECTED, SessionEvent.STOPPED):
+            self._synced.clear()
+            self._messages.clear()
+        self._poke()
+
+    def _begin_resync(self) -> None:
+        """ib_insync has just loaded this client's open orders, the completed orders and
+        the executions: index them now, then fetch other clients' open orders."""
+        self._synced.clear()
+        self._reindex()
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+        self._resync_task = asyncio.get_running_loop().create_task(
+            self._resync(), name="order-book-resync"
+        )
+
+    async def _resync(self) -> None:
+        try:
+            # Orders placed under another client id (e.g. before a restart with a new
+            # IBKR_CLIENT_ID) are only reported to reqAllOpenOrders.
+            await self.session.request(
+                lambda: self.ib.reqAllOpenOrdersAsync(), what="open orders of all clients"
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("order book: could not load other clients' open orders: %s", exc)
+        self._attach_fills()
+        self._reindex()
+        self._synced.set()
+        log.info("order book synchronised: %d order(s) with a client_order_id", len(self._by_key))
+        self._poke()
+
+    def _attach_fills(self) -> None:
+        """Give orders loaded after the executions (other clients' orders) their fills."""
+        by_perm = {perm_id_of(t): t for t in self.ib.trades() if perm_id_of(t)}
+        for fill in self.ib.fills():
+            trade = by_perm.get(fill.execution.permId)
+            if trade is not None and all(
+                f.execution.execId != fill.execution.execId for f in trade.fills
+            ):
+                trade.fills.append(fill)
+
+    def _reindex(self) -> None:
+        """Rebuild client_order_id → order from what TWS reported (ib.trades())."""
+        old = self._by_key
+        new: dict[str, BookEntry] = {}
+        for trade in self.ib.trades():
+            ref = trade.order.orderRef or ""
+            if not ref or refused_before_acknowledged(trade):
+                continue
+            current = new.get(ref)
+            if current is not None:
+                if current.perm_id and perm_id_of(trade) and current.perm_id != perm_id_of(trade):
+                    log.warning(
+                        "orderRef %r is used by several orders (perm ids %d and %d); "
+                        "client_order_id %r names the first",
+                        ref,
+                        current.perm_id,
+                        perm_id_of(trade),
+                        ref,
+                    )
+                if current.perm_id or not perm_id_of(trade):
+                    continue
+            new[ref] = self._entry_for(trade, old.get(ref))
+        for ref, entry in old.items():
+            # An acknowledged order TWS no longer lists (e.g. an old completed order) stays
+            # bound, so its key is never reused by mistake; one TWS never got is forgotten.
+            if ref not in new and entry.perm_id:
+                new[ref] = entry
+        self._by_key = new
+
+    def _entry_for(self, trade: Trade, previous: BookEntry | None) -> BookEntry:
+        if previous is not None and previous.trade is trade:
+            return previous
+        same = previous is not None and previous.perm_id and previous.perm_id == perm_id_of(trade)
+        entry = BookEntry(
+            trade=trade,
+            create_time=previous.create_time if same and previous else self._seen(trade),
+            message=previous.message if same and previous else None,
+            rejection=previous.rejection if same and previous else None,
+        )
+        return entry
+
+    def _transient_entry(self, trade: Trade) -> BookEntry:
+        key = (trade.order.clientId, int(trade.order.orderId or 0))
+        return BookEntry(
+            trade=trade, create_time=self._seen(trade), message=self._messages.get(key)
+        )
+
+    def _seen(self, trade: Trade) -> datetime:
+        """When the book first saw an order (its placement time for our own orders)."""
+        perm = perm_id_of(trade)
+        first = _created(trade)
+        if not perm:
+            return first
+        return self._first_seen.setdefault(perm, first)
+
+    def _on_open_order(self, trade: Trade) -> None:
+        """An order placed elsewhere (another client, TWS) with an orderRef joins the map."""
+        ref = trade.order.orderRef or ""
+        if ref and ref not in self._by_key and not refused_before_acknowledged(trade):
+            self._by_key[ref] = self._entry_for(trade, None)
+        self._poke()
+
+    def _on_ib_error(self, req_id: int, code: int, message: str, contract: object) -> None:
+        if req_id <= 0:
+            return
+        trade = self.ib.wrapper.trades.get((self.session.client_id, req_id))
+        if trade is None:
+            return
+        text = message.strip()
+        self._messages[(trade.order.clientId, req_id)] = (code, text)
+        for entry in self._entries_of(trade):
+            entry.message = (code, text)
+        self._poke()
+
+    def _entries_of(self, trade: Trade) -> list[BookEntry]:
+        ref = trade.order.orderRef or ""
+        entry = self._by_key.get(ref) if ref else None
+        return [entry] if entry is not None and entry.trade is trade else []
+
+
+def _created(trade: Trade) -> datetime:
+    if trade.log and isinstance(trade.log[0].time, datetime):
+        return trade.log[0].time
+    return datetime.now(UTC)
+
+
+def _key_metadata(entry: BookEntry) -> dict[str, str]:
+    return {"client_order_id": entry.client_order_id, "order_id": str(entry.order_id)}

@@ -1,0 +1,162 @@
+"""OrderService: PlaceOrder, CancelOrder, GetOrder, ListOrders.
+
+Thin: check safety → validate → ask the :class:`~ibgateway_server.order_book.OrderBook`
+→ convert. Safety rules (a user of a trading gateway wants these spelled out):
+
+* Read-only mode (IBGW_READ_ONLY): PlaceOrder and CancelOrder are PERMISSION_DENIED
+  (``READ_ONLY_MODE``); GetOrder and ListOrders still work, since they change nothing.
+* Live accounts: an account that is not a paper account (IB paper account ids start with
+  "D": DU… individual, DF… advisor; live ones with U, F or I) is PERMISSION_DENIED
+  (``LIVE_TRADING_DISABLED``) for PlaceOrder and CancelOrder unless
+  IBGW_ALLOW_LIVE_TRADING is set.
+* An account the login does not manage is INVALID_ARGUMENT with a field violation; an
+  omitted account is fine only when it is unambiguous (IBKR_ACCOUNT, or one managed
+  account).
+* Not connected to TWS: UNAVAILABLE, for every RPC (the book's copy may be stale).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from ibgateway.v1 import orders_pb2, orders_pb2_grpc
+from ibgateway_server import convert
+from ibgateway_server import orders_convert as oc
+from ibgateway_server.config import Settings
+from ibgateway_server.errors import GatewayError
+from ibgateway_server.order_book import BookEntry, OrderBook
+from ibgateway_server.session import IbSession
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
+    """The OrderService over one session and its order book."""
+
+    def __init__(self, session: IbSession, order_book: OrderBook, config: Settings) -> None:
+        self.session = session
+        self.book = order_book
+        self.config = config
+
+    async def PlaceOrder(
+        self, request: orders_pb2.PlaceOrderRequest, context: Context
+    ) -> orders_pb2.PlaceOrderResponse:
+        self._refuse_if_read_only("PlaceOrder")
+        intent = oc.validate_place_order(request)
+        self.session.require_connected()
+        account = self._order_account(intent.account)
+        self._refuse_if_live(account, "PlaceOrder")
+        placement = await self.book.place(
+            intent,
+            convert.contract_from_proto(request.contract),
+            oc.build_ib_order(intent, account),
+            context=context,
+        )
+        return orders_pb2.PlaceOrderResponse(
+            order=placement.entry.to_proto(), replayed=placement.replayed
+        )
+
+    async def CancelOrder(
+        self, request: orders_pb2.CancelOrderRequest, context: Context
+    ) -> orders_pb2.CancelOrderResponse:
+        self._refuse_if_read_only("CancelOrder")
+        key = oc.validate_order_key(request.order, "order")
+        self.session.require_connected()
+        await self.book.wait_synced(self.session.budget(context))
+        self._refuse_if_live(self._account_of(self.book.find(key)), "CancelOrder")
+        entry = await self.book.cancel(key, context=context)
+        return orders_pb2.CancelOrderResponse(order=entry.to_proto())
+
+    async def GetOrder(
+        self, request: orders_pb2.GetOrderRequest, context: Context
+    ) -> orders_pb2.GetOrderResponse:
+        key = oc.validate_order_key(request.order, "order")
+        self.session.require_connected()
+        await self.book.wait_synced(self.session.budget(context))
+        return orders_pb2.GetOrderResponse(order=self.book.find(key).to_proto())
+
+    async def ListOrders(
+        self, request: orders_pb2.ListOrdersRequest, context: Context
+    ) -> orders_pb2.ListOrdersResponse:
+        oc.validate_list_orders(request)
+        self.session.require_connected()
+        account = (
+            self.session.resolve_account(request.account_id, field="account_id")
+            if request.account_id
+            else ""
+        )
+        await self.book.wait_synced(self.session.budget(context))
+        orders = [e.to_proto() for e in self.book.entries()]
+        wanted = request.filter
+        return orders_pb2.ListOrdersResponse(
+            orders=[
+                o
+                for o in orders
+                if (not account or o.account_id == account) and _passes(o.status, wanted)
+            ]
+        )
+
+    # ------------------------------------------------------------------ safety
+
+    def _refuse_if_read_only(self, rpc: str) -> None:
+        if self.config.read_only:
+            raise GatewayError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "READ_ONLY_MODE",
+                f"{rpc} is refused: the gateway runs in read-only mode (IBGW_READ_ONLY)",
+                metadata={"rpc": rpc},
+            )
+
+    def _refuse_if_live(self, account: str, rpc: str) -> None:
+        if account and not convert.is_paper_account(account) and not self.config.allow_live_trading:
+            raise GatewayError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "LIVE_TRADING_DISABLED",
+                f"{rpc} is refused for account {account}: it is a live (non-paper) account "
+                "and live trading is not enabled (IBGW_ALLOW_LIVE_TRADING)",
+                metadata={"account": account, "rpc": rpc},
+            )
+
+    def _order_account(self, given: str) -> str:
+        """The account an order goes to; ambiguity is an error, never a guess."""
+        if given or self.config.ibkr_account:
+            return self.session.resolve_account(given, field="account_id")
+        managed = self.session.accounts
+        if len(managed) > 1:
+            raise GatewayError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "ACCOUNT_REQUIRED",
+                f"account_id is required: this login manages several accounts "
+                f"({', '.join(managed)})",
+                metadata={"managed_accounts": ",".join(managed)},
+                field_violations=[("account_id", "required when several accounts are managed")],
+            )
+        return self.session.resolve_account("", field="account_id")
+
+    @staticmethod
+    def _account_of(entry: BookEntry) -> str:
+        trade = entry.trade
+        return trade.order.account or next(
+            (f.execution.acctNumber for f in trade.fills if f.execution.acctNumber), ""
+        )
+
+
+_OPEN = frozenset(
+    {
+        orders_pb2.ORDER_STATUS_UNSPECIFIED,
+        orders_pb2.ORDER_STATUS_PENDING_SUBMIT,
+        orders_pb2.ORDER_STATUS_PRE_SUBMITTED,
+        orders_pb2.ORDER_STATUS_SUBMITTED,
+        orders_pb2.ORDER_STATUS_PENDING_CANCEL,
+    }
+)
+
+
+def _passes(status: orders_pb2.OrderStatus.ValueType, wanted: int) -> bool:
+    if wanted == orders_pb2.ORDER_FILTER_OPEN:
+        return status in _OPEN
+    if wanted == orders_pb2.ORDER_FILTER_COMPLETED:
+        return status in oc.DONE_STATUSES
+    return True
