@@ -28,7 +28,7 @@ from ibgateway_server.ib_api import UNSET_DOUBLE, Fill, Order, Trade
 from ibgateway_server.validation import Violations, check_contract, parse_decimal
 
 # The idempotency key: short, and safe to store in IB's orderRef and to show in logs.
-CLIENT_ORDER_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,40}$")
+CLIENT_ORDER_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,40}")
 CLIENT_ORDER_ID_RULE = "1-40 characters from A-Z a-z 0-9 . _ : -"
 
 SIDE_TO_IB: dict[orders_pb2.OrderSide.ValueType, str] = {
@@ -118,7 +118,7 @@ def check_client_order_id(value: str, field: str, violations: Violations) -> boo
     if not value:
         violations.add(field, f"required: {CLIENT_ORDER_ID_RULE}")
         return False
-    if not CLIENT_ORDER_ID_PATTERN.match(value):
+    if not CLIENT_ORDER_ID_PATTERN.fullmatch(value):
         violations.add(field, f"invalid {value[:60]!r}: must be {CLIENT_ORDER_ID_RULE}")
         return False
     return True
