@@ -6,6 +6,9 @@ import asyncio
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from ib_insync import Contract
 
 CAPTURES = Path("/work/shared/reference/tws-captures")
 if not CAPTURES.is_dir():  # a clean clone keeps a copy next to the repository's shared dir
@@ -18,6 +21,13 @@ def capture(name: str) -> list[str]:
     fields = text.split("\\x00")
     assert fields[-1] == "", f"{name}: a message ends with a NUL"
     return fields[:-1]
+
+
+def contract_of(item: Any) -> Contract:
+    """The contract of a ticker / contract details / description (typed as optional)."""
+    contract = item.contract
+    assert contract is not None
+    return contract
 
 
 async def wait_until(

@@ -111,10 +111,11 @@ async def test_fills_update_cash_positions_portfolio_and_values(
     realized = simulator.account.apply_fill(inst, "BOT", Decimal(100), 370.0, 1.0)
     assert realized > 1e300  # opening: nothing realized (UNSET_DOUBLE)
     assert simulator.account.cash == pytest.approx(cash - 37_001.0)
-    for client in (ib, other):
-        assert await wait_until(
-            lambda c=client: any(p.contract.conId == msft.conId for p in c.positions())
-        )
+
+    def holds_msft(client: IB) -> bool:
+        return any(p.contract.conId == msft.conId for p in client.positions())
+
+    assert await wait_until(lambda: holds_msft(ib) and holds_msft(other))
     [pos] = [p for p in ib.positions() if p.contract.conId == msft.conId]
     assert pos.position == 100 and pos.avgCost == pytest.approx(370.01)
     assert await wait_until(lambda: values(ib)["TotalCashValue"] == pytest.approx(cash - 37_001.0))

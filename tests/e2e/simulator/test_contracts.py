@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from ib_insync import IB, Contract, Forex, Stock
 
+from .helpers import contract_of
+
 EXPECTED = {
     "AAPL": (265598, "NASDAQ"),
     "MSFT": (272093, "NASDAQ"),
@@ -65,9 +67,9 @@ async def test_unknown_contract_gets_error_200(ib: IB) -> None:
 
 async def test_ambiguous_specs_return_every_candidate(ib: IB) -> None:
     details = await ib.reqContractDetailsAsync(Contract(symbol="EUR"))
-    assert [d.contract.localSymbol for d in details] == ["EUR.USD"]
+    assert [contract_of(d).localSymbol for d in details] == ["EUR.USD"]
     everything_in_usd = await ib.reqContractDetailsAsync(Contract(secType="STK", symbol="SPY"))
-    assert [d.contract.conId for d in everything_in_usd] == [756733]
+    assert [contract_of(d).conId for d in everything_in_usd] == [756733]
 
 
 @pytest.mark.parametrize(
@@ -76,13 +78,14 @@ async def test_ambiguous_specs_return_every_candidate(ib: IB) -> None:
 )
 async def test_matching_symbols_by_prefix(ib: IB, pattern: str, expected: list[str]) -> None:
     found = await ib.reqMatchingSymbolsAsync(pattern)
-    assert [d.contract.symbol for d in found or []] == expected
+    assert [contract_of(d).symbol for d in found or []] == expected
     for description in found or []:
-        assert description.contract.conId > 0
-        if description.contract.secType == "STK":
+        assert contract_of(description).conId > 0
+        if contract_of(description).secType == "STK":
             assert "OPT" in description.derivativeSecTypes
 
 
 async def test_market_rule(ib: IB) -> None:
     increments = await ib.reqMarketRuleAsync(26)
+    assert increments is not None
     assert [(i.lowEdge, i.increment) for i in increments] == [(0.0, 0.01)]

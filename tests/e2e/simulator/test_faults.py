@@ -11,7 +11,7 @@ from ib_insync import IB, MarketOrder, Stock, Ticker
 from tws_simulator import TwsSimulator
 
 from .conftest import Connect
-from .helpers import wait_until
+from .helpers import contract_of, wait_until
 
 
 def collect_errors(ib: IB) -> list[tuple[int, int, str]]:
@@ -82,7 +82,7 @@ async def test_delayed_answers(ib: IB, simulator: TwsSimulator) -> None:
     details = await asyncio.gather(
         *(ib.reqContractDetailsAsync(Stock(s, "SMART", "USD")) for s in ("AAPL", "MSFT", "TSLA"))
     )
-    assert [d[0].contract.symbol for d in details] == ["AAPL", "MSFT", "TSLA"]
+    assert [contract_of(d[0]).symbol for d in details] == ["AAPL", "MSFT", "TSLA"]
     simulator.faults.set_delay(0)
     start = time.monotonic()
     await ib.reqCurrentTimeAsync()

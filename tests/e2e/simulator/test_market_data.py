@@ -11,7 +11,7 @@ from ib_insync import IB, Forex, Stock, Ticker
 from tws_simulator import TwsSimulator
 
 from .conftest import Connect
-from .helpers import RawClient, wait_until
+from .helpers import RawClient, contract_of, wait_until
 
 
 def on_grid(price: float, tick: float) -> bool:
@@ -61,7 +61,7 @@ async def test_forex_quotes_have_no_trades(ib: IB) -> None:
 async def test_snapshot_ends_with_tick_snapshot_end(ib: IB, simulator: TwsSimulator) -> None:
     contracts = await qualified(ib, Stock("MSFT", "SMART", "USD"), Forex("EURUSD"))
     tickers = await asyncio.wait_for(ib.reqTickersAsync(*contracts), 5)
-    assert [t.contract.conId for t in tickers] == [c.conId for c in contracts]
+    assert [contract_of(t).conId for t in tickers] == [c.conId for c in contracts]
     assert all(t.bid > 0 and t.ask > t.bid for t in tickers)
     assert tickers[0].last > 0 and tickers[0].close > 0
     assert simulator.market_data.lines_in_use == 0  # a snapshot holds no line

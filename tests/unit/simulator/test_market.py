@@ -1,0 +1,94 @@
+"""The random-walk market: deterministic with a seed, prices on the grid, sane quotes."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+import pytest
+
+from tws_simulator.instruments import Universe
+from tws_simulator.market import Market, Quote
+
+
+def on_grid(price: float, tick: float) -> bool:
+    return (
+        math.isclose(round(price / tick) * tick, price, abs_tol=tick / 1000)
+        and round(price, 10) == price
+    )
+
+
+def run(seed: int, steps: int) -> list[Quote]:
+    market = Market(Universe(), seed=seed, clock=lambda: 1_700_000_000.0)
+    for _ in range(steps):
+        market.step()
+    return [market.quote(i.con_id) for i in market.universe]
+
+
+def test_same_seed_same_market_and_different_seed_different_market() -> None:
+    assert run(7, 200) == run(7, 200)
+    assert run(7, 200) != run(8, 200)
+
+
+def test_quotes_stay_on_the_grid_and_make_sense() -> None:
+    universe = Universe()
+    market = Market(universe, seed=3, clock=lambda: 1_700_000_000.0)
+    for _ in range(2000):
+        market.step()
+        for inst in universe:
+            q = market.quote(inst.con_id)
+            assert 0 < q.bid < q.ask
+            assert on_grid(q.bid, inst.min_tick) and on_grid(q.ask, inst.min_tick)
+            assert round((q.ask - q.bid) / inst.min_tick) <= inst.spread_ticks + 2
+            assert q.bid_size > 0 and q.ask_size > 0 and q.bid_size % inst.lot_size == 0
+            assert q.low <= q.last <= q.high
+    aapl = market.quote(265598)
+    assert aapl.volume > 0 and aapl.last_size > 0 and aapl.last_time == 1_700_000_000
+    assert isinstance(aapl.volume, Decimal)
+    eur = market.quote(12087792)
+    assert eur.volume == 0  # forex has no trades
+    assert 0.9 < eur.bid < 1.3
+
+
+def test_random_walk_moves_but_stays_near_its_start() -> None:
+    first = run(11, 0)
+    later = run(11, 5000)
+    assert any(a.bid != b.bid for a, b in zip(first, later, strict=True))
+    for a, b in zip(first, later, strict=True):
+        assert 0.5 < b.bid / a.bid < 1.5
+
+
+def test_listeners_see_every_change_and_can_unsubscribe() -> None:
+    market = Market(Universe(), seed=1)
+    seen: list[int] = []
+    remove = market.add_listener(lambda con_id, quote: seen.append(con_id))
+    market.step()
+    assert len(seen) == len(market.universe)
+    remove()
+    market.step()
+    assert len(seen) == len(market.universe)
+
+
+def test_a_failing_listener_does_not_stop_the_others() -> None:
+    market = Market(Universe(), seed=1)
+    seen: list[int] = []
+
+    def broken(con_id: int, quote: Quote) -> None:
+        raise RuntimeError("boom")
+
+    market.add_listener(broken)
+    market.add_listener(lambda con_id, quote: seen.append(con_id))
+    market.step()
+    assert len(seen) == len(market.universe)
+
+
+def test_move_to_jumps_the_midpoint() -> None:
+    market = Market(Universe(), seed=1)
+    quote = market.move_to(265598, 250.0)
+    assert quote.bid <= 250.0 <= quote.ask
+    assert market.quote(265598) is quote and quote.high >= 250.0
+
+
+def test_tick_interval_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        Market(Universe(), tick_interval=0)
