@@ -194,7 +194,7 @@ def test_order_key() -> None:
 def test_list_orders_filter() -> None:
     oc.validate_list_orders(orders_pb2.ListOrdersRequest(filter=orders_pb2.ORDER_FILTER_OPEN))
     with pytest.raises(GatewayError):
-        oc.validate_list_orders(orders_pb2.ListOrdersRequest(filter=9))
+        oc.validate_list_orders(orders_pb2.ListOrdersRequest(filter=9))  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ request → IB
@@ -254,8 +254,9 @@ def test_build_trailing_stops() -> None:
 
 def placed_trade(order: Order, **contract: Any) -> Trade:
     """The trade TWS reports for ``order`` (qualified contract, floats from the wire)."""
-    values: dict[str, Any] = {"conId": 265598, "symbol": "AAPL", "secType": "STK", "exchange": "SMART",
-              "currency": "USD"}  # fmt: skip
+    values: dict[str, Any] = {
+        "conId": 265598, "symbol": "AAPL", "secType": "STK", "exchange": "SMART", "currency": "USD"
+    }  # fmt: skip
     values.update(contract)
     return Trade(contract=Contract(**values), order=order, orderStatus=OrderStatus())
 
