@@ -652,12 +652,15 @@ class QuoteHub:
             return None
         group = self._groups.get(lines)
         if group is None:
-            group = Group(lines, self._dirty.append)
+            group = Group(lines, self._group_waiting)
             self._groups[lines] = group
             for line in lines:
                 line.groups.append(group)
         group.members.add(stream)
         return group
+
+    def _group_waiting(self, group: Group) -> None:
+        self._dirty.append(group)  # dispatched once the current IB event is processed
 
     def _leave(self, stream: QuoteStream, group: Group | None) -> None:
         if group is None:

@@ -200,6 +200,10 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
         try:
             await stream.open()
             await stream.run(context.write)
+        except Exception:
+            if context.cancelled() or context.done():
+                return  # the client left mid-write: nothing to report to anyone
+            raise
         finally:
             stream.close()
 
