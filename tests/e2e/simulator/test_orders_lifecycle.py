@@ -281,3 +281,16 @@ async def test_executions_reflect_fills_with_filters(
     assert await ids(time=later.strftime("%Y%m%d %H:%M:%S") + " UTC") == []
     earlier = datetime.fromtimestamp(time.time() - 3600, UTC)
     assert await ids(time=earlier.strftime("%Y%m%d-%H:%M:%S") + " UTC") == exec_ids
+
+
+async def test_order_ref_is_returned_byte_for_byte(
+    simulator: TwsSimulator, ib: IB, connect: Connect
+) -> None:
+    key = "gw:clé-ü-😀 " + "x" * 100 + ";=|,"  # any text an idempotency key may be
+    contract = await aapl(ib)
+    trade = await done(ib.placeOrder(contract, MarketOrder("BUY", 1, orderRef=key)))
+    assert trade.order.orderRef == key == trade.fills[0].execution.orderRef
+    observer = await connect(client_id=4)
+    [completed] = await observer.reqCompletedOrdersAsync(apiOnly=True)
+    assert completed.order.orderRef == key
+    assert [f.execution.orderRef for f in observer.fills()] == [key]
