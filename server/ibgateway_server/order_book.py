@@ -121,6 +121,8 @@ class OrderBook:
         self._by_key: dict[str, BookEntry] = {}
         self._first_seen: dict[int, datetime] = {}  # perm id → when the book first saw it
         self._messages: dict[tuple[int, int], tuple[int, str]] = {}  # (client, order id)
+        # Orders TWS refused before creating them (ib_insync may leave them pending).
+        self._refused: set[tuple[int, int]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = {}
         self._pokes: set[Callable[[], None]] = set()
@@ -161,7 +163,7 @@ class OrderBook:
         result = list(self._by_key.values())
         seen = {id(e.trade) for e in result}
         for trade in self.ib.trades():
-            if id(trade) in seen or refused_before_acknowledged(trade):
+            if id(trade) in seen or self._was_refused(trade):
                 continue
             seen.add(id(trade))
             result.append(self._transient_entry(trade))
@@ -285,6 +287,7 @@ class OrderBook:
             code, text = refusal
             if not entry.perm_id:
                 # TWS created nothing: free the key so a corrected retry can place it.
+                self._refused.add((entry.trade.order.clientId, entry.order_id))
                 if self._by_key.get(entry.client_order_id) is entry:
                     del self._by_key[entry.client_order_id]
             else:
@@ -464,7 +467,9 @@ class OrderBook:
             self._begin_resync()
         elif change.event in (SessionEvent.DISCONNECTED, SessionEvent.STOPPED):
             self._synced.clear()
+            # ib_insync forgets its trades on a disconnect; order ids go with them.
             self._messages.clear()
+            self._refused.clear()
         self._poke()
 
     def _begin_resync(self) -> None:
@@ -511,7 +516,7 @@ class OrderBook:
         new: dict[str, BookEntry] = {}
         for trade in self.ib.trades():
             ref = trade.order.orderRef or ""
-            if not ref or refused_before_acknowledged(trade):
+            if not ref or self._was_refused(trade):
                 continue
             current = new.get(ref)
             if current is not None:
@@ -560,10 +565,15 @@ class OrderBook:
             return first
         return self._first_seen.setdefault(perm, first)
 
+    def _was_refused(self, trade: Trade) -> bool:
+        """TWS refused this order before creating it: it is not an order of the account."""
+        key = (trade.order.clientId, int(trade.order.orderId or 0))
+        return key in self._refused or refused_before_acknowledged(trade)
+
     def _on_open_order(self, trade: Trade) -> None:
         """An order placed elsewhere (another client, TWS) with an orderRef joins the map."""
         ref = trade.order.orderRef or ""
-        if ref and ref not in self._by_key and not refused_before_acknowledged(trade):
+        if ref and ref not in self._by_key and not self._was_refused(trade):
             self._by_key[ref] = self._entry_for(trade, None)
         self._poke()
 
