@@ -177,6 +177,7 @@ class OrderDesk:
         self.orders: dict[int, SimOrder] = {}  # by perm id, in submission order
         self._by_client: dict[tuple[int, int], SimOrder] = {}
         self._by_work: dict[int, SimOrder] = {}  # engine key (= perm id) → order
+        self._last_order_id: dict[int, int] = {}  # highest order id placed, per client id
         self.completed: list[SimOrder] = []  # in completion order
         self.executions: list[Execution] = []
         start = int(time.time())
@@ -231,6 +232,10 @@ class OrderDesk:
                 conn.send_error(req.order_id, *CANT_MODIFY_FILLED)
             else:
                 conn.send_error(req.order_id, *DUPLICATE_ORDER_ID)
+            return
+        if req.order_id <= self._last_order_id.get(conn.client_id, 0):
+            # TWS wants each new order id above every earlier one of the same client.
+            conn.send_error(req.order_id, *DUPLICATE_ORDER_ID)
             return
         instrument = self._check_new(req)
         if isinstance(instrument, Rejection):
@@ -323,6 +328,7 @@ class OrderDesk:
         )
         self.orders[perm_id] = order
         self._by_client[(conn.client_id, req.order_id)] = order
+        self._last_order_id[conn.client_id] = req.order_id
         self._by_work[perm_id] = order
         log.info(
             "order %d (client %d, perm %d): %s %s %s %s",

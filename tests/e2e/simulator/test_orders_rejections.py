@@ -250,3 +250,17 @@ async def test_an_unreadable_place_order_is_answered_and_harmless(
     contract = await aapl(ib)
     await done(ib.placeOrder(contract, MarketOrder("BUY", 1)))
     assert await wait_until(lambda: simulator.client(8) is None)
+
+
+async def test_a_new_order_id_must_be_above_the_clients_earlier_ones(
+    simulator: TwsSimulator, ib: IB, connect: Connect
+) -> None:
+    errors = Errors(ib)
+    contract = await aapl(ib)
+    first = await done(ib.placeOrder(contract, MarketOrder("BUY", 1)))
+    stale_id = first.order.orderId - 1
+    ib.client.placeOrder(stale_id, contract, MarketOrder("BUY", 1))
+    assert await errors.wait(stale_id, 103) == "Duplicate order id"
+    # Order ids are per client: another client may use the same numbers.
+    other = await connect(client_id=2)
+    await done(other.placeOrder(contract, MarketOrder("BUY", 1, orderId=stale_id)))
