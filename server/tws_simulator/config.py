@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .instruments import DEFAULT_INSTRUMENTS, Instrument
 from .versions import MAX_SERVER_VERSION
 
 
@@ -15,6 +16,7 @@ class SimulatorConfig:
     ``tick_interval`` is the time between two market steps; every step moves every
     instrument, so the universe changes ``len(universe) / tick_interval`` quotes a second.
     ``positions`` maps a symbol ("AAPL", "EUR.USD") to (quantity, average cost).
+    ``instruments`` replaces the built-in universe (e.g. to add an ambiguous twin).
     """
 
     host: str = "127.0.0.1"
@@ -30,3 +32,4 @@ class SimulatorConfig:
     account_update_interval: float = 1.0  # how often portfolios and values follow prices
     pnl_interval: float = 1.0  # how often reqPnL / reqPnLSingle subscribers get an update
     first_order_id: int = 1  # nextValidId of the first connection
+    instruments: tuple[Instrument, ...] = DEFAULT_INSTRUMENTS

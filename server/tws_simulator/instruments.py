@@ -241,10 +241,7 @@ class Universe:
             and _matches(sec_type, inst.sec_type)
             and (not exchange or exchange.upper() in inst.valid_exchange_names())
             and _matches(currency, inst.currency)
-            and (
-                not primary_exchange
-                or primary_exchange.upper() in (inst.primary_exchange, *inst.valid_exchange_names())
-            )
+            and _matches(primary_exchange, inst.primary_exchange)
             and _matches(local_symbol, inst.local_symbol)
             and _matches(trading_class, inst.trading_class)
         ]

@@ -325,7 +325,7 @@ class Simulator:
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
         self.config = config or SimulatorConfig()
-        self.universe = Universe()
+        self.universe = Universe(self.config.instruments)
         self.market = Market(
             self.universe, seed=self.config.seed, tick_interval=self.config.tick_interval
         )

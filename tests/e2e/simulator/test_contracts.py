@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from ib_insync import IB, Contract, Forex, Stock
 
-from .helpers import contract_of
+from tws_simulator.instruments import DEFAULT_INSTRUMENTS
+
+from .helpers import contract_of, wait_until
 
 EXPECTED = {
     "AAPL": (265598, "NASDAQ"),
@@ -70,6 +74,25 @@ async def test_ambiguous_specs_return_every_candidate(ib: IB) -> None:
     assert [contract_of(d).localSymbol for d in details] == ["EUR.USD"]
     everything_in_usd = await ib.reqContractDetailsAsync(Contract(secType="STK", symbol="SPY"))
     assert [contract_of(d).conId for d in everything_in_usd] == [756733]
+
+
+@pytest.mark.sim_config(
+    instruments=(
+        *DEFAULT_INSTRUMENTS,
+        replace(DEFAULT_INSTRUMENTS[0], con_id=999001, primary_exchange="NYSE", long_name="TWIN"),
+    )
+)
+async def test_a_custom_universe_can_make_a_symbol_ambiguous(ib: IB) -> None:
+    errors: list[tuple[int, str]] = []
+    ib.errorEvent += lambda req_id, code, msg, contract: errors.append((code, msg))
+    details = await ib.reqContractDetailsAsync(Stock("AAPL", "SMART", "USD"))
+    assert sorted(contract_of(d).conId for d in details) == [265598, 999001]
+    assert await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD")) == []  # ambiguous
+    [nyse] = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD", primaryExchange="NYSE"))
+    assert nyse.conId == 999001
+    ib.reqMktData(Stock("AAPL", "SMART", "USD"))
+    assert await wait_until(lambda: errors)
+    assert errors[0][0] == 200 and "ambiguous" in errors[0][1]
 
 
 @pytest.mark.parametrize(
