@@ -175,6 +175,7 @@ class OrderDesk:
         self.sim = sim
         self.engine = MatchingEngine()
         self.orders: dict[int, SimOrder] = {}  # by perm id, in submission order
+        self._live: dict[int, SimOrder] = {}  # the working ones, by perm id
         self._by_client: dict[tuple[int, int], SimOrder] = {}
         self._by_work: dict[int, SimOrder] = {}  # engine key (= perm id) → order
         self._last_order_id: dict[int, int] = {}  # highest order id placed, per client id
@@ -206,7 +207,7 @@ class OrderDesk:
         return self._by_client.get((client_id, order_id))
 
     def live_orders(self) -> list[SimOrder]:
-        return [o for o in self.orders.values() if o.is_live]
+        return list(self._live.values())
 
     # -- placeOrder ----------------------------------------------------------------------
 
@@ -327,6 +328,7 @@ class OrderDesk:
             status="PreSubmitted" if req.order_type in _STOP_TYPES else "Submitted",
         )
         self.orders[perm_id] = order
+        self._live[perm_id] = order
         self._by_client[(conn.client_id, req.order_id)] = order
         self._last_order_id[conn.client_id] = req.order_id
         self._by_work[perm_id] = order
@@ -595,6 +597,7 @@ class OrderDesk:
             owner.send(*self._commission_fields(execution))
 
     def _finish(self, order: SimOrder, status: str, completed_status: str) -> None:
+        self._live.pop(order.perm_id, None)
         order.status = status
         order.completed_status = completed_status
         order.completed_time = exchange_time(time.time())
