@@ -284,8 +284,6 @@ class AccountFeed:
         sub = _ValueSub(conn, -1, "updates")
         self._values.append(sub)
         self._send_values(sub, self.account.values(), self.account.portfolio(), only_changed=False)
-        if not self.account.positions:
-            conn.send(Out.ACCT_UPDATE_TIME, 1, time.strftime("%H:%M"))
         conn.send(Out.ACCT_DOWNLOAD_END, 1, self.account.account_id)
 
     def req_account_updates_multi(self, conn: ClientConnection, fields: list[str]) -> None:

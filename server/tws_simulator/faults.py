@@ -24,6 +24,17 @@ RESTORED_DATA_MAINTAINED = (
     1102,
     "Connectivity between IB and Trader Workstation has been restored - data maintained.",
 )
+# What TWS reports about its data farms while the link to IB is down, and once it is back.
+FARMS_BROKEN = (
+    (2103, "Market data farm connection is broken:usfarm"),
+    (2105, "HMDS data farm connection is broken:ushmds"),
+    (2157, "Sec-def data farm connection is broken:secdefnj"),
+)
+FARMS_OK = (
+    (2104, "Market data farm connection is OK:usfarm"),
+    (2106, "HMDS data farm connection is OK:ushmds"),
+    (2158, "Sec-def data farm connection is OK:secdefnj"),
+)
 PACING_VIOLATION = (100, "Max rate of messages per second has been exceeded:max=50 rec=51 (1)")
 DEFAULT_ORDER_REJECTION = (
     201,
@@ -59,6 +70,8 @@ class Faults:
         self.offline = True
         self._sim.market.paused = True
         self._sim.broadcast_error(*CONNECTIVITY_LOST)
+        for code, text in FARMS_BROKEN:
+            self._sim.broadcast_error(code, text)
         log.info("fault: offline")
 
     def come_back(self, *, data_lost: bool = False) -> None:
@@ -72,6 +85,8 @@ class Faults:
             self._sim.broadcast_error(*RESTORED_DATA_LOST)
         else:
             self._sim.broadcast_error(*RESTORED_DATA_MAINTAINED)
+        for code, text in FARMS_OK:
+            self._sim.broadcast_error(code, text)
         log.info("fault: back online (%s)", "data lost" if data_lost else "data maintained")
 
     def set_delay(self, seconds: float) -> None:

@@ -52,8 +52,10 @@ async def test_offline_then_back_with_data_maintained(ib: IB, simulator: TwsSimu
     count = len(updates)
     await asyncio.sleep(0.2)  # ten market steps: nothing arrives while offline
     assert len(updates) == count
+    assert {2103, 2105, 2157} <= {code for _, code, _ in errors}  # the farms are down
     simulator.faults.come_back(data_lost=False)
     assert await wait_until(lambda: any(code == 1102 for _, code, _ in errors))
+    assert await wait_until(lambda: [c for _, c, _ in errors][-3:] == [2104, 2106, 2158])
     assert await wait_until(lambda: len(updates) > count + 2)  # the same subscription resumes
     assert ib.isConnected()
 
