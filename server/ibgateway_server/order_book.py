@@ -350,8 +350,7 @@ class OrderBook:
 
         FAILED_PRECONDITION when it is already filled or cancelled (or fills meanwhile).
         """
-        await self.wait_synced(self.session.budget(context))
-        entry = self.find(key)
+        entry = await self.locate(key, context=context)
         self._refuse_if_finished(entry)
         self.session.require_connected()
         order_key = (entry.trade.order.clientId, entry.order_id)
@@ -487,8 +486,10 @@ class OrderBook:
         try:
             # Orders placed under another client id (e.g. before a restart with a new
             # IBKR_CLIENT_ID) are only reported to reqAllOpenOrders.
-            await self.session.request(
-                lambda: self.ib.reqAllOpenOrdersAsync(), what="open orders of all clients"
+            await self.session.shared(
+                "openOrders",
+                lambda: self.ib.reqAllOpenOrdersAsync(),
+                what="open orders of all clients",
             )
         except asyncio.CancelledError:
             raise
@@ -499,6 +500,45 @@ class OrderBook:
         self._synced.set()
         log.info("order book synchronised: %d order(s) with a client_order_id", len(self._by_key))
         self._poke()
+
+    async def refresh(self, *, context: _HasTimeRemaining | None = None) -> None:
+        """Ask TWS again for every client's open orders, the completed orders and the
+        executions: TWS only pushes *this* client's order updates, so orders placed by
+        other clients since the connect are only seen this way."""
+        await asyncio.gather(
+            self.session.shared(
+                "openOrders",
+                lambda: self.ib.reqAllOpenOrdersAsync(),
+                what="open orders of all clients",
+                context=context,
+            ),
+            self.session.shared(
+                "completedOrders",
+                lambda: self.ib.reqCompletedOrdersAsync(False),
+                what="completed orders",
+                context=context,
+            ),
+        )
+        # Executions come after the orders, so that each finds its order.
+        await self.session.request(
+            lambda: self.ib.reqExecutionsAsync(), what="executions", context=context
+        )
+        self._attach_fills()
+        self._reindex()
+
+    async def locate(
+        self, key: str | int, *, context: _HasTimeRemaining | None = None
+    ) -> BookEntry:
+        """Like :meth:`find`, but an order the book does not know is looked up in TWS once
+        (it may have been placed by another client since the connect)."""
+        await self.wait_synced(self.session.budget(context))
+        try:
+            return self.find(key)
+        except GatewayError as exc:
+            if exc.code is not grpc.StatusCode.NOT_FOUND:
+                raise
+        await self.refresh(context=context)
+        return self.find(key)
 
     def _attach_fills(self) -> None:
         """Give orders loaded after the executions (other clients' orders) their fills."""

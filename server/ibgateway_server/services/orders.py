@@ -64,8 +64,8 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         self._refuse_if_read_only("CancelOrder")
         key = oc.validate_order_key(request.order, "order")
         self.session.require_connected()
-        await self.book.wait_synced(self.session.budget(context))
-        self._refuse_if_live(self._account_of(self.book.find(key)), "CancelOrder")
+        entry = await self.book.locate(key, context=context)
+        self._refuse_if_live(self._account_of(entry), "CancelOrder")
         entry = await self.book.cancel(key, context=context)
         return orders_pb2.CancelOrderResponse(order=entry.to_proto())
 
@@ -74,8 +74,8 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     ) -> orders_pb2.GetOrderResponse:
         key = oc.validate_order_key(request.order, "order")
         self.session.require_connected()
-        await self.book.wait_synced(self.session.budget(context))
-        return orders_pb2.GetOrderResponse(order=self.book.find(key).to_proto())
+        entry = await self.book.locate(key, context=context)
+        return orders_pb2.GetOrderResponse(order=entry.to_proto())
 
     async def ListOrders(
         self, request: orders_pb2.ListOrdersRequest, context: Context
@@ -88,6 +88,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             else ""
         )
         await self.book.wait_synced(self.session.budget(context))
+        await self.book.refresh(context=context)  # include other clients' latest orders
         orders = [e.to_proto() for e in self.book.entries()]
         wanted = request.filter
         return orders_pb2.ListOrdersResponse(
