@@ -577,3 +577,154 @@ def test_ib_insync_reads_our_order_status_exec_details_and_commission() -> None:
     )
     assert name == "commissionReport"
     assert (report.commission, report.realizedPNL, report.currency) == (1.0, -12.5, "USD")
+
+
+# ------------------------------------------------------- ib_async (v177/v178), own venv
+
+COMPAT_PYTHON = Path(__file__).resolve().parents[3] / ".venv-compat" / "bin" / "python"
+
+# Runs under ib_async 2.x: records what its Client.placeOrder writes for every version it
+# offers, and reads our encoded messages back with its Decoder.
+IB_ASYNC_SCRIPT = r"""
+import json, math, sys
+from datetime import timezone
+from ib_async import (ComboLeg, Contract, Forex, LimitOrder, MarketOrder, Order, OrderComboLeg,
+                      PriceCondition, Stock, StopLimitOrder, StopOrder, TagValue, TimeCondition)
+from ib_async.client import Client
+from ib_async.decoder import Decoder
+
+aapl = Stock("AAPL", "SMART", "USD")
+cond = LimitOrder("BUY", 1, 100.0)
+cond.conditions = [PriceCondition(price=101.0, conId=265598, exch="SMART"),
+                   TimeCondition(time="20300101 10:00:00 US/Eastern")]
+bag = Contract(secType="BAG", symbol="AAPL", exchange="SMART", currency="USD",
+               comboLegs=[ComboLeg(conId=1, ratio=1, action="BUY", exchange="SMART")])
+bag_order = LimitOrder("BUY", 1, 1.0)
+bag_order.orderComboLegs = [OrderComboLeg(price=1.0)]
+orders = {
+    "mkt": (aapl, MarketOrder("BUY", 100, orderRef="key-1")),
+    "lmt": (aapl, LimitOrder("SELL", 25.5, 187.25, tif="GTC", outsideRth=True)),
+    "stp": (aapl, StopOrder("SELL", 10, 150.0)),
+    "stplmt": (aapl, StopLimitOrder("BUY", 10, 151.0, 150.5)),
+    "trail": (aapl, Order(action="SELL", totalQuantity=5, orderType="TRAIL",
+                          trailingPercent=1.5, trailStopPrice=148.0)),
+    "fx": (Forex("EURUSD"), MarketOrder("BUY", 20000, tif="IOC")),
+    "conditions": (aapl, cond),
+    "algo": (aapl, LimitOrder("BUY", 1, 100.0, algoStrategy="Adaptive",
+                              algoParams=[TagValue("adaptivePriority", "Normal")])),
+    "pegmid": (Stock("AAPL", "IBKRATS", "USD"), Order(action="BUY", totalQuantity=1,
+               orderType="PEG MID", midOffsetAtWhole=0.01, midOffsetAtHalf=0.005)),
+    "pegbest": (aapl, Order(action="BUY", totalQuantity=1, orderType="PEG BEST",
+                minCompeteSize=100, competeAgainstBestOffset=math.inf,
+                midOffsetAtWhole=0.01, midOffsetAtHalf=0.005)),
+    "bag": (bag, bag_order),
+}
+sent = {}
+for version in range(157, 179):
+    for name, (contract, order) in orders.items():
+        client = Client(None)
+        client.connState = Client.CONNECTED
+        client._serverVersion = version
+        out = []
+        client.sendMsg = out.append
+        client.placeOrder(7, contract, order)
+        sent[f"{version}:{name}"] = out[0].split("\0")[1:-1]
+
+class Wrapper:
+    defaultTimezone = timezone.utc
+    def __init__(self):
+        self.calls = []
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *args: self.calls.append((name, args))
+
+read = {}
+for key, fields in json.loads(sys.stdin.read()).items():
+    version = int(key.split(":")[0])
+    wrapper = Wrapper()
+    Decoder(wrapper, version).handlers[int(fields[0])](fields)
+    name, args = wrapper.calls[-1]
+    if name == "openOrder":
+        _, c, o, st = args
+        read[key] = [c.symbol, o.orderRef, o.permId, o.clientId, o.trailStopPrice,
+                     st.status, o.autoCancelParent, o.minTradeQty, o.midOffsetAtHalf]
+    elif name == "completedOrder":
+        c, o, st = args
+        read[key] = [c.symbol, o.orderRef, o.permId, o.filledQuantity, st.completedStatus,
+                     o.minTradeQty, o.midOffsetAtHalf]
+    elif name == "execDetails":
+        _, c, ex = args
+        read[key] = [c.localSymbol, ex.execId, ex.shares, ex.price, ex.orderRef,
+                     ex.lastLiquidity, getattr(ex, "pendingPriceRevision", None)]
+print(json.dumps({"sent": sent, "read": read}))
+"""
+
+
+@pytest.fixture(scope="module")
+def ib_async_results() -> dict[str, Any]:
+    if not COMPAT_PYTHON.exists():
+        pytest.skip("no .venv-compat with ib_async: run `make compat` (make test does)")
+    import json
+    import subprocess
+
+    ours: dict[str, list[str]] = {}
+    for version in (176, 177, 178):
+        ours[f"{version}:open"] = encode_open_order(
+            version,
+            trail_order(),
+            SPY,
+            client_id=3,
+            perm_id=99,
+            status="Submitted",
+            trail_stop_price=149.5,
+        )
+        ours[f"{version}:completed"] = encode_completed_order(
+            version,
+            trail_order(),
+            SPY,
+            perm_id=99,
+            status="Filled",
+            filled_quantity=Decimal(5),
+            completed_time="20240102 15:30:00 US/Eastern",
+            completed_status="Filled",
+        )
+        ours[f"{version}:exec"] = encode_exec_details(version, -1, EURUSD, eurusd_execution())
+    done = subprocess.run(
+        [str(COMPAT_PYTHON), "-c", IB_ASYNC_SCRIPT],
+        input=json.dumps(ours),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_decodes_every_ib_async_place_order_exactly(ib_async_results: dict[str, Any]) -> None:
+    sent = ib_async_results["sent"]
+    assert len(sent) == 22 * 11
+    for key, fields in sent.items():
+        version = int(key.split(":")[0])
+        decoded = decode_place_order(fields, version, strict=True)
+        assert decoded.order_id == 7, key
+    trail = decode_place_order(sent["178:trail"], 178, strict=True)
+    assert (trail.trailing_percent, trail.trail_stop_price) == (1.5, 148.0)
+
+
+@pytest.mark.parametrize("version", [176, 177, 178])
+def test_ib_async_reads_our_order_messages(ib_async_results: dict[str, Any], version: int) -> None:
+    read = ib_async_results["read"]
+    assert read[f"{version}:open"] == ["SPY", "idem-42", 99, 3, 149.5, "Submitted", True, 5, 0.25]
+    assert read[f"{version}:completed"] == ["SPY", "idem-42", 99, 5.0, "Filled", 5, 0.25]
+    pending = False  # pendingPriceRevision: read at 178, ib_async's default before
+    assert read[f"{version}:exec"] == [
+        "EUR.USD",
+        "0000e215.656d0000.01.01",
+        1000.0,
+        1.08735,
+        "O-20231204-0115-001-000-3:215",
+        2,
+        pending,
+    ]
