@@ -25,6 +25,8 @@ from ibgateway.v1 import (
     account_pb2_grpc,
     connection_pb2,
     connection_pb2_grpc,
+    orders_pb2,
+    orders_pb2_grpc,
     portfolio_pb2,
     portfolio_pb2_grpc,
 )
@@ -37,9 +39,11 @@ from ibgateway_server.interceptors import (
     GatewayMetrics,
     MetricsInterceptor,
 )
+from ibgateway_server.order_book import OrderBook
 from ibgateway_server.services.account import AccountServicer, AccountSummaries
 from ibgateway_server.services.connection import ConnectionServicer
 from ibgateway_server.services.market_data import MarketDataServicer, add_market_data_service
+from ibgateway_server.services.orders import OrderServicer
 from ibgateway_server.services.portfolio import PortfolioServicer
 from ibgateway_server.session import IbSession, SessionEvent, SessionState, StateChange
 from tws_simulator import SimulatorConfig, TwsSimulator
@@ -66,6 +70,7 @@ class Gateway:
         self.simulator: TwsSimulator | None = None
         self.session: IbSession | None = None
         self.hub: QuoteHub | None = None
+        self.order_book: OrderBook | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.address = ""
@@ -192,7 +197,16 @@ class Gateway:
         self.hub.start()
         # at shutdown the hub ends every quote stream before the server drains
         self._closers.append(self.hub.close)
-        return [add_market_data_service(server, MarketDataServicer(self.session, self.hub))]
+        names = [add_market_data_service(server, MarketDataServicer(self.session, self.hub))]
+
+        self.order_book = OrderBook(self.session)
+        self.order_book.start()  # rebuilds itself from TWS on every (re)connect
+        self._closers.append(self.order_book.close)
+        orders_pb2_grpc.add_OrderServiceServicer_to_server(
+            OrderServicer(self.session, self.order_book, self.settings), server
+        )
+        names.append(_service_name(orders_pb2, "OrderService"))
+        return names
 
     def _bind(self, address: str) -> int:
         assert self.server is not None

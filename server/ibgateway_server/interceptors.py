@@ -184,6 +184,12 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
     ) -> None:
         if isinstance(exc, grpc.aio.AbortError):
             raise exc  # the servicer aborted with its own status
+        if context.cancelled() or type(exc).__name__ == "ExecuteBatchError":
+            # The call is already over (the client left mid-send): no status can reach
+            # anyone, so end it as a cancellation rather than logging an internal error.
+            log.debug("%s ended by the client: %r", method, exc)
+            _current_outcome().code = grpc.StatusCode.CANCELLED
+            raise asyncio.CancelledError() from exc
         err = errors.from_exception(exc)
         if err is None:
             log.error("unexpected error in %s", method, exc_info=exc)

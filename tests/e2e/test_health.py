@@ -22,6 +22,8 @@ IB_SERVICES = [
     "ibgateway.v1.ConnectionService",
     "ibgateway.v1.AccountService",
     "ibgateway.v1.PortfolioService",
+    "ibgateway.v1.MarketDataService",
+    "ibgateway.v1.OrderService",
 ]
 
 

@@ -80,6 +80,8 @@ async def test_lists_every_service(channel: grpc.aio.Channel) -> None:
         "ibgateway.v1.ConnectionService",
         "ibgateway.v1.AccountService",
         "ibgateway.v1.PortfolioService",
+        "ibgateway.v1.MarketDataService",
+        "ibgateway.v1.OrderService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     } <= set(services)

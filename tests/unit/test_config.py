@@ -53,7 +53,7 @@ def test_invalid_settings_give_one_line(overrides: dict[str, object], message: s
 
 
 def test_tokens_never_shown() -> None:
-    s = load(auth_tokens="secret-token:trade")
+    s = load(auth_tokens="secret-token-0123456789:trade")
     assert "secret-token" not in repr(s)
     with pytest.raises(ConfigError) as caught:
         load(auth_tokens=123, listen="bad")
