@@ -126,3 +126,16 @@ def test_bad_environment_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code == 2
     assert "IBGW_BACKEND='nope'" in result.output
+
+
+def test_sim_is_the_simulator_command() -> None:
+    result = CliRunner().invoke(main, ["sim", "--help"])
+    assert result.exit_code == 0
+    assert "--seed" in result.output and "--drop-every" in result.output
+
+
+def test_serve_help_names_every_env_var() -> None:
+    result = CliRunner().invoke(main, ["serve", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for name in ("IBKR_HOST", "IBKR_PORT", "IBKR_CLIENT_ID", "IBGW_BACKEND", "IBGW_LISTEN"):
+        assert name in result.output
