@@ -1,0 +1,154 @@
+"""Benchmark process: the gateway with the TWS simulator producing ticks, in one process.
+
+    python -m bench.gateway_server --instruments 100 --tick-interval 0.1
+
+Prints ``{"address": ..., "pid": ...}`` once serving, then answers commands on stdin with
+one JSON line each: ``stats`` (IB lines in use per the simulator, hub state, RSS, CPU),
+``ib_leg_reset`` / ``ib_leg`` (simulator step → gateway receipt latency), ``quit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import time
+from dataclasses import asdict
+from typing import Any
+
+from bench.common import cpu_seconds, emit, instruments, latency_summary, rss_kb, serve_commands
+from ibgateway_server.app import Gateway
+from ibgateway_server.config import Settings
+from tws_simulator import SimulatorConfig, TwsSimulator
+
+
+def make_simulator(count: int, tick_interval: float, seed: int) -> TwsSimulator:
+    """A simulator quoting ``count`` instruments, every one moving at every market step."""
+    universe = instruments(count)
+    extra: dict[str, Any] = {}
+    if "instruments" in SimulatorConfig.__dataclass_fields__:
+        extra["instruments"] = universe
+    config = SimulatorConfig(
+        host="127.0.0.1",
+        port=0,
+        seed=seed,
+        tick_interval=tick_interval,
+        line_limit=max(100, count),
+        **extra,
+    )
+    sim = TwsSimulator(config)
+    if len(sim.universe) != len(universe):
+        # A simulator without the `instruments` setting: rebuild its universe, market and
+        # the two features that read them through their public install functions.
+        from tws_simulator import contracts, market_data
+        from tws_simulator.instruments import Universe
+        from tws_simulator.market import Market
+
+        sim.universe = Universe(universe)
+        sim.market = Market(sim.universe, seed=seed, tick_interval=tick_interval)
+        contracts.install(sim)
+        sim.market_data = market_data.install(sim)
+    return sim
+
+
+class IbLeg:
+    """Simulator step → ib_insync receipt of its ticks, measured in this one process."""
+
+    def __init__(self, sim: TwsSimulator, gateway: Gateway) -> None:
+        self.samples: list[float] = []
+        self._step_time = 0.0
+        self._steps = -1
+        self._market = sim.market
+        sim.market.add_listener(self._on_quote)
+        assert gateway.session is not None
+        gateway.session.ib.pendingTickersEvent += self._on_tickers
+
+    def _on_quote(self, con_id: int, quote: Any) -> None:
+        if self._market.steps != self._steps:  # the first quote of a step
+            self._steps = self._market.steps
+            self._step_time = time.time()
+
+    def _on_tickers(self, tickers: Any) -> None:
+        if self._step_time and len(self.samples) < 1_000_000:
+            for ticker in tickers:
+                if ticker.time is not None:
+                    self.samples.append((ticker.time.timestamp() - self._step_time) * 1000)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--instruments", type=int, default=100)
+    parser.add_argument("--tick-interval", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--heartbeat", type=float, default=5.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    loop = asyncio.get_running_loop()
+    sim = make_simulator(args.instruments, args.tick_interval, args.seed)
+    await sim.start()
+    values: dict[str, Any] = {
+        "backend": "tws",
+        "ibkr_host": sim.host,
+        "ibkr_port": sim.port,
+        "ibkr_client_id": 1,
+        "ibkr_timeout": 10.0,
+        "ibkr_account": "",
+        "listen": "127.0.0.1:0",
+        "quote_line_budget": max(100, args.instruments),
+        "heartbeat_seconds": args.heartbeat,
+        "log_level": "WARNING",
+        "metrics_port": None,
+        "auth_tokens": None,
+        "auth_tokens_file": None,
+        "tls_cert": None,
+        "tls_key": None,
+        "tls_client_ca": None,
+    }
+    settings = Settings(**values)
+    gateway = Gateway(settings)
+    await gateway.start()
+    assert gateway.session is not None
+    if not await gateway.session.wait_connected(20):
+        raise SystemExit("the gateway did not connect to the simulator")
+    logging.getLogger("ibgateway_server.access").setLevel(logging.WARNING)
+    logging.getLogger("ib_insync").setLevel(logging.CRITICAL)
+    ib_leg = IbLeg(sim, gateway)
+    done = asyncio.Event()
+
+    def handle(command: str) -> None:
+        if command == "stats":
+            hub = gateway.hub
+            emit(
+                {
+                    "lines": sim.market_data.lines_in_use,
+                    "hub": asdict(hub.stats()) if hub is not None else None,
+                    "rss_kb": rss_kb(),
+                    "cpu_s": cpu_seconds(),
+                    "steps": sim.market.steps,
+                }
+            )
+        elif command == "gc":
+            gc.collect()
+            emit({"rss_kb": rss_kb()})
+        elif command == "ib_leg_reset":
+            ib_leg.samples.clear()
+            emit({"ok": True})
+        elif command == "ib_leg":
+            emit(latency_summary(ib_leg.samples))
+        elif command == "quit":
+            done.set()
+
+    serve_commands(loop, handle, on_eof=done.set)
+    emit({"address": gateway.address, "pid": os.getpid()})
+    await done.wait()
+    with contextlib.suppress(Exception):
+        await gateway.stop(0.5)
+    await sim.stop()
+    emit({"bye": True})
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
