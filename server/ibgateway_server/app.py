@@ -309,8 +309,17 @@ async def run(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(settings)
     try:
-        await gateway.start()
-        await stop.wait()
+        # a signal during start-up (e.g. while TWS keeps us waiting) stops at once
+        starting = asyncio.ensure_future(gateway.start())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()
+            await stopping
+        else:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

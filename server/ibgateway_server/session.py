@@ -238,8 +238,9 @@ class IbSession:
 
     async def stop(self) -> None:
         """Stop for good: no more reconnects, close the connection."""
+        self._want_connected = False
+        await self._cancel_reconnect()  # first: an attempt in progress holds the lock
         async with self._lock:
-            self._want_connected = False
             await self._cancel_reconnect()
             self._close("gateway stopping")
             self._change(SessionEvent.STOPPED, SessionState.STOPPED, "session stopped")
@@ -252,6 +253,7 @@ class IbSession:
         A no-op when already connected to that target. On failure raises UNAVAILABLE and
         keeps retrying the new target in the background (the session never gives up).
         """
+        await self._cancel_reconnect()  # an explicit attempt replaces the background one
         async with self._lock:
             target = (
                 host or self.host,
@@ -274,8 +276,9 @@ class IbSession:
 
     async def disconnect(self) -> SessionStatus:
         """Disconnect on request and stay disconnected until connect() is called."""
+        self._want_connected = False
+        await self._cancel_reconnect()  # first: an attempt in progress holds the lock
         async with self._lock:
-            self._want_connected = False
             await self._cancel_reconnect()
             self._close("disconnected on request")
             return self.status()
@@ -529,12 +532,10 @@ class IbSession:
             if not self.ib.isConnected():
                 raise ConnectionError("socket closed while synchronising")
         except BaseException as exc:
-            if not connecting.done():
-                connecting.cancel()
-                with contextlib.suppress(BaseException):
-                    await connecting
-            code, text = errors_seen[-1] if errors_seen else (None, _describe(exc))
-            self._last_error, self._last_error_code = text, code
+            await _cancel_firmly(connecting)
+            if not isinstance(exc, asyncio.CancelledError):
+                code, text = errors_seen[-1] if errors_seen else (None, _describe(exc))
+                self._last_error, self._last_error_code = text, code
             with contextlib.suppress(Exception):
                 self.ib.disconnect()
             raise
@@ -722,6 +723,19 @@ class IbSession:
                     self.ib.wrapper.connectionClosed()
                     self.ib.disconnect()
                     return
+
+
+async def _cancel_firmly(task: asyncio.Future[Any], within: float = 2.0) -> None:
+    """Cancel ``task`` and wait for it to end. Python 3.11's asyncio.wait_for can swallow
+    a cancellation that races with its inner future (ib_insync's connect is built on
+    it), so the cancellation is repeated until it takes."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while not task.done() and loop.time() < end:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: the caller reports the failure itself
 
 
 def describe_contract(contract: Contract) -> str:

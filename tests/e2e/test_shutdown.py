@@ -139,3 +139,45 @@ async def test_check_direct_reports_an_unreachable_tws() -> None:
     assert "FAIL  connection" in report
     assert "SKIP  account" in report
     assert "Enable ActiveX and Socket Clients" in report
+
+
+@pytest.mark.timeout(60)
+async def test_sigterm_while_tws_keeps_start_up_waiting() -> None:
+    """A TWS that accepts the socket but never answers must not delay a shutdown."""
+    silent_peers: list[asyncio.StreamWriter] = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent_peers.append(writer)
+
+    silent_tws = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = silent_tws.sockets[0].getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        *IBGW,
+        "serve",
+        "--backend",
+        "tws",
+        "--ibkr-port",
+        str(port),
+        "--ibkr-timeout",
+        "20",
+        "--listen",
+        "127.0.0.1:0",
+        env=CLEAN_ENV,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    try:
+        await _read_until(proc.stderr, r"IB session connecting", 30)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+        assert loop.time() - start < 5
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        for writer in silent_peers:
+            writer.close()
+        silent_tws.close()
+        await silent_tws.wait_closed()
