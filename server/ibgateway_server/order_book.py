@@ -37,7 +37,7 @@ from typing import Protocol
 import grpc
 
 from ibgateway.v1 import orders_pb2
-from ibgateway_server import errors
+from ibgateway_server import convert, errors
 from ibgateway_server import orders_convert as oc
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib_api import Contract, Order, Trade
@@ -240,7 +240,7 @@ class OrderBook:
                 key,
                 entry.order_id,
                 order.action,
-                oc.convert.decimal_text(order.totalQuantity),
+                convert.decimal_text(order.totalQuantity),
                 qualified.localSymbol or qualified.symbol,
                 order.orderType,
             )
