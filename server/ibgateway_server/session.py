@@ -33,9 +33,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Leave this much of a client's deadline for sending our own DEADLINE_EXCEEDED status, so
-# the client gets our ErrorInfo rather than grpc's bare deadline error.
-DEADLINE_MARGIN = 0.05
+# Leave part of a client's deadline (10%, between 50 and 250 ms) for sending our own
+# DEADLINE_EXCEEDED status, so the client gets our ErrorInfo rather than grpc's bare one.
+DEADLINE_MARGIN_SHARE = 0.1
+DEADLINE_MARGIN_MIN = 0.05
+DEADLINE_MARGIN_MAX = 0.25
+
+
+def deadline_margin(remaining: float) -> float:
+    return min(DEADLINE_MARGIN_MAX, max(DEADLINE_MARGIN_MIN, remaining * DEADLINE_MARGIN_SHARE))
 
 
 class SessionState(enum.StrEnum):
@@ -319,7 +325,7 @@ class IbSession:
         if context is not None:
             remaining = context.time_remaining()
             if remaining is not None:
-                limit = min(limit, max(0.0, remaining - DEADLINE_MARGIN))
+                limit = min(limit, max(0.0, remaining - deadline_margin(remaining)))
         return limit
 
     async def request(

@@ -169,8 +169,8 @@ async def test_client_deadline_is_honoured(
     simulator.faults.set_delay(2.0)
     loop = asyncio.get_running_loop()
     start = loop.time()
-    err = await expect_error(stub.ListPositions(portfolio_pb2.ListPositionsRequest(), timeout=0.4))
-    assert loop.time() - start < 1.0
+    err = await expect_error(stub.ListPositions(portfolio_pb2.ListPositionsRequest(), timeout=1.0))
+    assert loop.time() - start < 1.5
     assert err.code == grpc.StatusCode.DEADLINE_EXCEEDED
     # the gateway answers just before the deadline, with its own rich status
     assert err.info is not None and err.info.reason == "IB_TIMEOUT"
