@@ -54,6 +54,27 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+class GatewayHealth(HealthServicer):
+    """grpc.health.v1 whose Watch streams end (with OK) when the gateway shuts down, after
+    they have sent NOT_SERVING: client-side health checking keeps a Watch open on every
+    channel, and those must not hold the shutdown for the whole grace period."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watches_end = asyncio.Event()
+
+    async def Watch(self, request: Any, context: Any) -> None:
+        watching = asyncio.ensure_future(super().Watch(request, context))
+        ending = asyncio.ensure_future(self.watches_end.wait())
+        try:
+            await asyncio.wait({watching, ending}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watching, ending):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+
+
 def _service_name(module: Any, name: str) -> str:
     return str(module.DESCRIPTOR.services_by_name[name].full_name)
 
@@ -65,7 +86,7 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = GatewayMetrics()
-        self.health = HealthServicer()
+        self.health = GatewayHealth()
         self.shutting_down = asyncio.Event()
         self.simulator: TwsSimulator | None = None
         self.session: IbSession | None = None
@@ -240,6 +261,8 @@ class Gateway:
             log.info("ibgateway shutting down (grace %.1fs)", grace)
             self.shutting_down.set()
             await self.health.enter_graceful_shutdown()
+            await asyncio.sleep(0.05)  # let Watch streams send NOT_SERVING, then end them
+            self.health.watches_end.set()
             for close in self._closers:
                 with contextlib.suppress(Exception):
                     result = close()

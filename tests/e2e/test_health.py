@@ -8,7 +8,6 @@ from typing import Any
 
 import grpc
 import grpc.aio
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ibgateway.v1 import common_pb2, connection_pb2, connection_pb2_grpc
@@ -108,13 +107,17 @@ async def test_requested_disconnect_is_not_serving(channel: grpc.aio.Channel) ->
     assert await check(channel, IB_SERVICES[0]) == SERVING
 
 
-@pytest.mark.parametrize("grace", [0.5])
-async def test_shutdown_turns_everything_not_serving(make_gateway: Any, grace: float) -> None:
+async def test_shutdown_turns_everything_not_serving(make_gateway: Any) -> None:
     gw: Gateway = await make_gateway()
     async with grpc.aio.insecure_channel(gw.address) as channel:
         stub: Any = health_pb2_grpc.HealthStub(channel)
         watch = stub.Watch(health_pb2.HealthCheckRequest(service=""))
         assert await next_status(watch) == SERVING
-        stopping = asyncio.ensure_future(gw.stop(grace))
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        stopping = asyncio.ensure_future(gw.stop(grace=5.0))
         assert await next_status(watch) == NOT_SERVING
+        assert await watch.read() is grpc.aio.EOF  # the watch ends cleanly ...
+        assert await watch.code() == grpc.StatusCode.OK
         await stopping
+        assert loop.time() - start < 2.0  # ... so it does not hold the 5 s grace
