@@ -310,14 +310,7 @@ class AccountFeed:
         ledger: set[str] = set()
         for tag in (t.strip() for t in fields[3].split(",")):
             if tag.startswith("$LEDGER"):
-                _, _, which = tag.partition(":")
-                ledger |= (
-                    {"BASE"}
-                    if not which
-                    else {"BASE", self.account.currency}
-                    if which == "ALL"
-                    else {which}
-                )
+                ledger |= self._ledger_currencies(tag.partition(":")[2])
             elif tag:
                 tags.add(tag)
         sub = _ValueSub(
@@ -326,6 +319,14 @@ class AccountFeed:
         self._values.append(sub)
         self._send_values(sub, self.account.values(), [], only_changed=False)
         conn.send(Out.ACCOUNT_SUMMARY_END, 1, req_id)
+
+    def _ledger_currencies(self, which: str) -> set[str]:
+        """$LEDGER → BASE rows, $LEDGER:ALL → every currency, $LEDGER:USD → that one."""
+        if not which:
+            return {"BASE"}
+        if which.upper() == "ALL":
+            return {"BASE", self.account.currency}
+        return {which.upper()}
 
     def cancel_account_summary(self, conn: ClientConnection, fields: list[str]) -> None:
         req_id = int(fields[1])

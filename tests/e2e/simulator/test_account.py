@@ -12,7 +12,7 @@ from ib_insync import IB, Stock
 from tws_simulator import TwsSimulator
 
 from .conftest import Connect
-from .helpers import wait_until
+from .helpers import RawClient, wait_until
 
 STARTING = {"AAPL": (100, 150.0), "SPY": (-10, 460.0)}
 
@@ -152,3 +152,17 @@ async def test_pnl_and_pnl_single(ib: IB, simulator: TwsSimulator) -> None:
     assert single.value == pytest.approx(100 * simulator.market.quote(265598).last, rel=0.01)
     ib.cancelPnLSingle(account_id, "", 265598)
     ib.cancelPnL(account_id)
+
+
+async def test_account_summary_ledger_tags(simulator: TwsSimulator) -> None:
+    raw = await RawClient.connect(simulator.host, simulator.port, client_id=3)
+    try:
+        await raw.send(62, 1, 5, "All", "$LEDGER:USD,NetLiquidation")
+        await raw.expect("64")
+        rows = [f for f in raw.pending if f[0] == "63"]
+        keyed = {(f[4], f[6]) for f in rows}
+        assert ("NetLiquidation", "USD") in keyed
+        assert ("CashBalance", "USD") in keyed and ("CashBalance", "BASE") not in keyed
+        assert not any(f[4] == "BuyingPower" for f in rows)  # only what was asked for
+    finally:
+        await raw.close()
