@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 
 import click
 
@@ -26,12 +27,19 @@ async def _serve(config: SimulatorConfig, schedule: FaultSchedule) -> None:
     sim = Simulator(config)
     if schedule.active:
         sim.add_background(lambda: run_schedule(sim.faults, schedule))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Explicit handlers: a shell that starts us in the background ignores SIGINT.
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
     async with sim:
         click.echo(
             f"TWS simulator on {sim.host}:{sim.port} (account {sim.account.account_id}, "
             f"API v{MIN_SERVER_VERSION}..{config.max_server_version}); Ctrl-C stops it"
         )
-        await asyncio.Event().wait()
+        await stop.wait()
+    click.echo("TWS simulator stopped")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

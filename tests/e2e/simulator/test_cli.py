@@ -7,10 +7,12 @@ import re
 import signal
 import sys
 
+import pytest
 from ib_insync import IB
 
 
-async def test_standalone_simulator_serves_an_ib_insync_client() -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+async def test_standalone_simulator_serves_an_ib_insync_client(stop_signal: int) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -50,9 +52,11 @@ async def test_standalone_simulator_serves_an_ib_insync_client() -> None:
         finally:
             ib.disconnect()
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         code = await asyncio.wait_for(proc.wait(), 10)
     assert code == 0
+    assert proc.stdout is not None
+    assert b"stopped" in await proc.stdout.read()
 
 
 async def test_bad_position_flag_is_a_usage_error() -> None:
