@@ -24,7 +24,7 @@ from typing import Any
 from . import wire
 from .account import Account
 from .config import SimulatorConfig
-from .faults import Faults
+from .faults import PACING_VIOLATION, Faults
 from .instruments import Universe
 from .market import Market
 from .message_ids import In, Out
@@ -150,7 +150,7 @@ class ClientConnection:
         self.api_started = False
         self.closed = False
         self._reader = reader
-        self._writer = writer
+        self._writer = writer  # kept alive with the session
         self._transport = writer.transport
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
@@ -180,10 +180,11 @@ class ClientConnection:
         if delay <= 0 and not self._delayed:
             self._write(data)
             return
-        loop = asyncio.get_running_loop()
-        self._delayed.append((loop.time() + delay, data))
+        self._delayed.append((self._loop.time() + delay, data))
         if self._flusher is None:
-            self._flusher = loop.create_task(self._flush_delayed(), name=f"delay-{self.number}")
+            self._flusher = self._loop.create_task(
+                self._flush_delayed(), name=f"delay-{self.number}"
+            )
 
     def send_error(self, req_id: int, code: int, message: str, advanced_json: str = "") -> None:
         """An error/info message; its layout follows the negotiated version (see 2104 capture)."""
@@ -433,8 +434,6 @@ class Simulator:
         args = fields[1:]
         if self.faults.pacing_violations > 0 and msg_id != In.START_API:
             self.faults.pacing_violations -= 1
-            from .faults import PACING_VIOLATION
-
             conn.send_error(request_id(msg_id, args), *PACING_VIOLATION)
             return
         handler = self._handlers.get(msg_id)
