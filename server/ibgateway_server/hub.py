@@ -109,6 +109,7 @@ class Line:
         "quote",
         "refs",
         "state",
+        "statuses",
         "ticker",
         "updates",
         "waiters",
@@ -133,6 +134,7 @@ class Line:
         self.ib_code = 0
         self.linger: asyncio.TimerHandle | None = None
         self.waiters: list[asyncio.Future[None]] = []
+        self.statuses: dict[tuple[int, int, str, int], bytes] = {}
         self._complete = False
 
     def __repr__(self) -> str:
@@ -157,6 +159,18 @@ class Line:
             self._complete = _is_complete(ticker)
         if self.waiters and self._complete:
             self.wake_waiters()
+
+    def status_message(self, index: int, state: int, message: str, ib_code: int) -> bytes:
+        """A SubscriptionStatus message about this line (cached: every stream that asks
+        for the same contracts at the same positions gets the same bytes)."""
+        key = (index, state, message, ib_code)
+        data = self.statuses.get(key)
+        if data is None:
+            if len(self.statuses) >= 64:
+                self.statuses.clear()
+            data = status_message(index, self.contract_pb, state, message, ib_code)
+            self.statuses[key] = data
+        return data
 
     def wake_waiters(self) -> None:
         waiters, self.waiters = self.waiters, []
@@ -381,6 +395,10 @@ class QuoteHub:
 
     # ---------------------------------------------------------------- contracts
 
+    def cached(self, spec: common_pb2.Contract) -> Contract | None:
+        """The qualified contract of a spec seen before, without asking IB."""
+        return self._qualified.get(spec.SerializeToString(deterministic=True))
+
     async def resolve(
         self, spec: common_pb2.Contract, *, max_wait: float | None = None
     ) -> Contract:
@@ -390,22 +408,32 @@ class QuoteHub:
         IBKR_TIMEOUT), and each caller waits at most ``max_wait`` seconds. Raises GatewayError
         (NOT_FOUND, ambiguous INVALID_ARGUMENT, UNAVAILABLE, DEADLINE_EXCEEDED).
         """
-        key = spec.SerializeToString(deterministic=True)
-        found = self._qualified.get(key)
-        if found is not None:
-            self._qualified.move_to_end(key)
-            return found
-        pending = self._qualifying.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._qualify(key, spec))
-            self._qualifying[key] = pending
-            pending.add_done_callback(partial(self._qualified_done, key))
+        pending = self.resolution(spec)
+        if pending.done():
+            return pending.result()
         if max_wait is None:
             return await asyncio.shield(pending)
         try:
             return await asyncio.wait_for(asyncio.shield(pending), max(0.0, max_wait))
         except TimeoutError:
             raise deadline_exceeded("contract details", max_wait) from None
+
+    def resolution(self, spec: common_pb2.Contract) -> asyncio.Future[Contract]:
+        """The future qualified contract of a spec, shared by everyone who asks for it
+        (done at once when it is cached). Await it through ``asyncio.shield``."""
+        key = spec.SerializeToString(deterministic=True)
+        found = self._qualified.get(key)
+        if found is not None:
+            self._qualified.move_to_end(key)
+            done: asyncio.Future[Contract] = asyncio.get_running_loop().create_future()
+            done.set_result(found)
+            return done
+        pending = self._qualifying.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._qualify(key, spec))
+            self._qualifying[key] = pending
+            pending.add_done_callback(partial(self._qualified_done, key))
+        return pending
 
     def _qualified_done(self, key: bytes, future: asyncio.Future[Contract]) -> None:
         self._qualifying.pop(key, None)
@@ -822,14 +850,25 @@ class QuoteStream:
         hub = self.hub
         hub._register(self)
         self.last_send = self._loop.time()
-        results = await asyncio.gather(
-            *(hub.resolve(spec) for spec in self.contracts),
-            return_exceptions=True,
-        )
+        # Known contracts come from the cache at once; the others wait for the one shared
+        # IB request per contract (no task per stream and contract: thousands of streams
+        # may open at once).
+        results: list[Contract | BaseException | None] = [
+            hub.cached(spec) for spec in self.contracts
+        ]
+        missing = [i for i, found in enumerate(results) if found is None]
+        if missing:
+            fetched = await asyncio.gather(
+                *(asyncio.shield(hub.resolution(self.contracts[i])) for i in missing),
+                return_exceptions=True,
+            )
+            for i, outcome in zip(missing, fetched, strict=True):
+                results[i] = outcome
         if self._closed:
             return
         acquired: dict[tuple[int, str, int], Line] = {}
         for index, (spec, result) in enumerate(zip(self.contracts, results, strict=True)):
+            assert result is not None
             if isinstance(result, BaseException):
                 if isinstance(result, asyncio.CancelledError):
                     raise result
@@ -849,9 +888,10 @@ class QuoteStream:
                 self.lines[line] = []
             self.lines[line].append(index)
             state, message, ib_code = line.status_fields()
-            self._status(index, line.contract_pb, state, message, ib_code)
+            self._control[("status", index)] = line.status_message(index, state, message, ib_code)
         self.group = hub._join(self, frozenset(line for line in self.lines if line.alive))
         self.pos = self.group.end if self.group is not None else 0
+        self.contracts = []  # the request is not needed any more
 
     # ------------------------------------------------------------- messages
 
@@ -865,7 +905,10 @@ class QuoteStream:
 
     def line_status(self, line: Line, state: int, message: str, ib_code: int) -> None:
         for index in self.lines.get(line, ()):
-            self._status(index, line.contract_pb, state, message, ib_code)
+            key = ("status", index)
+            self._control.pop(key, None)
+            self._control[key] = line.status_message(index, state, message, ib_code)
+        self.wake()
 
     def connection_event(self, message: bytes) -> None:
         self._events += 1
