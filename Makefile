@@ -64,5 +64,9 @@ lint: install $(BUF)
 	$(VENV)/bin/ruff format --check server tests bench
 	$(VENV)/bin/mypy
 
+## quote fan-out benchmark vs a bare grpc.aio server (a few minutes); BENCH_ARGS=--quick is seconds
+bench: install
+	$(PY) -m bench.quotes_fanout $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -267,13 +267,14 @@ def stall(
         stalled.close("stop")
 
 
-def run_latency(kind: str, args: argparse.Namespace, res: Results, contracts: list[str]) -> None:
+def run_latency(kind: str, args: argparse.Namespace, res: Results) -> None:
     # delivered = streams × contracts / tick  →  tick = streams × contracts / delivered
-    tick = args.latency_streams * args.contracts / args.latency_delivered
-    server, address = start_server(kind, args.contracts, tick)
+    count = args.latency_contracts
+    tick = args.latency_streams * count / args.latency_delivered
+    server, address = start_server(kind, count, tick)
     consumers: Child | None = None
     try:
-        consumers = start_consumers(address, args.latency_streams, contracts)
+        consumers = start_consumers(address, args.latency_streams, symbols(count))
         time.sleep(args.warmup)
         consumers.ask("latency_reset")
         if kind == "gateway":
@@ -331,6 +332,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="seconds before measuring (3)")
     parser.add_argument("--duration", type=float, help="seconds measured per stream count (10)")
     parser.add_argument("--latency-streams", type=int, help="streams of the latency run (100)")
+    parser.add_argument(
+        "--latency-contracts", type=int, help="contracts per stream in the latency run (10)"
+    )
     parser.add_argument("--latency-delivered", type=float, help="quotes/s delivered (10000)")
     parser.add_argument("--latency-seconds", type=float, help="seconds measured (20)")
     parser.add_argument("--stall-seconds", type=float, help="how long one consumer stalls (30)")
@@ -345,6 +349,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "warmup": 3.0,
         "duration": 10.0,
         "latency_streams": 100,
+        "latency_contracts": 10,
         "latency_delivered": 10_000.0,
         "latency_seconds": 20.0,
         "stall_seconds": 30.0,
@@ -357,6 +362,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "warmup": 0.5,
         "duration": 1.0,
         "latency_streams": 5,
+        "latency_contracts": 5,
         "latency_delivered": 1000.0,
         "latency_seconds": 1.5,
         "stall_seconds": 1.5,
@@ -387,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_latency:
         log(f"latency at {args.latency_delivered:g} quotes/s delivered (receive_time → consumer):")
         for kind in ("baseline", "gateway"):
-            run_latency(kind, args, res, contracts)
+            run_latency(kind, args, res)
     if args.json is not None:
         payload = {
             "machine": info,
