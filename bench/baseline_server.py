@@ -81,6 +81,7 @@ class Producer:
         self.walks = [_Walk(i, random.Random(rng.getrandbits(64))) for i in instruments(count)]
         self.tick_interval = tick_interval
         self.queues: set[asyncio.Queue[bytes]] = set()
+        self.produced = 0  # quotes made (and sent to every open stream)
 
     def message(self) -> bytes:
         now = timestamp_pb2.Timestamp()
@@ -124,6 +125,7 @@ class Producer:
             if not self.queues:
                 continue
             data = self.message()
+            self.produced += len(self.walks)
             for queue in self.queues:
                 queue.put_nowait(data)
 
@@ -186,6 +188,7 @@ async def main() -> None:
             emit(
                 {
                     "lines": 0,
+                    "source_quotes": producer.produced,
                     "streams": len(producer.queues),
                     "backlog": sum(q.qsize() for q in producer.queues),
                     "rss_kb": rss_kb(),

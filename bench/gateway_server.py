@@ -124,6 +124,7 @@ async def main() -> None:
             emit(
                 {
                     "lines": sim.market_data.lines_in_use,
+                    "source_quotes": hub.stats().updates if hub is not None else 0,
                     "hub": asdict(hub.stats()) if hub is not None else None,
                     "rss_kb": rss_kb(),
                     "cpu_s": cpu_seconds(),

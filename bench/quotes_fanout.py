@@ -146,7 +146,15 @@ class Throughput:
     conflated_per_s: float
     server_cpu_pct: float
     consumer_cpu_pct: float
+    source_per_s: float  # quote updates the server had to fan out (market / IB side)
     open_s: float = 0.0
+
+    @property
+    def delivered_share(self) -> float:
+        """Delivered quotes per (source update × stream): 1.0 = every update reached
+        every stream; less = conflated (or not yet delivered)."""
+        offered = self.source_per_s * self.streams
+        return self.quotes_per_s / offered if offered else math.nan
 
 
 def measure(
@@ -166,6 +174,7 @@ def measure(
         conflated_per_s=(m1["conflated"] - m0["conflated"]) / elapsed,
         server_cpu_pct=100 * (s1["cpu_s"] - s0["cpu_s"]) / elapsed,
         consumer_cpu_pct=100 * (m1["cpu_s"] - m0["cpu_s"]) / elapsed,
+        source_per_s=(s1["source_quotes"] - s0["source_quotes"]) / elapsed,
     )
 
 
@@ -231,7 +240,9 @@ def run_throughput(kind: str, args: argparse.Namespace, res: Results, contracts:
                 f"({result.messages_per_s:9,.0f} msgs/s, "
                 f"conflated {result.conflated_per_s:9,.0f}/s; "
                 f"cpu server {result.server_cpu_pct:3.0f}% "
-                f"consumers {result.consumer_cpu_pct:3.0f}%; opened in {open_s:.1f}s)"
+                f"consumers {result.consumer_cpu_pct:3.0f}%; opened in {open_s:.1f}s; "
+                f"source {result.source_per_s:,.0f} updates/s, "
+                f"delivered share {result.delivered_share:.3f})"
             )
             if kind == "gateway" and n == largest:
                 stats = server.ask("stats")
@@ -398,7 +409,10 @@ def main(argv: list[str] | None = None) -> int:
         payload = {
             "machine": info,
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "throughput": {k: [vars(t) for t in v] for k, v in res.throughput.items()},
+            "throughput": {
+                k: [{**vars(t), "delivered_share": t.delivered_share} for t in v]
+                for k, v in res.throughput.items()
+            },
             "latency": res.latency,
             "ib_leg": res.ib_leg,
             "lines": res.lines,

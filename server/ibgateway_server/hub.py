@@ -308,6 +308,7 @@ class HubStats:
     snapshot_waiters: int
     sweeper_running: bool
     log_entries: int  # update-log entries kept over all groups (bounded per group)
+    updates: int  # quote updates received from IB since the hub started
 
 
 class QuoteHub:
@@ -338,6 +339,7 @@ class QuoteHub:
         self._connection_state: int = common_pb2.CONNECTION_STATE_CONNECTED
         self._sweeper: asyncio.Task[None] | None = None
         self._snapshot_waiters = 0
+        self._updates = 0
         self._started = False
         self._closed = False
         self._remove_listener: Callable[[], None] | None = None
@@ -384,6 +386,7 @@ class QuoteHub:
             snapshot_waiters=self._snapshot_waiters,
             sweeper_running=self._sweeper is not None and not self._sweeper.done(),
             log_entries=sum(len(group.log) for group in self._groups.values()),
+            updates=self._updates,
         )
 
     def line_for(self, con_id: int) -> Line | None:
@@ -568,6 +571,7 @@ class QuoteHub:
             if line.state != LineState.ACTIVE:
                 self._set_line_state(line, LineState.ACTIVE, "", 0, notify=False)
             line.update(ticker)
+            self._updates += 1
             for group in line.groups:
                 group.push(line)
         if self._dirty:
