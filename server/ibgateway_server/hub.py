@@ -282,7 +282,8 @@ class Group:
         else:  # fell behind the kept log: use each line's last-change position
             distinct = [line for line, at in self.last_pos.items() if at >= pos]
             conflated = end - pos - len(distinct)
-        message = quote_batch_message([line.element for line in distinct], conflated)  # type: ignore[misc]
+        # (a line in the log has been updated, so its element is set)
+        message = quote_batch_message([line.element or b"" for line in distinct], conflated)
         self._cache[pos] = message
         return message
 
@@ -388,13 +389,6 @@ class QuoteHub:
             log_entries=sum(len(group.log) for group in self._groups.values()),
             updates=self._updates,
         )
-
-    def line_for(self, con_id: int) -> Line | None:
-        """The live line of an instrument (any exchange / data type), if any."""
-        for line in self._lines.values():
-            if line.key[0] == con_id:
-                return line
-        return None
 
     # ---------------------------------------------------------------- contracts
 
