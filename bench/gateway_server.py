@@ -27,31 +27,15 @@ from tws_simulator import SimulatorConfig, TwsSimulator
 
 def make_simulator(count: int, tick_interval: float, seed: int) -> TwsSimulator:
     """A simulator quoting ``count`` instruments, every one moving at every market step."""
-    universe = instruments(count)
-    extra: dict[str, Any] = {}
-    if "instruments" in SimulatorConfig.__dataclass_fields__:
-        extra["instruments"] = universe
     config = SimulatorConfig(
         host="127.0.0.1",
         port=0,
         seed=seed,
         tick_interval=tick_interval,
         line_limit=max(100, count),
-        **extra,
+        instruments=instruments(count),
     )
-    sim = TwsSimulator(config)
-    if len(sim.universe) != len(universe):
-        # A simulator without the `instruments` setting: rebuild its universe, market and
-        # the two features that read them through their public install functions.
-        from tws_simulator import contracts, market_data
-        from tws_simulator.instruments import Universe
-        from tws_simulator.market import Market
-
-        sim.universe = Universe(universe)
-        sim.market = Market(sim.universe, seed=seed, tick_interval=tick_interval)
-        contracts.install(sim)
-        sim.market_data = market_data.install(sim)
-    return sim
+    return TwsSimulator(config)
 
 
 class IbLeg:

@@ -19,6 +19,7 @@ from tests.e2e.test_market_data_support import (
     QuotesGateway,
     StreamReader,
     contracts,
+    hub_of,
     stream_request,
     wait_for,
 )
@@ -57,7 +58,7 @@ async def test_many_streams_share_one_line_per_contract_and_see_the_latest(
     try:
         await wait_for(lambda: all(len(r.latest) == 3 for r in readers), within=10)
         assert simulator.market_data.lines_in_use == 3
-        stats = quotes_gateway.hub.stats()
+        stats = hub_of(quotes_gateway).stats()
         assert (stats.lines, stats.streams, stats.groups) == (3, 20, 1)
 
         # Freeze the market, then publish one distinctive AAPL quote: every subscriber
@@ -87,7 +88,7 @@ async def test_many_streams_share_one_line_per_contract_and_see_the_latest(
 async def test_last_unsubscribe_releases_the_line(
     simulator: TwsSimulator, quotes_gateway: QuotesGateway, md_stub
 ) -> None:
-    hub = quotes_gateway.hub
+    hub = hub_of(quotes_gateway)
     readers = [StreamReader(md_stub.StreamQuotes(stream_request("AAPL"))) for _ in range(3)]
     await wait_for(lambda: all(AAPL in r.latest for r in readers))
     assert simulator.market_data.lines_in_use == 1
@@ -130,12 +131,12 @@ async def test_line_budget_gives_limit_reached_while_others_flow(
         finally:
             await reader.close()
         # Once the lines are free (a lingering line is evicted), TSLA gets one.
-        await wait_for(lambda: gw.hub.stats().streams == 0)
+        await wait_for(lambda: hub_of(gw).stats().streams == 0)
         second = StreamReader(stub.StreamQuotes(stream_request("TSLA")))
         try:
             await wait_for(lambda: TSLA in second.latest)
             assert second.states(0) == [ACTIVE]
-            assert gw.hub.stats().lines <= 2
+            assert hub_of(gw).stats().lines <= 2
         finally:
             await second.close()
 
@@ -180,7 +181,7 @@ async def test_permission_denied_and_delayed_data_in_streams(md_stub) -> None:
 async def test_stalled_consumer_is_conflated_and_blocks_nobody(
     simulator: TwsSimulator, quotes_gateway: QuotesGateway
 ) -> None:
-    hub = quotes_gateway.hub
+    hub = hub_of(quotes_gateway)
     # A client with a small, fixed HTTP/2 window, so that not reading soon stops the
     # server's writes for it (as a stalled consumer on a real network would).
     stalled_channel = grpc.aio.insecure_channel(
@@ -262,7 +263,7 @@ async def test_resubscribes_after_the_connection_drops(
             )
         )
         assert simulator.market_data.lines_in_use == 2
-        assert quotes_gateway.hub.stats().lines == 2
+        assert hub_of(quotes_gateway).stats().lines == 2
         # The order a consumer sees: paused, then (after a reconnect) active again.
         events = [(s.index, s.state) for s in reader.statuses]
         assert events.index((0, PAUSED)) < len(events) - 1 - events[::-1].index((0, ACTIVE))
@@ -301,7 +302,7 @@ def _hub_tasks() -> list[asyncio.Task[Any]]:
 async def test_cancelled_timed_out_and_closed_clients_release_everything(
     simulator: TwsSimulator, quotes_gateway: QuotesGateway, md_stub
 ) -> None:
-    hub = quotes_gateway.hub
+    hub = hub_of(quotes_gateway)
     cancelled = [StreamReader(md_stub.StreamQuotes(fx_and_stocks())) for _ in range(5)]
     timed_out = [
         StreamReader(md_stub.StreamQuotes(stream_request("TSLA"), timeout=1.0)) for _ in range(3)

@@ -22,10 +22,11 @@ from tests.e2e.test_market_data_support import (
     QuotesGateway,
     StreamReader,
     contracts,
+    hub_of,
     stream_request,
     wait_for,
 )
-from tws_simulator import SimulatorConfig, TwsSimulator
+from tws_simulator import TwsSimulator
 from tws_simulator.instruments import DEFAULT_INSTRUMENTS, Instrument
 
 # fixtures shared with the other market-data test modules
@@ -101,10 +102,6 @@ _TWIN = Instrument(
 )
 
 
-@pytest.mark.skipif(
-    "instruments" not in SimulatorConfig.__dataclass_fields__,
-    reason="the simulator cannot be given a custom universe yet (SimulatorConfig.instruments)",
-)
 @pytest.mark.sim_config(instruments=(*DEFAULT_INSTRUMENTS, _TWIN))
 async def test_resolve_contract_ambiguous(md_stub) -> None:
     err = await expect_error(
@@ -155,7 +152,7 @@ async def test_get_quotes_many_contracts(quotes_gateway: QuotesGateway, md_stub)
     assert failure.state == market_data_pb2.SUBSCRIPTION_STATE_NOT_FOUND
     assert failure.ib_code == 200
     # The snapshot lines are released (after the hub's short linger).
-    hub = quotes_gateway.hub
+    hub = hub_of(quotes_gateway)
     await wait_for(lambda: hub.stats().lines == 0)
 
 
@@ -171,7 +168,7 @@ async def test_get_quotes_reuses_a_live_line(
         )
         assert len(response.quotes) == 2
         assert simulator.market_data.lines_in_use == 1
-        assert quotes_gateway.hub.stats().lines == 1
+        assert hub_of(quotes_gateway).stats().lines == 1
     finally:
         await reader.close()
 

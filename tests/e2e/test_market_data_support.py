@@ -1,15 +1,14 @@
 """Shared fixtures and helpers of the market-data e2e tests (no tests of its own).
 
-``quotes_gateway`` is a real gateway over the ``simulator`` fixture with MarketDataService
-served by a real QuoteHub. When app.py wires the service itself, the gateway's own hub
-(``gw.hub``) is used as is.
+``quotes_gateway`` is a real gateway (conftest's ``make_gateway``) over the ``simulator``
+fixture; it serves MarketDataService through its QuoteHub (``hub_of(gateway)``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -19,63 +18,28 @@ import pytest
 from ibgateway.v1 import common_pb2, market_data_pb2, market_data_pb2_grpc
 from ibgateway_server.app import Gateway
 from ibgateway_server.hub import QuoteHub
-from ibgateway_server.services.market_data import (
-    SERVICE_NAME,
-    MarketDataServicer,
-    add_market_data_service,
-)
-from tests.e2e.conftest import gateway_channel, gateway_settings, wait_until
-from tws_simulator import TwsSimulator
+from tests.e2e.conftest import GatewayFactory, gateway_channel, wait_until
 
 SYMBOLS = ("AAPL", "MSFT", "TSLA", "GOOGL", "AMZN", "NVDA", "SPY", "QQQ")
 
 
-class QuotesGateway(Gateway):
-    """The gateway with MarketDataService, wired here unless app.py already does it."""
-
-    hub: QuoteHub
-
-    def _add_trading_services(self, server: grpc.aio.Server) -> list[str]:
-        names = super()._add_trading_services(server)
-        if SERVICE_NAME in names:
-            return names
-        assert self.session is not None
-        self.hub = QuoteHub(
-            self.session,
-            line_budget=self.settings.quote_line_budget,
-            heartbeat_seconds=self.settings.heartbeat_seconds,
-        )
-        self.hub.start()
-        add_market_data_service(server, MarketDataServicer(self.session, self.hub))
-        self._closers.append(self.hub.close)
-        return [*names, SERVICE_NAME]
+QuotesGateway = Gateway  # the gateway serves MarketDataService through its QuoteHub
 
 
-QuotesGatewayFactory = Callable[..., Awaitable[QuotesGateway]]
+def hub_of(gateway: Gateway) -> QuoteHub:
+    assert gateway.hub is not None, "the gateway has no QuoteHub"
+    return gateway.hub
 
 
 @pytest.fixture
-async def make_quotes_gateway(
-    simulator: TwsSimulator,
-) -> AsyncIterator[QuotesGatewayFactory]:
-    started: list[QuotesGateway] = []
-
-    async def factory(**overrides: Any) -> QuotesGateway:
-        gw = QuotesGateway(gateway_settings(simulator, **overrides))
-        await gw.start()
-        started.append(gw)
-        assert gw.session is not None
-        assert await gw.session.wait_connected(10), "gateway did not connect to the simulator"
-        return gw
-
-    yield factory
-    for gw in reversed(started):
-        await gw.stop(0.5)
+async def make_quotes_gateway(make_gateway: GatewayFactory) -> GatewayFactory:
+    """Gateways over ``simulator`` (Settings overrides as keyword arguments)."""
+    return make_gateway
 
 
 @pytest.fixture
-async def quotes_gateway(make_quotes_gateway: QuotesGatewayFactory) -> QuotesGateway:
-    return await make_quotes_gateway()
+async def quotes_gateway(make_gateway: GatewayFactory) -> Gateway:
+    return await make_gateway()
 
 
 @pytest.fixture
