@@ -113,6 +113,7 @@ async def main() -> None:
                     "rss_kb": rss_kb(),
                     "cpu_s": cpu_seconds(),
                     "steps": sim.market.steps,
+                    "max_lag": hub.stats().max_lag if hub is not None else 0,
                 }
             )
         elif command == "gc":

@@ -186,6 +186,8 @@ class Results:
     lines: int = -1
     contracts: int = 0
     rss_kb_1000: int = 0
+    baseline_rss_kb_1000: int = 0
+    stall_lag: int = 0  # updates the stalled stream was behind at the end
     rss_before_stall_kb: int = 0
     rss_after_stall_kb: int = 0
     stall_s: float = 0.0
@@ -244,13 +246,16 @@ def run_throughput(kind: str, args: argparse.Namespace, res: Results, contracts:
                 f"source {result.source_per_s:,.0f} updates/s, "
                 f"delivered share {result.delivered_share:.3f})"
             )
+            if kind == "baseline" and n == largest:
+                res.baseline_rss_kb_1000 = int(server.ask("stats")["rss_kb"])
             if kind == "gateway" and n == largest:
                 stats = server.ask("stats")
                 res.lines, res.rss_kb_1000 = int(stats["lines"]), int(stats["rss_kb"])
                 res.stall_streams = n
                 log(
                     f"  gateway with {n} streams: IB lines in use {res.lines} "
-                    f"(contracts {args.contracts}), RSS {res.rss_kb_1000 / 1024:.1f} MiB"
+                    f"(contracts {args.contracts}), RSS {res.rss_kb_1000 / 1024:.1f} MiB "
+                    f"(baseline {res.baseline_rss_kb_1000 / 1024:.1f} MiB)"
                 )
                 stall(server, address, args, res, contracts)
         finally:
@@ -267,12 +272,15 @@ def stall(
         time.sleep(args.stall_settle)
         res.rss_before_stall_kb = int(server.ask("stats")["rss_kb"])
         time.sleep(args.stall_seconds)
-        res.rss_after_stall_kb = int(server.ask("stats")["rss_kb"])
+        after = server.ask("stats")
+        res.rss_after_stall_kb = int(after["rss_kb"])
+        res.stall_lag = int(after.get("max_lag", 0))
         res.stall_s = args.stall_seconds
         log(
             f"  gateway RSS with one consumer stalled {args.stall_seconds:g}s: "
             f"{res.rss_before_stall_kb / 1024:.1f} → {res.rss_after_stall_kb / 1024:.1f} MiB "
-            f"({res.stalled_rss_growth_pct:+.2f}%)"
+            f"({res.stalled_rss_growth_pct:+.2f}%); the stalled stream is "
+            f"{res.stall_lag:,} updates behind (conflated, not queued)"
         )
     finally:
         stalled.close("stop")
@@ -417,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
             "ib_leg": res.ib_leg,
             "lines": res.lines,
             "rss_kb_1000": res.rss_kb_1000,
+            "baseline_rss_kb_1000": res.baseline_rss_kb_1000,
+            "stall_lag": res.stall_lag,
             "rss_before_stall_kb": res.rss_before_stall_kb,
             "rss_after_stall_kb": res.rss_after_stall_kb,
             "summary": {

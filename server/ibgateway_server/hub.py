@@ -310,6 +310,7 @@ class HubStats:
     sweeper_running: bool
     log_entries: int  # update-log entries kept over all groups (bounded per group)
     updates: int  # quote updates received from IB since the hub started
+    max_lag: int  # updates the slowest stream has not been sent yet (conflated when it is)
 
 
 class QuoteHub:
@@ -388,6 +389,9 @@ class QuoteHub:
             sweeper_running=self._sweeper is not None and not self._sweeper.done(),
             log_entries=sum(len(group.log) for group in self._groups.values()),
             updates=self._updates,
+            max_lag=max(
+                (s.group.end - s.pos for s in self._streams if s.group is not None), default=0
+            ),
         )
 
     # ---------------------------------------------------------------- contracts
