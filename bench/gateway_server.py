@@ -68,6 +68,11 @@ async def main() -> None:
     parser.add_argument("--tick-interval", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--heartbeat", type=float, default=5.0)
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() once started (a deployment tuning: fewer, shorter full GCs)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     loop = asyncio.get_running_loop()
@@ -100,6 +105,9 @@ async def main() -> None:
     logging.getLogger("ibgateway_server.access").setLevel(logging.WARNING)
     logging.getLogger("ib_insync").setLevel(logging.CRITICAL)
     ib_leg = IbLeg(sim, gateway)
+    if args.gc_freeze:
+        gc.collect()
+        gc.freeze()
     done = asyncio.Event()
 
     def handle(command: str) -> None:

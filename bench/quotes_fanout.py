@@ -110,14 +110,19 @@ class Child:
         return f"\n--- {self.name} stderr ---\n{text}" if text else ""
 
 
+GATEWAY_ARGS: list[str] = []  # extra arguments of bench.gateway_server (e.g. --gc-freeze)
+
+
 def start_server(kind: str, instruments: int, tick_interval: float) -> tuple[Child, str]:
     module = "bench.gateway_server" if kind == "gateway" else "bench.baseline_server"
+    extra = GATEWAY_ARGS if kind == "gateway" else []
     child = Child(
         module,
         "--instruments",
         str(instruments),
         "--tick-interval",
         f"{tick_interval:.6f}",
+        *extra,
         name=kind,
     )
     hello = child.read(timeout=60)
@@ -359,6 +364,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stall-seconds", type=float, help="how long one consumer stalls (30)")
     parser.add_argument("--stall-settle", type=float, help="seconds before the first RSS (3)")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() in the gateway process once it is up (a deployment tuning)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args(argv)
     full = {
@@ -396,6 +406,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    GATEWAY_ARGS[:] = ["--gc-freeze"] if args.gc_freeze else []
     contracts = symbols(args.contracts)
     res = Results(contracts=args.contracts)
     info = machine()
@@ -403,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         f"quote fan-out benchmark: {args.contracts} contracts per stream, streams "
         f"{args.streams}, market {args.rate:g} quote changes/s; {info['nproc']} CPUs "
         f"({info['cpu']}), Python {info['python']}, grpcio {info['grpcio']}"
+        + ("; gateway process with gc.freeze()" if args.gc_freeze else "")
     )
     log("throughput (delivered quotes/s; consumers in another process):")
     for kind in ("baseline", "gateway"):
