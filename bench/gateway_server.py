@@ -20,7 +20,7 @@ from dataclasses import asdict
 from typing import Any
 
 from bench.common import cpu_seconds, emit, instruments, latency_summary, rss_kb, serve_commands
-from ibgateway_server.app import Gateway
+from ibgateway_server.app import Gateway, freeze_startup_objects
 from ibgateway_server.config import Settings
 from tws_simulator import SimulatorConfig, TwsSimulator
 
@@ -69,9 +69,9 @@ async def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--heartbeat", type=float, default=5.0)
     parser.add_argument(
-        "--gc-freeze",
+        "--no-gc-freeze",
         action="store_true",
-        help="gc.freeze() once started (a deployment tuning: fewer, shorter full GCs)",
+        help="skip the gc.freeze() that `ibgw serve` does once started",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -105,9 +105,8 @@ async def main() -> None:
     logging.getLogger("ibgateway_server.access").setLevel(logging.WARNING)
     logging.getLogger("ib_insync").setLevel(logging.CRITICAL)
     ib_leg = IbLeg(sim, gateway)
-    if args.gc_freeze:
-        gc.collect()
-        gc.freeze()
+    if not args.no_gc_freeze:
+        freeze_startup_objects()  # as `ibgw serve` does
     done = asyncio.Event()
 
     def handle(command: str) -> None:

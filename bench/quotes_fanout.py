@@ -110,7 +110,7 @@ class Child:
         return f"\n--- {self.name} stderr ---\n{text}" if text else ""
 
 
-GATEWAY_ARGS: list[str] = []  # extra arguments of bench.gateway_server (e.g. --gc-freeze)
+GATEWAY_ARGS: list[str] = []  # extra arguments of bench.gateway_server (e.g. --no-gc-freeze)
 
 
 def start_server(kind: str, instruments: int, tick_interval: float) -> tuple[Child, str]:
@@ -365,9 +365,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stall-settle", type=float, help="seconds before the first RSS (3)")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument(
-        "--gc-freeze",
+        "--no-gc-freeze",
         action="store_true",
-        help="gc.freeze() in the gateway process once it is up (a deployment tuning)",
+        help="skip the gc.freeze() the gateway process does once up (as `ibgw serve` does)",
     )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args(argv)
@@ -406,7 +406,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    GATEWAY_ARGS[:] = ["--gc-freeze"] if args.gc_freeze else []
+    GATEWAY_ARGS[:] = ["--no-gc-freeze"] if args.no_gc_freeze else []
     contracts = symbols(args.contracts)
     res = Results(contracts=args.contracts)
     info = machine()
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         f"quote fan-out benchmark: {args.contracts} contracts per stream, streams "
         f"{args.streams}, market {args.rate:g} quote changes/s; {info['nproc']} CPUs "
         f"({info['cpu']}), Python {info['python']}, grpcio {info['grpcio']}"
-        + ("; gateway process with gc.freeze()" if args.gc_freeze else "")
+        + ("; gateway process without gc.freeze()" if args.no_gc_freeze else "")
     )
     log("throughput (delivered quotes/s; consumers in another process):")
     for kind in ("baseline", "gateway"):
