@@ -27,6 +27,7 @@ from grpc_status import rpc_status
 from ibgateway_server.app import Gateway
 from ibgateway_server.config import Settings
 from ibgateway_server.session import SessionState
+from tests.polling import wait_until
 from tws_simulator import SimulatorConfig, TwsSimulator
 
 SIM_SEED = 20240611
@@ -143,19 +144,6 @@ async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
     """A grpc.aio channel to ``gateway``."""
     async with gateway_channel(gateway) as ch:
         yield ch
-
-
-async def wait_until(
-    predicate: Callable[[], bool], within: float = 5.0, interval: float = 0.02
-) -> bool:
-    """Poll ``predicate`` until it is true or ``within`` seconds pass."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not predicate():
-        if loop.time() >= end:
-            return False
-        await asyncio.sleep(interval)
-    return True
 
 
 async def wait_for_state(gw: Gateway, *states: SessionState, within: float = 5.0) -> bool:

@@ -10,6 +10,8 @@ from typing import Any
 
 from ib_insync import Contract
 
+from tests.polling import wait_until  # noqa: F401  (re-exported for the tests)
+
 CAPTURES = Path("/work/shared/reference/tws-captures")
 if not CAPTURES.is_dir():  # a clean clone keeps a copy next to the repository's shared dir
     CAPTURES = Path(__file__).resolve().parents[4] / "shared" / "reference" / "tws-captures"
@@ -28,19 +30,6 @@ def contract_of(item: Any) -> Contract:
     contract = item.contract
     assert contract is not None
     return contract
-
-
-async def wait_until(
-    predicate: Callable[[], object], within: float = 5.0, interval: float = 0.01
-) -> bool:
-    """Poll ``predicate`` until it is truthy or ``within`` seconds pass."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not predicate():
-        if loop.time() >= end:
-            return False
-        await asyncio.sleep(interval)
-    return True
 
 
 class RawClient:
