@@ -77,6 +77,15 @@ _LINE_NOTICES = frozenset({10167})
 # Codes that are not about the line's request at all.
 _IGNORED_CODES = frozenset({300, 1100, 1101, 1102, 2100, 2119})
 
+# Generic tick 233 (RT volume) carries IB's own millisecond trade timestamp, which
+# becomes each quote's tick_time; currency pairs have no trades, hence no RT volume.
+_RT_VOLUME_TICKS = "233"
+
+
+def _generic_ticks(contract: Contract) -> str:
+    return "" if contract.secType == "CASH" else _RT_VOLUME_TICKS
+
+
 DEFAULT_LINGER = 1.0  # seconds an unused line is kept for the next consumer
 MAX_CONNECTION_EVENTS = 16  # connection changes kept for a stream that does not read
 _QUALIFY_CACHE_SIZE = 10_000
@@ -525,7 +534,7 @@ class QuoteHub:
             if self._md_type_sent != line.md_type:
                 self.ib.reqMarketDataType(line.md_type)
                 self._md_type_sent = line.md_type
-            ticker = self.ib.reqMktData(line.contract)
+            ticker = self.ib.reqMktData(line.contract, _generic_ticks(line.contract))
         except ConnectionError:
             line.state = LineState.PAUSED
             return

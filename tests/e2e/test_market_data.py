@@ -4,7 +4,7 @@ channel to a real gateway over the TWS simulator (real ib_insync, nothing mocked
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -258,6 +258,26 @@ async def test_stream_reports_statuses_then_quotes(md_stub) -> None:
         assert quote.HasField("tick_time") and quote.HasField("receive_time")
         # a consumer that keeps up misses nothing
         assert all(b.conflated_updates == 0 for b in reader.batches)
+    finally:
+        await reader.close()
+
+
+def _ib_stamped(quote: market_data_pb2.Quote) -> bool:
+    return quote.tick_time != quote.receive_time
+
+
+async def test_stream_quotes_carry_ib_trade_time(md_stub) -> None:
+    """tick_time is IB's own (RT volume, millisecond) trade time, not the receive time."""
+    reader = StreamReader(md_stub.StreamQuotes(stream_request("AAPL")))
+    try:
+        await wait_for(
+            lambda: any(_ib_stamped(q) for b in reader.batches for q in b.quotes), within=10
+        )
+        stamped = next(q for b in reader.batches for q in b.quotes if _ib_stamped(q))
+        tick = stamped.tick_time.ToDatetime(tzinfo=UTC)
+        receive = stamped.receive_time.ToDatetime(tzinfo=UTC)
+        assert stamped.tick_time.nanos % 1_000_000 == 0  # IB stamps trades in milliseconds
+        assert timedelta(0) <= receive - tick < timedelta(seconds=2)
     finally:
         await reader.close()
 
