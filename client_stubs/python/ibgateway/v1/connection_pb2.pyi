@@ -374,3 +374,89 @@ class TestConnectionResponse(google.protobuf.message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___TestConnectionResponse: typing_extensions.TypeAlias = TestConnectionResponse
+
+@typing.final
+class WatchConnectionStatusRequest(google.protobuf.message.Message):
+    """Request for ConnectionService.WatchConnectionStatus."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: builtins.int
+    @property
+    def heartbeat_interval(self) -> google.protobuf.duration_pb2.Duration:
+        """Send a heartbeat after this much silence; unset or zero uses the gateway's default
+        (IBGW_HEARTBEAT_SECONDS).
+        """
+
+    def __init__(
+        self,
+        *,
+        heartbeat_interval: google.protobuf.duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["heartbeat_interval", b"heartbeat_interval"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["heartbeat_interval", b"heartbeat_interval"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___WatchConnectionStatusRequest: typing_extensions.TypeAlias = WatchConnectionStatusRequest
+
+@typing.final
+class ConnectionUpdate(google.protobuf.message.Message):
+    """The session's status after a change."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: builtins.int
+    CHANGE_FIELD_NUMBER: builtins.int
+    @property
+    def status(self) -> Global___ConnectionStatus:
+        """The status after the change."""
+
+    @property
+    def change(self) -> ibgateway.v1.common_pb2.ConnectionStateChange:
+        """What changed; unset in the first message of a stream (the status as it was then)."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___ConnectionStatus | None = ...,
+        change: ibgateway.v1.common_pb2.ConnectionStateChange | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["change", b"change", "status", b"status"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["change", b"change", "status", b"status"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___ConnectionUpdate: typing_extensions.TypeAlias = ConnectionUpdate
+
+@typing.final
+class WatchConnectionStatusResponse(google.protobuf.message.Message):
+    """One message of a WatchConnectionStatus stream."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    UPDATE_FIELD_NUMBER: builtins.int
+    HEARTBEAT_FIELD_NUMBER: builtins.int
+    @property
+    def update(self) -> Global___ConnectionUpdate:
+        """The status, first as it is when the stream opens, then after every change."""
+
+    @property
+    def heartbeat(self) -> ibgateway.v1.common_pb2.Heartbeat:
+        """Nothing changed for a while; the stream is alive."""
+
+    def __init__(
+        self,
+        *,
+        update: Global___ConnectionUpdate | None = ...,
+        heartbeat: ibgateway.v1.common_pb2.Heartbeat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["event", b"event", "heartbeat", b"heartbeat", "update", b"update"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["event", b"event", "heartbeat", b"heartbeat", "update", b"update"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: typing_extensions.TypeAlias = typing.Literal["update", "heartbeat"]
+    _WhichOneofArgType_event: typing_extensions.TypeAlias = typing.Literal["event", b"event"]
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___WatchConnectionStatusResponse: typing_extensions.TypeAlias = WatchConnectionStatusResponse

@@ -55,6 +55,11 @@ class ConnectionServiceStub:
                 request_serializer=ibgateway_dot_v1_dot_connection__pb2.TestConnectionRequest.SerializeToString,
                 response_deserializer=ibgateway_dot_v1_dot_connection__pb2.TestConnectionResponse.FromString,
                 _registered_method=True)
+        self.WatchConnectionStatus = channel.unary_stream(
+                '/ibgateway.v1.ConnectionService/WatchConnectionStatus',
+                request_serializer=ibgateway_dot_v1_dot_connection__pb2.WatchConnectionStatusRequest.SerializeToString,
+                response_deserializer=ibgateway_dot_v1_dot_connection__pb2.WatchConnectionStatusResponse.FromString,
+                _registered_method=True)
 
 
 class ConnectionServiceServicer:
@@ -92,6 +97,15 @@ class ConnectionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchConnectionStatus(self, request, context):
+        """Streams the session's status: the current status first, then an update on every
+        change (lost, reconnecting, restored, IB link lost), with heartbeats in between,
+        until the client cancels or the gateway shuts down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConnectionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +128,11 @@ def add_ConnectionServiceServicer_to_server(servicer, server):
                     servicer.TestConnection,
                     request_deserializer=ibgateway_dot_v1_dot_connection__pb2.TestConnectionRequest.FromString,
                     response_serializer=ibgateway_dot_v1_dot_connection__pb2.TestConnectionResponse.SerializeToString,
+            ),
+            'WatchConnectionStatus': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchConnectionStatus,
+                    request_deserializer=ibgateway_dot_v1_dot_connection__pb2.WatchConnectionStatusRequest.FromString,
+                    response_serializer=ibgateway_dot_v1_dot_connection__pb2.WatchConnectionStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +244,33 @@ class ConnectionService:
             '/ibgateway.v1.ConnectionService/TestConnection',
             ibgateway_dot_v1_dot_connection__pb2.TestConnectionRequest.SerializeToString,
             ibgateway_dot_v1_dot_connection__pb2.TestConnectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchConnectionStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ibgateway.v1.ConnectionService/WatchConnectionStatus',
+            ibgateway_dot_v1_dot_connection__pb2.WatchConnectionStatusRequest.SerializeToString,
+            ibgateway_dot_v1_dot_connection__pb2.WatchConnectionStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

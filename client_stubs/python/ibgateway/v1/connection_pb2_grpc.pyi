@@ -40,6 +40,11 @@ class ConnectionServiceStub:
     Failures are reported inside the response, not as an RPC error, so that it is
     useful precisely when TWS is down.
     """
+    WatchConnectionStatus: grpc.UnaryStreamMultiCallable[ibgateway.v1.connection_pb2.WatchConnectionStatusRequest, ibgateway.v1.connection_pb2.WatchConnectionStatusResponse]
+    """Streams the session's status: the current status first, then an update on every
+    change (lost, reconnecting, restored, IB link lost), with heartbeats in between,
+    until the client cancels or the gateway shuts down.
+    """
 
 @typing.type_check_only
 class ConnectionServiceAsyncStub(ConnectionServiceStub):
@@ -58,6 +63,11 @@ class ConnectionServiceAsyncStub(ConnectionServiceStub):
     """Runs diagnostics (account access, market data, positions) and reports each check.
     Failures are reported inside the response, not as an RPC error, so that it is
     useful precisely when TWS is down.
+    """
+    WatchConnectionStatus: grpc.aio.UnaryStreamMultiCallable[ibgateway.v1.connection_pb2.WatchConnectionStatusRequest, ibgateway.v1.connection_pb2.WatchConnectionStatusResponse]  # type: ignore[assignment]
+    """Streams the session's status: the current status first, then an update on every
+    change (lost, reconnecting, restored, IB link lost), with heartbeats in between,
+    until the client cancels or the gateway shuts down.
     """
 
 class ConnectionServiceServicer(metaclass=abc.ABCMeta):
@@ -98,6 +108,17 @@ class ConnectionServiceServicer(metaclass=abc.ABCMeta):
         """Runs diagnostics (account access, market data, positions) and reports each check.
         Failures are reported inside the response, not as an RPC error, so that it is
         useful precisely when TWS is down.
+        """
+
+    @abc.abstractmethod
+    def WatchConnectionStatus(
+        self,
+        request: ibgateway.v1.connection_pb2.WatchConnectionStatusRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[collections.abc.Iterator[ibgateway.v1.connection_pb2.WatchConnectionStatusResponse], collections.abc.AsyncIterator[ibgateway.v1.connection_pb2.WatchConnectionStatusResponse]]:
+        """Streams the session's status: the current status first, then an update on every
+        change (lost, reconnecting, restored, IB link lost), with heartbeats in between,
+        until the client cancels or the gateway shuts down.
         """
 
 def add_ConnectionServiceServicer_to_server(servicer: ConnectionServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

@@ -22,49 +22,60 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from ibgateway.v1 import common_pb2 as ibgateway_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ibgateway/v1/orders.proto\x12\x0cibgateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19ibgateway/v1/common.proto\"\xa6\x02\n\x04\x46ill\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x32\n\x0e\x65xecution_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x08quantity\x18\x03 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12$\n\x05price\x18\x04 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x10\n\x08\x65xchange\x18\x05 \x01(\t\x12)\n\ncommission\x18\x06 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x1b\n\x13\x63ommission_currency\x18\x07 \x01(\t\x12+\n\x0crealized_pnl\x18\x08 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\"\x9d\x07\n\x05Order\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\x03\x12\x0f\n\x07perm_id\x18\x03 \x01(\x03\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12(\n\x08\x63ontract\x18\x05 \x01(\x0b\x32\x16.ibgateway.v1.Contract\x12%\n\x04side\x18\x06 \x01(\x0e\x32\x17.ibgateway.v1.OrderSide\x12+\n\norder_type\x18\x07 \x01(\x0e\x32\x17.ibgateway.v1.OrderType\x12\'\n\x08quantity\x18\x08 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12*\n\x0blimit_price\x18\t \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12)\n\nstop_price\x18\n \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12.\n\x0ftrailing_amount\x18\x0b \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12/\n\x10trailing_percent\x18\x0c \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x30\n\rtime_in_force\x18\r \x01(\x0e\x32\x19.ibgateway.v1.TimeInForce\x12\x13\n\x0boutside_rth\x18\x0e \x01(\x08\x12)\n\x06status\x18\x0f \x01(\x0e\x32\x19.ibgateway.v1.OrderStatus\x12.\n\x0f\x66illed_quantity\x18\x10 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x31\n\x12remaining_quantity\x18\x11 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x31\n\x12\x61verage_fill_price\x18\x12 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12!\n\x05\x66ills\x18\x13 \x03(\x0b\x32\x12.ibgateway.v1.Fill\x12/\n\x10total_commission\x18\x14 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x16\n\x0estatus_message\x18\x15 \x01(\t\x12\x0f\n\x07ib_code\x18\x16 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x17 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe6\x03\n\x11PlaceOrderRequest\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\x12(\n\x08\x63ontract\x18\x02 \x01(\x0b\x32\x16.ibgateway.v1.Contract\x12%\n\x04side\x18\x03 \x01(\x0e\x32\x17.ibgateway.v1.OrderSide\x12+\n\norder_type\x18\x04 \x01(\x0e\x32\x17.ibgateway.v1.OrderType\x12\'\n\x08quantity\x18\x05 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12*\n\x0blimit_price\x18\x06 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12)\n\nstop_price\x18\x07 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12.\n\x0ftrailing_amount\x18\x08 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12/\n\x10trailing_percent\x18\t \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x30\n\rtime_in_force\x18\n \x01(\x0e\x32\x19.ibgateway.v1.TimeInForce\x12\x13\n\x0boutside_rth\x18\x0b \x01(\x08\x12\x12\n\naccount_id\x18\x0c \x01(\t\"J\n\x12PlaceOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.ibgateway.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"@\n\x08OrderKey\x12\x19\n\x0f\x63lient_order_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08order_id\x18\x02 \x01(\x03H\x00\x42\x05\n\x03key\";\n\x12\x43\x61ncelOrderRequest\x12%\n\x05order\x18\x01 \x01(\x0b\x32\x16.ibgateway.v1.OrderKey\"9\n\x13\x43\x61ncelOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.ibgateway.v1.Order\"8\n\x0fGetOrderRequest\x12%\n\x05order\x18\x01 \x01(\x0b\x32\x16.ibgateway.v1.OrderKey\"6\n\x10GetOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.ibgateway.v1.Order\"R\n\x11ListOrdersRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0e\x32\x19.ibgateway.v1.OrderFilter\x12\x12\n\naccount_id\x18\x02 \x01(\t\"9\n\x12ListOrdersResponse\x12#\n\x06orders\x18\x01 \x03(\x0b\x32\x13.ibgateway.v1.Order*P\n\tOrderSide\x12\x1a\n\x16ORDER_SIDE_UNSPECIFIED\x10\x00\x12\x12\n\x0eORDER_SIDE_BUY\x10\x01\x12\x13\n\x0fORDER_SIDE_SELL\x10\x02*\xa2\x01\n\tOrderType\x12\x1a\n\x16ORDER_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11ORDER_TYPE_MARKET\x10\x01\x12\x14\n\x10ORDER_TYPE_LIMIT\x10\x02\x12\x13\n\x0fORDER_TYPE_STOP\x10\x03\x12\x19\n\x15ORDER_TYPE_STOP_LIMIT\x10\x04\x12\x1c\n\x18ORDER_TYPE_TRAILING_STOP\x10\x05*q\n\x0bTimeInForce\x12\x1d\n\x19TIME_IN_FORCE_UNSPECIFIED\x10\x00\x12\x15\n\x11TIME_IN_FORCE_DAY\x10\x01\x12\x15\n\x11TIME_IN_FORCE_GTC\x10\x02\x12\x15\n\x11TIME_IN_FORCE_IOC\x10\x03*\xf9\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bORDER_STATUS_PENDING_SUBMIT\x10\x01\x12\x1e\n\x1aORDER_STATUS_PRE_SUBMITTED\x10\x02\x12\x1a\n\x16ORDER_STATUS_SUBMITTED\x10\x03\x12\x1f\n\x1bORDER_STATUS_PENDING_CANCEL\x10\x04\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x05\x12\x17\n\x13ORDER_STATUS_FILLED\x10\x06\x12\x19\n\x15ORDER_STATUS_INACTIVE\x10\x07*^\n\x0bOrderFilter\x12\x1c\n\x18ORDER_FILTER_UNSPECIFIED\x10\x00\x12\x15\n\x11ORDER_FILTER_OPEN\x10\x01\x12\x1a\n\x16ORDER_FILTER_COMPLETED\x10\x02\x32\xcf\x02\n\x0cOrderService\x12O\n\nPlaceOrder\x12\x1f.ibgateway.v1.PlaceOrderRequest\x1a .ibgateway.v1.PlaceOrderResponse\x12R\n\x0b\x43\x61ncelOrder\x12 .ibgateway.v1.CancelOrderRequest\x1a!.ibgateway.v1.CancelOrderResponse\x12I\n\x08GetOrder\x12\x1d.ibgateway.v1.GetOrderRequest\x1a\x1e.ibgateway.v1.GetOrderResponse\x12O\n\nListOrders\x12\x1f.ibgateway.v1.ListOrdersRequest\x1a .ibgateway.v1.ListOrdersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ibgateway/v1/orders.proto\x12\x0cibgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19ibgateway/v1/common.proto\"\xa6\x02\n\x04\x46ill\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x32\n\x0e\x65xecution_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x08quantity\x18\x03 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12$\n\x05price\x18\x04 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x10\n\x08\x65xchange\x18\x05 \x01(\t\x12)\n\ncommission\x18\x06 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x1b\n\x13\x63ommission_currency\x18\x07 \x01(\t\x12+\n\x0crealized_pnl\x18\x08 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\"\x9d\x07\n\x05Order\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\x03\x12\x0f\n\x07perm_id\x18\x03 \x01(\x03\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12(\n\x08\x63ontract\x18\x05 \x01(\x0b\x32\x16.ibgateway.v1.Contract\x12%\n\x04side\x18\x06 \x01(\x0e\x32\x17.ibgateway.v1.OrderSide\x12+\n\norder_type\x18\x07 \x01(\x0e\x32\x17.ibgateway.v1.OrderType\x12\'\n\x08quantity\x18\x08 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12*\n\x0blimit_price\x18\t \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12)\n\nstop_price\x18\n \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12.\n\x0ftrailing_amount\x18\x0b \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12/\n\x10trailing_percent\x18\x0c \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x30\n\rtime_in_force\x18\r \x01(\x0e\x32\x19.ibgateway.v1.TimeInForce\x12\x13\n\x0boutside_rth\x18\x0e \x01(\x08\x12)\n\x06status\x18\x0f \x01(\x0e\x32\x19.ibgateway.v1.OrderStatus\x12.\n\x0f\x66illed_quantity\x18\x10 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x31\n\x12remaining_quantity\x18\x11 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x31\n\x12\x61verage_fill_price\x18\x12 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12!\n\x05\x66ills\x18\x13 \x03(\x0b\x32\x12.ibgateway.v1.Fill\x12/\n\x10total_commission\x18\x14 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x16\n\x0estatus_message\x18\x15 \x01(\t\x12\x0f\n\x07ib_code\x18\x16 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x17 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe6\x03\n\x11PlaceOrderRequest\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\x12(\n\x08\x63ontract\x18\x02 \x01(\x0b\x32\x16.ibgateway.v1.Contract\x12%\n\x04side\x18\x03 \x01(\x0e\x32\x17.ibgateway.v1.OrderSide\x12+\n\norder_type\x18\x04 \x01(\x0e\x32\x17.ibgateway.v1.OrderType\x12\'\n\x08quantity\x18\x05 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12*\n\x0blimit_price\x18\x06 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12)\n\nstop_price\x18\x07 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12.\n\x0ftrailing_amount\x18\x08 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12/\n\x10trailing_percent\x18\t \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x30\n\rtime_in_force\x18\n \x01(\x0e\x32\x19.ibgateway.v1.TimeInForce\x12\x13\n\x0boutside_rth\x18\x0b \x01(\x08\x12\x12\n\naccount_id\x18\x0c \x01(\t\"J\n\x12PlaceOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.ibgateway.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"@\n\x08OrderKey\x12\x19\n\x0f\x63lient_order_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08order_id\x18\x02 \x01(\x03H\x00\x42\x05\n\x03key\";\n\x12\x43\x61ncelOrderRequest\x12%\n\x05order\x18\x01 \x01(\x0b\x32\x16.ibgateway.v1.OrderKey\"9\n\x13\x43\x61ncelOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.ibgateway.v1.Order\"8\n\x0fGetOrderRequest\x12%\n\x05order\x18\x01 \x01(\x0b\x32\x16.ibgateway.v1.OrderKey\"6\n\x10GetOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.ibgateway.v1.Order\"R\n\x11ListOrdersRequest\x12)\n\x06\x66ilter\x18\x01 \x01(\x0e\x32\x19.ibgateway.v1.OrderFilter\x12\x12\n\naccount_id\x18\x02 \x01(\t\"9\n\x12ListOrdersResponse\x12#\n\x06orders\x18\x01 \x03(\x0b\x32\x13.ibgateway.v1.Order\"\x8c\x01\n\x18StreamOrderEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xf1\x01\n\nOrderEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12*\n\x04type\x18\x03 \x01(\x0e\x32\x1c.ibgateway.v1.OrderEventType\x12\"\n\x05order\x18\x04 \x01(\x0b\x32\x13.ibgateway.v1.Order\x12 \n\x04\x66ill\x18\x05 \x01(\x0b\x32\x12.ibgateway.v1.Fill\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x0f\n\x07ib_code\x18\x07 \x01(\x05\x12.\n\nevent_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\tReplayGap\x12\r\n\x05\x65poch\x18\x01 \x01(\t\x12 \n\x18\x66irst_available_sequence\x18\x02 \x01(\x04\"\xf3\x01\n\x19StreamOrderEventsResponse\x12/\n\x0border_event\x18\x01 \x01(\x0b\x32\x18.ibgateway.v1.OrderEventH\x00\x12-\n\nreplay_gap\x18\x02 \x01(\x0b\x32\x17.ibgateway.v1.ReplayGapH\x00\x12?\n\x10\x63onnection_state\x18\x03 \x01(\x0b\x32#.ibgateway.v1.ConnectionStateChangeH\x00\x12,\n\theartbeat\x18\x04 \x01(\x0b\x32\x17.ibgateway.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent*P\n\tOrderSide\x12\x1a\n\x16ORDER_SIDE_UNSPECIFIED\x10\x00\x12\x12\n\x0eORDER_SIDE_BUY\x10\x01\x12\x13\n\x0fORDER_SIDE_SELL\x10\x02*\xa2\x01\n\tOrderType\x12\x1a\n\x16ORDER_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11ORDER_TYPE_MARKET\x10\x01\x12\x14\n\x10ORDER_TYPE_LIMIT\x10\x02\x12\x13\n\x0fORDER_TYPE_STOP\x10\x03\x12\x19\n\x15ORDER_TYPE_STOP_LIMIT\x10\x04\x12\x1c\n\x18ORDER_TYPE_TRAILING_STOP\x10\x05*q\n\x0bTimeInForce\x12\x1d\n\x19TIME_IN_FORCE_UNSPECIFIED\x10\x00\x12\x15\n\x11TIME_IN_FORCE_DAY\x10\x01\x12\x15\n\x11TIME_IN_FORCE_GTC\x10\x02\x12\x15\n\x11TIME_IN_FORCE_IOC\x10\x03*\xf9\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bORDER_STATUS_PENDING_SUBMIT\x10\x01\x12\x1e\n\x1aORDER_STATUS_PRE_SUBMITTED\x10\x02\x12\x1a\n\x16ORDER_STATUS_SUBMITTED\x10\x03\x12\x1f\n\x1bORDER_STATUS_PENDING_CANCEL\x10\x04\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x05\x12\x17\n\x13ORDER_STATUS_FILLED\x10\x06\x12\x19\n\x15ORDER_STATUS_INACTIVE\x10\x07*^\n\x0bOrderFilter\x12\x1c\n\x18ORDER_FILTER_UNSPECIFIED\x10\x00\x12\x15\n\x11ORDER_FILTER_OPEN\x10\x01\x12\x1a\n\x16ORDER_FILTER_COMPLETED\x10\x02*\xf6\x01\n\x0eOrderEventType\x12 \n\x1cORDER_EVENT_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1dORDER_EVENT_TYPE_ACKNOWLEDGED\x10\x01\x12#\n\x1fORDER_EVENT_TYPE_STATUS_CHANGED\x10\x02\x12\x1b\n\x17ORDER_EVENT_TYPE_FILLED\x10\x03\x12\x1f\n\x1bORDER_EVENT_TYPE_COMMISSION\x10\x04\x12\x1d\n\x19ORDER_EVENT_TYPE_REJECTED\x10\x05\x12\x1d\n\x19ORDER_EVENT_TYPE_MODIFIED\x10\x06\x32\xb7\x03\n\x0cOrderService\x12O\n\nPlaceOrder\x12\x1f.ibgateway.v1.PlaceOrderRequest\x1a .ibgateway.v1.PlaceOrderResponse\x12R\n\x0b\x43\x61ncelOrder\x12 .ibgateway.v1.CancelOrderRequest\x1a!.ibgateway.v1.CancelOrderResponse\x12I\n\x08GetOrder\x12\x1d.ibgateway.v1.GetOrderRequest\x1a\x1e.ibgateway.v1.GetOrderResponse\x12O\n\nListOrders\x12\x1f.ibgateway.v1.ListOrdersRequest\x1a .ibgateway.v1.ListOrdersResponse\x12\x66\n\x11StreamOrderEvents\x12&.ibgateway.v1.StreamOrderEventsRequest\x1a\'.ibgateway.v1.StreamOrderEventsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ibgateway.v1.orders_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSIDE']._serialized_start=2336
-  _globals['_ORDERSIDE']._serialized_end=2416
-  _globals['_ORDERTYPE']._serialized_start=2419
-  _globals['_ORDERTYPE']._serialized_end=2581
-  _globals['_TIMEINFORCE']._serialized_start=2583
-  _globals['_TIMEINFORCE']._serialized_end=2696
-  _globals['_ORDERSTATUS']._serialized_start=2699
-  _globals['_ORDERSTATUS']._serialized_end=2948
-  _globals['_ORDERFILTER']._serialized_start=2950
-  _globals['_ORDERFILTER']._serialized_end=3044
-  _globals['_FILL']._serialized_start=104
-  _globals['_FILL']._serialized_end=398
-  _globals['_ORDER']._serialized_start=401
-  _globals['_ORDER']._serialized_end=1326
-  _globals['_PLACEORDERREQUEST']._serialized_start=1329
-  _globals['_PLACEORDERREQUEST']._serialized_end=1815
-  _globals['_PLACEORDERRESPONSE']._serialized_start=1817
-  _globals['_PLACEORDERRESPONSE']._serialized_end=1891
-  _globals['_ORDERKEY']._serialized_start=1893
-  _globals['_ORDERKEY']._serialized_end=1957
-  _globals['_CANCELORDERREQUEST']._serialized_start=1959
-  _globals['_CANCELORDERREQUEST']._serialized_end=2018
-  _globals['_CANCELORDERRESPONSE']._serialized_start=2020
-  _globals['_CANCELORDERRESPONSE']._serialized_end=2077
-  _globals['_GETORDERREQUEST']._serialized_start=2079
-  _globals['_GETORDERREQUEST']._serialized_end=2135
-  _globals['_GETORDERRESPONSE']._serialized_start=2137
-  _globals['_GETORDERRESPONSE']._serialized_end=2191
-  _globals['_LISTORDERSREQUEST']._serialized_start=2193
-  _globals['_LISTORDERSREQUEST']._serialized_end=2275
-  _globals['_LISTORDERSRESPONSE']._serialized_start=2277
-  _globals['_LISTORDERSRESPONSE']._serialized_end=2334
-  _globals['_ORDERSERVICE']._serialized_start=3047
-  _globals['_ORDERSERVICE']._serialized_end=3382
+  _globals['_ORDERSIDE']._serialized_start=3063
+  _globals['_ORDERSIDE']._serialized_end=3143
+  _globals['_ORDERTYPE']._serialized_start=3146
+  _globals['_ORDERTYPE']._serialized_end=3308
+  _globals['_TIMEINFORCE']._serialized_start=3310
+  _globals['_TIMEINFORCE']._serialized_end=3423
+  _globals['_ORDERSTATUS']._serialized_start=3426
+  _globals['_ORDERSTATUS']._serialized_end=3675
+  _globals['_ORDERFILTER']._serialized_start=3677
+  _globals['_ORDERFILTER']._serialized_end=3771
+  _globals['_ORDEREVENTTYPE']._serialized_start=3774
+  _globals['_ORDEREVENTTYPE']._serialized_end=4020
+  _globals['_FILL']._serialized_start=136
+  _globals['_FILL']._serialized_end=430
+  _globals['_ORDER']._serialized_start=433
+  _globals['_ORDER']._serialized_end=1358
+  _globals['_PLACEORDERREQUEST']._serialized_start=1361
+  _globals['_PLACEORDERREQUEST']._serialized_end=1847
+  _globals['_PLACEORDERRESPONSE']._serialized_start=1849
+  _globals['_PLACEORDERRESPONSE']._serialized_end=1923
+  _globals['_ORDERKEY']._serialized_start=1925
+  _globals['_ORDERKEY']._serialized_end=1989
+  _globals['_CANCELORDERREQUEST']._serialized_start=1991
+  _globals['_CANCELORDERREQUEST']._serialized_end=2050
+  _globals['_CANCELORDERRESPONSE']._serialized_start=2052
+  _globals['_CANCELORDERRESPONSE']._serialized_end=2109
+  _globals['_GETORDERREQUEST']._serialized_start=2111
+  _globals['_GETORDERREQUEST']._serialized_end=2167
+  _globals['_GETORDERRESPONSE']._serialized_start=2169
+  _globals['_GETORDERRESPONSE']._serialized_end=2223
+  _globals['_LISTORDERSREQUEST']._serialized_start=2225
+  _globals['_LISTORDERSREQUEST']._serialized_end=2307
+  _globals['_LISTORDERSRESPONSE']._serialized_start=2309
+  _globals['_LISTORDERSRESPONSE']._serialized_end=2366
+  _globals['_STREAMORDEREVENTSREQUEST']._serialized_start=2369
+  _globals['_STREAMORDEREVENTSREQUEST']._serialized_end=2509
+  _globals['_ORDEREVENT']._serialized_start=2512
+  _globals['_ORDEREVENT']._serialized_end=2753
+  _globals['_REPLAYGAP']._serialized_start=2755
+  _globals['_REPLAYGAP']._serialized_end=2815
+  _globals['_STREAMORDEREVENTSRESPONSE']._serialized_start=2818
+  _globals['_STREAMORDEREVENTSRESPONSE']._serialized_end=3061
+  _globals['_ORDERSERVICE']._serialized_start=4023
+  _globals['_ORDERSERVICE']._serialized_end=4462
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 import builtins
 import collections.abc
 import google.protobuf.descriptor
+import google.protobuf.duration_pb2
 import google.protobuf.internal.containers
 import google.protobuf.internal.enum_type_wrapper
 import google.protobuf.message
@@ -192,6 +193,46 @@ ORDER_FILTER_OPEN: OrderFilter.ValueType  # 1
 ORDER_FILTER_COMPLETED: OrderFilter.ValueType  # 2
 """Only finished orders (filled, cancelled, inactive)."""
 Global___OrderFilter: typing_extensions.TypeAlias = OrderFilter
+
+class _OrderEventType:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _OrderEventTypeEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_OrderEventType.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    ORDER_EVENT_TYPE_UNSPECIFIED: _OrderEventType.ValueType  # 0
+    """Not set."""
+    ORDER_EVENT_TYPE_ACKNOWLEDGED: _OrderEventType.ValueType  # 1
+    """TWS acknowledged a new order (or the gateway first saw an order placed elsewhere)."""
+    ORDER_EVENT_TYPE_STATUS_CHANGED: _OrderEventType.ValueType  # 2
+    """The order's status changed (e.g. PRE_SUBMITTED to SUBMITTED, or CANCELLED)."""
+    ORDER_EVENT_TYPE_FILLED: _OrderEventType.ValueType  # 3
+    """The order was (partly) filled; `fill` holds the execution."""
+    ORDER_EVENT_TYPE_COMMISSION: _OrderEventType.ValueType  # 4
+    """IB's commission report for a fill arrived; `fill` holds the execution with it."""
+    ORDER_EVENT_TYPE_REJECTED: _OrderEventType.ValueType  # 5
+    """TWS rejected or cancelled the order with an error; see message and ib_code."""
+    ORDER_EVENT_TYPE_MODIFIED: _OrderEventType.ValueType  # 6
+    """The order was modified."""
+
+class OrderEventType(_OrderEventType, metaclass=_OrderEventTypeEnumTypeWrapper):
+    """What happened to an order."""
+
+ORDER_EVENT_TYPE_UNSPECIFIED: OrderEventType.ValueType  # 0
+"""Not set."""
+ORDER_EVENT_TYPE_ACKNOWLEDGED: OrderEventType.ValueType  # 1
+"""TWS acknowledged a new order (or the gateway first saw an order placed elsewhere)."""
+ORDER_EVENT_TYPE_STATUS_CHANGED: OrderEventType.ValueType  # 2
+"""The order's status changed (e.g. PRE_SUBMITTED to SUBMITTED, or CANCELLED)."""
+ORDER_EVENT_TYPE_FILLED: OrderEventType.ValueType  # 3
+"""The order was (partly) filled; `fill` holds the execution."""
+ORDER_EVENT_TYPE_COMMISSION: OrderEventType.ValueType  # 4
+"""IB's commission report for a fill arrived; `fill` holds the execution with it."""
+ORDER_EVENT_TYPE_REJECTED: OrderEventType.ValueType  # 5
+"""TWS rejected or cancelled the order with an error; see message and ib_code."""
+ORDER_EVENT_TYPE_MODIFIED: OrderEventType.ValueType  # 6
+"""The order was modified."""
+Global___OrderEventType: typing_extensions.TypeAlias = OrderEventType
 
 @typing.final
 class Fill(google.protobuf.message.Message):
@@ -669,3 +710,172 @@ class ListOrdersResponse(google.protobuf.message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___ListOrdersResponse: typing_extensions.TypeAlias = ListOrdersResponse
+
+@typing.final
+class StreamOrderEventsRequest(google.protobuf.message.Message):
+    """Request for OrderService.StreamOrderEvents."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    AFTER_SEQUENCE_FIELD_NUMBER: builtins.int
+    EPOCH_FIELD_NUMBER: builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: builtins.int
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: builtins.int
+    after_sequence: builtins.int
+    """Resume: replay the held events whose sequence is greater than this, then stream new
+    ones. Zero means "from now on" (no replay). Only meaningful with the epoch the
+    sequence came from; see `epoch`.
+    """
+    epoch: builtins.str
+    """The epoch of after_sequence (OrderEvent.epoch). When it is not the gateway's current
+    epoch (the gateway restarted), nothing is replayed and the stream starts with a
+    ReplayGap telling the client to re-sync with ListOrders.
+    """
+    account_id: builtins.str
+    """Only events of this account; empty means every account."""
+    @property
+    def heartbeat_interval(self) -> google.protobuf.duration_pb2.Duration:
+        """Send a heartbeat after this much silence; unset or zero uses the gateway's default
+        (IBGW_HEARTBEAT_SECONDS).
+        """
+
+    def __init__(
+        self,
+        *,
+        after_sequence: builtins.int = ...,
+        epoch: builtins.str = ...,
+        account_id: builtins.str = ...,
+        heartbeat_interval: google.protobuf.duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["heartbeat_interval", b"heartbeat_interval"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id", "after_sequence", b"after_sequence", "epoch", b"epoch", "heartbeat_interval", b"heartbeat_interval"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___StreamOrderEventsRequest: typing_extensions.TypeAlias = StreamOrderEventsRequest
+
+@typing.final
+class OrderEvent(google.protobuf.message.Message):
+    """One event of one order."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: builtins.int
+    EPOCH_FIELD_NUMBER: builtins.int
+    TYPE_FIELD_NUMBER: builtins.int
+    ORDER_FIELD_NUMBER: builtins.int
+    FILL_FIELD_NUMBER: builtins.int
+    MESSAGE_FIELD_NUMBER: builtins.int
+    IB_CODE_FIELD_NUMBER: builtins.int
+    EVENT_TIME_FIELD_NUMBER: builtins.int
+    sequence: builtins.int
+    """Increases by one with every event of this gateway run (epoch), starting at 1."""
+    epoch: builtins.str
+    """Identifies the gateway run; sequences restart when it changes."""
+    type: Global___OrderEventType.ValueType
+    """What happened."""
+    message: builtins.str
+    """IB's message for REJECTED events (and any other event that came with one)."""
+    ib_code: builtins.int
+    """IB's code for that message, or 0."""
+    @property
+    def order(self) -> Global___Order:
+        """The order as it is after the event."""
+
+    @property
+    def fill(self) -> Global___Fill:
+        """The execution, for FILLED and COMMISSION events."""
+
+    @property
+    def event_time(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """When the gateway observed the event."""
+
+    def __init__(
+        self,
+        *,
+        sequence: builtins.int = ...,
+        epoch: builtins.str = ...,
+        type: Global___OrderEventType.ValueType = ...,
+        order: Global___Order | None = ...,
+        fill: Global___Fill | None = ...,
+        message: builtins.str = ...,
+        ib_code: builtins.int = ...,
+        event_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["event_time", b"event_time", "fill", b"fill", "order", b"order"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["epoch", b"epoch", "event_time", b"event_time", "fill", b"fill", "ib_code", b"ib_code", "message", b"message", "order", b"order", "sequence", b"sequence", "type", b"type"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___OrderEvent: typing_extensions.TypeAlias = OrderEvent
+
+@typing.final
+class ReplayGap(google.protobuf.message.Message):
+    """Sent first when a resumed stream cannot replay everything it was asked for."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: builtins.int
+    FIRST_AVAILABLE_SEQUENCE_FIELD_NUMBER: builtins.int
+    epoch: builtins.str
+    """The gateway's current epoch."""
+    first_available_sequence: builtins.int
+    """The oldest sequence the gateway still holds (in the current epoch); events before it,
+    and all events of another epoch, are gone: re-sync with ListOrders.
+    """
+    def __init__(
+        self,
+        *,
+        epoch: builtins.str = ...,
+        first_available_sequence: builtins.int = ...,
+    ) -> None: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["epoch", b"epoch", "first_available_sequence", b"first_available_sequence"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___ReplayGap: typing_extensions.TypeAlias = ReplayGap
+
+@typing.final
+class StreamOrderEventsResponse(google.protobuf.message.Message):
+    """One message of an order event stream."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ORDER_EVENT_FIELD_NUMBER: builtins.int
+    REPLAY_GAP_FIELD_NUMBER: builtins.int
+    CONNECTION_STATE_FIELD_NUMBER: builtins.int
+    HEARTBEAT_FIELD_NUMBER: builtins.int
+    @property
+    def order_event(self) -> Global___OrderEvent:
+        """An order event."""
+
+    @property
+    def replay_gap(self) -> Global___ReplayGap:
+        """The requested replay is incomplete (sent first, at most once)."""
+
+    @property
+    def connection_state(self) -> ibgateway.v1.common_pb2.ConnectionStateChange:
+        """The IB session's state changed; events resume (and missed ones are re-synced from
+        TWS) when it is back.
+        """
+
+    @property
+    def heartbeat(self) -> ibgateway.v1.common_pb2.Heartbeat:
+        """Nothing else was sent for a while; the stream is alive."""
+
+    def __init__(
+        self,
+        *,
+        order_event: Global___OrderEvent | None = ...,
+        replay_gap: Global___ReplayGap | None = ...,
+        connection_state: ibgateway.v1.common_pb2.ConnectionStateChange | None = ...,
+        heartbeat: ibgateway.v1.common_pb2.Heartbeat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["connection_state", b"connection_state", "event", b"event", "heartbeat", b"heartbeat", "order_event", b"order_event", "replay_gap", b"replay_gap"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["connection_state", b"connection_state", "event", b"event", "heartbeat", b"heartbeat", "order_event", b"order_event", "replay_gap", b"replay_gap"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: typing_extensions.TypeAlias = typing.Literal["order_event", "replay_gap", "connection_state", "heartbeat"]
+    _WhichOneofArgType_event: typing_extensions.TypeAlias = typing.Literal["event", b"event"]
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___StreamOrderEventsResponse: typing_extensions.TypeAlias = StreamOrderEventsResponse

@@ -58,6 +58,11 @@ class OrderServiceStub:
                 request_serializer=ibgateway_dot_v1_dot_orders__pb2.ListOrdersRequest.SerializeToString,
                 response_deserializer=ibgateway_dot_v1_dot_orders__pb2.ListOrdersResponse.FromString,
                 _registered_method=True)
+        self.StreamOrderEvents = channel.unary_stream(
+                '/ibgateway.v1.OrderService/StreamOrderEvents',
+                request_serializer=ibgateway_dot_v1_dot_orders__pb2.StreamOrderEventsRequest.SerializeToString,
+                response_deserializer=ibgateway_dot_v1_dot_orders__pb2.StreamOrderEventsResponse.FromString,
+                _registered_method=True)
 
 
 class OrderServiceServicer:
@@ -96,6 +101,16 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamOrderEvents(self, request, context):
+        """Streams order events (acknowledged, status changes, fills, commissions, rejections)
+        of every order the gateway sees, each with a sequence number, until the client
+        cancels. A client that lost its stream resumes with after_sequence and gets every
+        event it missed that the gateway still holds, then new ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -118,6 +133,11 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.ListOrders,
                     request_deserializer=ibgateway_dot_v1_dot_orders__pb2.ListOrdersRequest.FromString,
                     response_serializer=ibgateway_dot_v1_dot_orders__pb2.ListOrdersResponse.SerializeToString,
+            ),
+            'StreamOrderEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamOrderEvents,
+                    request_deserializer=ibgateway_dot_v1_dot_orders__pb2.StreamOrderEventsRequest.FromString,
+                    response_serializer=ibgateway_dot_v1_dot_orders__pb2.StreamOrderEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -232,6 +252,33 @@ class OrderService:
             '/ibgateway.v1.OrderService/ListOrders',
             ibgateway_dot_v1_dot_orders__pb2.ListOrdersRequest.SerializeToString,
             ibgateway_dot_v1_dot_orders__pb2.ListOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamOrderEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ibgateway.v1.OrderService/StreamOrderEvents',
+            ibgateway_dot_v1_dot_orders__pb2.StreamOrderEventsRequest.SerializeToString,
+            ibgateway_dot_v1_dot_orders__pb2.StreamOrderEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

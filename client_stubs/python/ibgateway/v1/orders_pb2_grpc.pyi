@@ -41,6 +41,12 @@ class OrderServiceStub:
     """Returns one order, with its fills and commissions."""
     ListOrders: grpc.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.ListOrdersRequest, ibgateway.v1.orders_pb2.ListOrdersResponse]
     """Lists open and completed orders."""
+    StreamOrderEvents: grpc.UnaryStreamMultiCallable[ibgateway.v1.orders_pb2.StreamOrderEventsRequest, ibgateway.v1.orders_pb2.StreamOrderEventsResponse]
+    """Streams order events (acknowledged, status changes, fills, commissions, rejections)
+    of every order the gateway sees, each with a sequence number, until the client
+    cancels. A client that lost its stream resumes with after_sequence and gets every
+    event it missed that the gateway still holds, then new ones.
+    """
 
 @typing.type_check_only
 class OrderServiceAsyncStub(OrderServiceStub):
@@ -61,6 +67,12 @@ class OrderServiceAsyncStub(OrderServiceStub):
     """Returns one order, with its fills and commissions."""
     ListOrders: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.ListOrdersRequest, ibgateway.v1.orders_pb2.ListOrdersResponse]  # type: ignore[assignment]
     """Lists open and completed orders."""
+    StreamOrderEvents: grpc.aio.UnaryStreamMultiCallable[ibgateway.v1.orders_pb2.StreamOrderEventsRequest, ibgateway.v1.orders_pb2.StreamOrderEventsResponse]  # type: ignore[assignment]
+    """Streams order events (acknowledged, status changes, fills, commissions, rejections)
+    of every order the gateway sees, each with a sequence number, until the client
+    cancels. A client that lost its stream resumes with after_sequence and gets every
+    event it missed that the gateway still holds, then new ones.
+    """
 
 class OrderServiceServicer(metaclass=abc.ABCMeta):
     """Places, cancels and lists orders. Every order carries a client-chosen idempotency key
@@ -102,5 +114,17 @@ class OrderServiceServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[ibgateway.v1.orders_pb2.ListOrdersResponse, collections.abc.Awaitable[ibgateway.v1.orders_pb2.ListOrdersResponse]]:
         """Lists open and completed orders."""
+
+    @abc.abstractmethod
+    def StreamOrderEvents(
+        self,
+        request: ibgateway.v1.orders_pb2.StreamOrderEventsRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[collections.abc.Iterator[ibgateway.v1.orders_pb2.StreamOrderEventsResponse], collections.abc.AsyncIterator[ibgateway.v1.orders_pb2.StreamOrderEventsResponse]]:
+        """Streams order events (acknowledged, status changes, fills, commissions, rejections)
+        of every order the gateway sees, each with a sequence number, until the client
+        cancels. A client that lost its stream resumes with after_sequence and gets every
+        event it missed that the gateway still holds, then new ones.
+        """
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
