@@ -10,11 +10,15 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
 from google.protobuf import timestamp_pb2
 
 from ibgateway.v1 import account_pb2, common_pb2, portfolio_pb2
 from ibgateway_server.ib_api import UNSET_DOUBLE, UNSET_INTEGER, Contract, PortfolioItem
+
+if TYPE_CHECKING:
+    from ibgateway_server.session import StateChange
 
 Number = float | int | Decimal | str | None
 
@@ -38,6 +42,16 @@ SEC_TYPE_FROM_IB: dict[str, common_pb2.SecurityType.ValueType] = {
     ib: proto
     for proto, ib in SEC_TYPE_TO_IB.items()
     if proto != common_pb2.SECURITY_TYPE_UNSPECIFIED
+}
+# IbSession state (session.SessionState values) → proto ConnectionState. An explicit
+# connect attempt counts as reconnecting; a stopped session is disconnected.
+CONNECTION_STATES: dict[str, common_pb2.ConnectionState.ValueType] = {
+    "connected": common_pb2.CONNECTION_STATE_CONNECTED,
+    "disconnected": common_pb2.CONNECTION_STATE_DISCONNECTED,
+    "stopped": common_pb2.CONNECTION_STATE_DISCONNECTED,
+    "connecting": common_pb2.CONNECTION_STATE_RECONNECTING,
+    "reconnecting": common_pb2.CONNECTION_STATE_RECONNECTING,
+    "connectivity_lost": common_pb2.CONNECTION_STATE_IB_LINK_LOST,
 }
 RIGHT_TO_IB = {common_pb2.OPTION_RIGHT_CALL: "C", common_pb2.OPTION_RIGHT_PUT: "P"}
 RIGHT_FROM_IB = {"C": common_pb2.OPTION_RIGHT_CALL, "CALL": common_pb2.OPTION_RIGHT_CALL,
@@ -94,6 +108,29 @@ def timestamp(moment: datetime | float | None) -> timestamp_pb2.Timestamp | None
     else:
         ts.FromNanoseconds(int(moment * 1e9))
     return ts
+
+
+def connection_state_to_proto(state: str) -> common_pb2.ConnectionState.ValueType:
+    """The proto ConnectionState of a session.SessionState."""
+    return CONNECTION_STATES.get(state, common_pb2.CONNECTION_STATE_DISCONNECTED)
+
+
+def state_change_to_proto(change: StateChange) -> common_pb2.ConnectionStateChange:
+    """The ConnectionStateChange that streams report for one session state change."""
+    msg = common_pb2.ConnectionStateChange(
+        state=connection_state_to_proto(change.state),
+        message=change.message,
+        ib_code=change.ib_code or 0,
+    )
+    msg.change_time.FromDatetime(change.time)
+    return msg
+
+
+def heartbeat_now() -> common_pb2.Heartbeat:
+    """A stream heartbeat stamped with the gateway's clock."""
+    beat = common_pb2.Heartbeat()
+    beat.heartbeat_time.GetCurrentTime()
+    return beat
 
 
 def contract_to_proto(contract: Contract) -> common_pb2.Contract:

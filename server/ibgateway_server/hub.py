@@ -34,7 +34,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from ibgateway.v1 import common_pb2, market_data_pb2
 from ibgateway_server import convert
@@ -624,7 +623,7 @@ class QuoteHub:
         from ibgateway_server.session import SessionEvent, SessionState
 
         event = change.event
-        state = _CONNECTION_STATES.get(change.state, common_pb2.CONNECTION_STATE_DISCONNECTED)
+        state = convert.connection_state_to_proto(change.state)
         if event == SessionEvent.CONNECTED or (
             event == SessionEvent.CONNECTIVITY_RESTORED and change.state == SessionState.CONNECTED
         ):
@@ -646,15 +645,8 @@ class QuoteHub:
 
     def _broadcast_connection(self, state: int, change: StateChange) -> None:
         self._connection_state = state
-        when = timestamp_pb2.Timestamp()
-        when.FromDatetime(change.time)
         message = market_data_pb2.StreamQuotesResponse(
-            connection_state=common_pb2.ConnectionStateChange(
-                state=state,  # type: ignore[arg-type]
-                message=change.message,
-                ib_code=change.ib_code or 0,
-                change_time=when,
-            )
+            connection_state=convert.state_change_to_proto(change)
         ).SerializeToString()
         for stream in self._streams:
             stream.connection_event(message)
@@ -771,16 +763,6 @@ class QuoteHub:
         finally:
             self._snapshot_waiters -= 1
         return line
-
-
-_CONNECTION_STATES: dict[str, int] = {
-    "connected": common_pb2.CONNECTION_STATE_CONNECTED,
-    "disconnected": common_pb2.CONNECTION_STATE_DISCONNECTED,
-    "connecting": common_pb2.CONNECTION_STATE_RECONNECTING,
-    "reconnecting": common_pb2.CONNECTION_STATE_RECONNECTING,
-    "connectivity_lost": common_pb2.CONNECTION_STATE_IB_LINK_LOST,
-    "stopped": common_pb2.CONNECTION_STATE_DISCONNECTED,
-}
 
 
 def status_message(
@@ -1000,8 +982,6 @@ class QuoteStream:
 
 
 def _heartbeat_message() -> bytes:
-    now = timestamp_pb2.Timestamp()
-    now.GetCurrentTime()
     return market_data_pb2.StreamQuotesResponse(
-        heartbeat=common_pb2.Heartbeat(heartbeat_time=now)
+        heartbeat=convert.heartbeat_now()
     ).SerializeToString()

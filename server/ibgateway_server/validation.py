@@ -13,11 +13,17 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
+from google.protobuf import duration_pb2
+
 from ibgateway.v1 import common_pb2
 from ibgateway_server.errors import GatewayError, invalid_argument
 
 # Plain decimal notation only: no exponent, no thousands separators (see common.proto).
 _DECIMAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+
+# Bounds of a stream's requested heartbeat interval (every stream RPC has one).
+MIN_HEARTBEAT = 0.1
+MAX_HEARTBEAT = 3600.0
 
 
 class Violations:
@@ -93,3 +99,28 @@ def check_contract(
         parse_decimal(contract.strike, f"{field}.strike", violations, positive=True)
         ok = ok and len(violations.items) == before
     return ok
+
+
+def heartbeat_seconds(
+    interval: duration_pb2.Duration | None,
+    default: float,
+    violations: Violations,
+    field: str = "heartbeat_interval",
+) -> float:
+    """A stream's heartbeat interval in seconds: the requested one, else ``default``.
+
+    Pass ``request.heartbeat_interval if request.HasField("heartbeat_interval") else None``;
+    unset or zero means the gateway default (IBGW_HEARTBEAT_SECONDS).
+    """
+    if interval is None:
+        return default
+    seconds = interval.seconds + interval.nanos / 1e9
+    if seconds == 0:
+        return default
+    if not MIN_HEARTBEAT <= seconds <= MAX_HEARTBEAT:
+        violations.add(
+            field,
+            f"must be 0 (gateway default) or between {MIN_HEARTBEAT:g}s and "
+            f"{MAX_HEARTBEAT:g}s (got {seconds:g}s)",
+        )
+    return seconds

@@ -25,14 +25,12 @@ from ibgateway_server.hub import (
     state_for_error,
 )
 from ibgateway_server.session import IbSession
-from ibgateway_server.validation import Violations, check_contract
+from ibgateway_server.validation import Violations, check_contract, heartbeat_seconds
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 SERVICE_NAME = market_data_pb2.DESCRIPTOR.services_by_name["MarketDataService"].full_name
 MAX_CONTRACTS = 1000  # per request; the line budget caps distinct contracts anyway
-MIN_HEARTBEAT = 0.1
-MAX_HEARTBEAT = 3600.0
 _MARKET_DATA_TYPES = frozenset(common_pb2.MarketDataType.values())
 
 
@@ -49,25 +47,6 @@ def validate_contracts(contracts: Any, violations: Violations) -> None:
 def validate_market_data_type(value: int, violations: Violations) -> None:
     if value not in _MARKET_DATA_TYPES:
         violations.add("market_data_type", f"unknown market data type {value}")
-
-
-def heartbeat_seconds(
-    request: market_data_pb2.StreamQuotesRequest, default: float, violations: Violations
-) -> float:
-    """The stream's heartbeat interval: the request's, else the gateway default."""
-    if not request.HasField("heartbeat_interval"):
-        return default
-    interval = request.heartbeat_interval
-    seconds = interval.seconds + interval.nanos / 1e9
-    if seconds == 0:
-        return default
-    if not MIN_HEARTBEAT <= seconds <= MAX_HEARTBEAT:
-        violations.add(
-            "heartbeat_interval",
-            f"must be 0 (gateway default) or between {MIN_HEARTBEAT:g}s and "
-            f"{MAX_HEARTBEAT:g}s (got {seconds:g}s)",
-        )
-    return seconds
 
 
 def details_to_proto(details: Any) -> market_data_pb2.ContractDetails:
@@ -193,7 +172,11 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
         violations = Violations()
         validate_contracts(request.contracts, violations)
         validate_market_data_type(request.market_data_type, violations)
-        heartbeat = heartbeat_seconds(request, self.heartbeat_seconds, violations)
+        heartbeat = heartbeat_seconds(
+            request.heartbeat_interval if request.HasField("heartbeat_interval") else None,
+            self.heartbeat_seconds,
+            violations,
+        )
         violations.raise_if_any()
         self.session.require_connected()
         stream = QuoteStream(self.hub, request.contracts, request.market_data_type, heartbeat)
