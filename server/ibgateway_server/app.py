@@ -182,15 +182,16 @@ class Gateway:
         )
         session = self.session
         summaries = AccountSummaries(session)
-        connection_pb2_grpc.add_ConnectionServiceServicer_to_server(
-            ConnectionServicer(
-                session,
-                summaries,
-                backend=self.settings.backend,
-                sample_symbol=self.settings.check_symbol,
-            ),
-            server,
+        connection = ConnectionServicer(
+            session,
+            summaries,
+            backend=self.settings.backend,
+            sample_symbol=self.settings.check_symbol,
+            heartbeat_seconds=self.settings.heartbeat_seconds,
         )
+        # at shutdown WatchConnectionStatus streams end (OK) before the server drains
+        self._closers.append(connection.close)
+        connection_pb2_grpc.add_ConnectionServiceServicer_to_server(connection, server)
         account_pb2_grpc.add_AccountServiceServicer_to_server(
             AccountServicer(session, summaries), server
         )

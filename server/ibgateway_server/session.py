@@ -195,6 +195,11 @@ class IbSession:
 
         return remove
 
+    @property
+    def state_listener_count(self) -> int:
+        """How many state listeners are registered (streams add and remove theirs)."""
+        return len(self._listeners)
+
     async def wait_connected(self, within: float) -> bool:
         """Wait until the session is connected; False if it is not within ``within`` s."""
         loop = asyncio.get_running_loop()

@@ -1,6 +1,7 @@
-"""Graceful shutdown and the `ibgw` command end to end: an open quote stream ends cleanly
-with OK when the gateway stops; `ibgw serve` (embedded simulator) answers `ibgw check` and
-exits 0 on SIGTERM; `ibgw check --direct` talks straight to a TWS."""
+"""Graceful shutdown and the `ibgw` command end to end: open quote and connection-status
+streams end cleanly with OK when the gateway stops; `ibgw serve` (embedded simulator)
+answers `ibgw check` and exits 0 on SIGTERM; `ibgw check --direct` talks straight to a
+TWS."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ import grpc
 import grpc.aio
 import pytest
 
-from ibgateway.v1 import common_pb2, market_data_pb2, market_data_pb2_grpc
+from ibgateway.v1 import (
+    common_pb2,
+    connection_pb2,
+    connection_pb2_grpc,
+    market_data_pb2,
+    market_data_pb2_grpc,
+)
 from tests.e2e.conftest import GatewayFactory, gateway_channel
 from tws_simulator import TwsSimulator
 
@@ -25,13 +32,17 @@ IBGW = [sys.executable, "-m", "ibgateway_server"]
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("IBKR_", "IBGW_"))}
 
 
-async def test_open_stream_ends_cleanly_on_shutdown(make_gateway: GatewayFactory) -> None:
+async def test_open_streams_end_cleanly_on_shutdown(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
     async with gateway_channel(gw) as channel:
         stub: Any = market_data_pb2_grpc.MarketDataServiceStub(channel)
         stream = stub.StreamQuotes(
             market_data_pb2.StreamQuotesRequest(contracts=[common_pb2.Contract(symbol="AAPL")])
         )
+        watch: Any = connection_pb2_grpc.ConnectionServiceStub(channel).WatchConnectionStatus(
+            connection_pb2.WatchConnectionStatusRequest()
+        )
+        assert (await asyncio.wait_for(watch.read(), 5)).update.status.connected
         got_quotes = False
         async for message in stream:
             if message.WhichOneof("event") == "quotes" and message.quotes.quotes:
@@ -42,9 +53,12 @@ async def test_open_stream_ends_cleanly_on_shutdown(make_gateway: GatewayFactory
         loop = asyncio.get_running_loop()
         start = loop.time()
         stopping = asyncio.ensure_future(gw.stop(grace=5.0))
-        async for _ in stream:  # drain: the stream must end, not hang or fail
+        async for _ in stream:  # drain: the streams must end, not hang or fail
+            pass
+        while await asyncio.wait_for(watch.read(), 5) is not grpc.aio.EOF:
             pass
         assert await stream.code() == grpc.StatusCode.OK
+        assert await watch.code() == grpc.StatusCode.OK
         await stopping
         assert loop.time() - start < 3.0  # ended by the gateway, not by the grace timeout
 

@@ -1,42 +1,41 @@
-"""ConnectionService: status, Connect/Disconnect and the TestConnection diagnostics."""
+"""ConnectionService: status, Connect/Disconnect, WatchConnectionStatus and the
+TestConnection diagnostics."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
 
-from ibgateway.v1 import common_pb2, connection_pb2, connection_pb2_grpc
+from ibgateway.v1 import connection_pb2, connection_pb2_grpc
 from ibgateway_server import convert, errors
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib_api import Stock, Ticker
 from ibgateway_server.services.account import AccountSummaries
 from ibgateway_server.services.portfolio import fetch_positions
-from ibgateway_server.session import IbSession, SessionState, SessionStatus
-from ibgateway_server.validation import Violations
+from ibgateway_server.session import IbSession, SessionEvent, SessionStatus, StateChange
+from ibgateway_server.validation import Violations, heartbeat_seconds
+
+log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-_STATES = {
-    SessionState.CONNECTED: common_pb2.CONNECTION_STATE_CONNECTED,
-    SessionState.DISCONNECTED: common_pb2.CONNECTION_STATE_DISCONNECTED,
-    SessionState.STOPPED: common_pb2.CONNECTION_STATE_DISCONNECTED,
-    SessionState.CONNECTING: common_pb2.CONNECTION_STATE_RECONNECTING,
-    SessionState.RECONNECTING: common_pb2.CONNECTION_STATE_RECONNECTING,
-    SessionState.CONNECTIVITY_LOST: common_pb2.CONNECTION_STATE_IB_LINK_LOST,
-}
+# Updates held for a WatchConnectionStatus consumer that does not read; beyond that the
+# oldest are dropped (the newest, i.e. the current state, always arrives).
+MAX_PENDING_UPDATES = 16
+
 _BACKENDS = {"sim": connection_pb2.BACKEND_SIMULATOR, "tws": connection_pb2.BACKEND_TWS}
 
 # The ticker fields the market-data check looks at.
 _QUOTE_FIELDS = ("bid", "ask", "last", "close", "volume", "bidSize", "askSize")
-
-
-def connection_state_to_proto(state: SessionState) -> common_pb2.ConnectionState.ValueType:
-    return _STATES[state]
 
 
 def status_to_proto(
@@ -44,7 +43,7 @@ def status_to_proto(
 ) -> connection_pb2.ConnectionStatus:
     msg = connection_pb2.ConnectionStatus(
         connected=status.connected,
-        state=_STATES[status.state],
+        state=convert.connection_state_to_proto(status.state),
         host=status.host,
         port=status.port,
         client_id=status.client_id,
@@ -61,6 +60,48 @@ def status_to_proto(
     return msg
 
 
+class StatusFeed:
+    """The pending messages of one WatchConnectionStatus call.
+
+    Filled by the session's state listener (synchronously, on the loop), drained by the
+    stream. Bounded: when the consumer falls behind by MAX_PENDING_UPDATES, the oldest
+    update is dropped and counted, so memory stays flat and the latest state still arrives.
+    """
+
+    def __init__(self, limit: int = MAX_PENDING_UPDATES) -> None:
+        self._pending: deque[connection_pb2.WatchConnectionStatusResponse] = deque()
+        self._limit = limit
+        self._wake = asyncio.Event()
+        self.ended = False
+        self.dropped = 0  # updates coalesced away since the last report
+
+    def push(self, message: connection_pb2.WatchConnectionStatusResponse) -> None:
+        if self.ended:
+            return
+        if len(self._pending) >= self._limit:
+            self._pending.popleft()
+            self.dropped += 1
+        self._pending.append(message)
+        self._wake.set()
+
+    def pop(self) -> connection_pb2.WatchConnectionStatusResponse | None:
+        return self._pending.popleft() if self._pending else None
+
+    def end(self) -> None:
+        """No more messages after the pending ones: the stream finishes (with OK)."""
+        self.ended = True
+        self._wake.set()
+
+    async def wait(self, within: float) -> None:
+        """Until something is pushed, the feed ends, or ``within`` seconds pass."""
+        if self._pending or self.ended:
+            return
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._wake.wait()
+
+
 class ConnectionServicer(connection_pb2_grpc.ConnectionServiceServicer):
     def __init__(
         self,
@@ -69,11 +110,21 @@ class ConnectionServicer(connection_pb2_grpc.ConnectionServiceServicer):
         *,
         backend: str,
         sample_symbol: str = "AAPL",
+        heartbeat_seconds: float = 5.0,
     ) -> None:
         self.session = session
         self.summaries = summaries
         self.backend = backend
         self.sample_symbol = sample_symbol
+        self.heartbeat_seconds = heartbeat_seconds
+        self._feeds: set[StatusFeed] = set()
+        self._closed = False
+
+    def close(self) -> None:
+        """End every WatchConnectionStatus stream (with OK): the gateway is shutting down."""
+        self._closed = True
+        for feed in list(self._feeds):
+            feed.end()
 
     def _status(self) -> connection_pb2.ConnectionStatus:
         return status_to_proto(
@@ -105,6 +156,76 @@ class ConnectionServicer(connection_pb2_grpc.ConnectionServiceServicer):
     ) -> connection_pb2.DisconnectResponse:
         await self.session.disconnect()
         return connection_pb2.DisconnectResponse(status=self._status())
+
+    async def WatchConnectionStatus(  # type: ignore[override]
+        self, request: connection_pb2.WatchConnectionStatusRequest, context: Context
+    ) -> None:
+        violations = Violations()
+        heartbeat = heartbeat_seconds(
+            request.heartbeat_interval if request.HasField("heartbeat_interval") else None,
+            self.heartbeat_seconds,
+            violations,
+        )
+        violations.raise_if_any()
+        feed = StatusFeed()
+
+        def on_change(change: StateChange) -> None:
+            # Called while the session applies the change: its status is the new one.
+            update = connection_pb2.ConnectionUpdate(
+                status=self._status(), change=convert.state_change_to_proto(change)
+            )
+            feed.push(connection_pb2.WatchConnectionStatusResponse(update=update))
+            if change.event is SessionEvent.STOPPED:
+                feed.end()
+
+        # The first status and the listener in one step: no change is missed or doubled.
+        first = connection_pb2.ConnectionUpdate(status=self._status())
+        remove_listener = self.session.add_state_listener(on_change)
+        self._feeds.add(feed)
+        if self._closed:
+            feed.end()
+        try:
+            await self._run_watch(feed, first, heartbeat, context)
+        except Exception:
+            if context.cancelled() or context.done():
+                return  # the client left mid-write: nothing to report to anyone
+            raise
+        finally:
+            remove_listener()
+            self._feeds.discard(feed)
+
+    async def _run_watch(
+        self,
+        feed: StatusFeed,
+        first: connection_pb2.ConnectionUpdate,
+        heartbeat: float,
+        context: Context,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        await context.write(connection_pb2.WatchConnectionStatusResponse(update=first))
+        last_send = loop.time()
+        while True:
+            message = feed.pop()
+            if message is None:
+                if feed.ended:
+                    return
+                silence = loop.time() - last_send
+                if silence < heartbeat:
+                    await feed.wait(heartbeat - silence)
+                    continue
+                message = connection_pb2.WatchConnectionStatusResponse(
+                    heartbeat=convert.heartbeat_now()
+                )
+            if feed.dropped:
+                log.warning(
+                    "WatchConnectionStatus consumer %s fell behind: %d older update(s) "
+                    "dropped, the latest status is sent",
+                    context.peer(),
+                    feed.dropped,
+                )
+                feed.dropped = 0
+            await context.write(message)
+            last_send = loop.time()
 
     async def TestConnection(
         self, request: connection_pb2.TestConnectionRequest, context: Context
