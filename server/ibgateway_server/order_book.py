@@ -36,27 +36,24 @@ from typing import Protocol
 
 import grpc
 
-from ibgateway.v1 import orders_pb2
+from ibgateway.v1 import common_pb2, orders_pb2
 from ibgateway_server import convert, errors
 from ibgateway_server import orders_convert as oc
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib_api import Contract, Order, Trade
+from ibgateway_server.order_events import OrderEventLog
+from ibgateway_server.order_tracker import OrderTracker
 from ibgateway_server.session import IbSession, SessionEvent, StateChange
 
 log = logging.getLogger(__name__)
 
-# IB messages about an order that are information, not a refusal.
-INFORMATIONAL_CODES = frozenset({202, 399, 404, 434, 10167, 10349})
+INFORMATIONAL_CODES = oc.INFORMATIONAL_CODES
 _CANCELLED = frozenset({"Cancelled", "ApiCancelled"})
 _FINAL_AFTER_CANCEL = frozenset({"Cancelled", "ApiCancelled", "Filled", "Inactive"})
 
 
 class _HasTimeRemaining(Protocol):
     def time_remaining(self) -> float | None: ...
-
-
-def _is_informational(code: int) -> bool:
-    return code in INFORMATIONAL_CODES or 2100 <= code < 2200
 
 
 def perm_id_of(trade: Trade) -> int:
@@ -113,11 +110,17 @@ class Placement:
 
 
 class OrderBook:
-    """Every order of the session, indexed by client_order_id; see the module docstring."""
+    """Every order of the session, indexed by client_order_id; see the module docstring.
 
-    def __init__(self, session: IbSession) -> None:
+    It also owns the gateway's order event log (``events``, read by StreamOrderEvents)
+    and the tracker that fills it from IB's callbacks and from every re-sync.
+    """
+
+    def __init__(self, session: IbSession, *, event_retention: int | None = None) -> None:
         self.session = session
         self.ib = session.ib
+        self.events = OrderEventLog(retention=event_retention)
+        self.tracker = OrderTracker(self.ib, self.events, self._render, self._trade_of_request)
         self._by_key: dict[str, BookEntry] = {}
         self._first_seen: dict[int, datetime] = {}  # perm id → when the book first saw it
         self._messages: dict[tuple[int, int], tuple[int, str]] = {}  # (client, order id)
@@ -141,7 +144,13 @@ class OrderBook:
         self._remove_listener = self.session.add_state_listener(self._on_state)
         self.ib.errorEvent += self._on_ib_error
         self.ib.openOrderEvent += self._on_open_order
+        self.tracker.start()  # after the book's own handlers: events show the book's view
         if self.session.connected:
+            self.events.connection_changed(
+                common_pb2.ConnectionStateChange(
+                    state=common_pb2.CONNECTION_STATE_CONNECTED, message="connected to TWS"
+                )
+            )
             self._begin_resync()
 
     def close(self) -> None:
@@ -152,6 +161,8 @@ class OrderBook:
             self._remove_listener()
         self.ib.errorEvent -= self._on_ib_error
         self.ib.openOrderEvent -= self._on_open_order
+        self.tracker.close()
+        self.events.close()  # order event streams end (OK) before the server drains
         if self._resync_task is not None:
             self._resync_task.cancel()
         self._poke()
@@ -319,7 +330,7 @@ class OrderBook:
             return entry.rejection
         trade = entry.trade
         message = self._messages.get((trade.order.clientId, entry.order_id))
-        if message is not None and not _is_informational(message[0]):
+        if message is not None and not oc.is_informational(message[0]):
             # An error before TWS took the order, or one that ended it. (ib_insync itself
             # cancels the trade for most codes, but not for 110, an invalid price.)
             if not entry.perm_id or entry.status in (*_CANCELLED, "Inactive"):
@@ -359,14 +370,14 @@ class OrderBook:
 
         def settled() -> bool:
             message = self._messages.get(order_key)
-            refused = message is not None and not _is_informational(message[0])
+            refused = message is not None and not oc.is_informational(message[0])
             return refused or entry.status in _FINAL_AFTER_CANCEL
 
         await self._wait(entry, settled, self.session.budget(context))
         message = self._messages.get(order_key)
         if entry.status == "Filled":
             self._refuse_if_finished(entry)
-        if message is not None and not _is_informational(message[0]):
+        if message is not None and not oc.is_informational(message[0]):
             if entry.status not in _CANCELLED:
                 err = errors.from_ib_error(*message)
                 err.metadata.update(_key_metadata(entry))
@@ -462,9 +473,11 @@ class OrderBook:
     # ------------------------------------------------------------------ sync with TWS
 
     def _on_state(self, change: StateChange) -> None:
+        self.events.connection_changed(convert.state_change_to_proto(change))
         if change.event is SessionEvent.CONNECTED:
             self._begin_resync()
         elif change.event in (SessionEvent.DISCONNECTED, SessionEvent.STOPPED):
+            self.tracker.suspend()
             self._synced.clear()
             # ib_insync forgets its trades on a disconnect; order ids go with them.
             self._messages.clear()
@@ -475,6 +488,7 @@ class OrderBook:
         """ib_insync has just loaded this client's open orders, the completed orders and
         the executions: index them now, then fetch other clients' open orders."""
         self._synced.clear()
+        self.tracker.suspend()  # what changes meanwhile is seen by the sync at the end
         self._reindex()
         if self._resync_task is not None:
             self._resync_task.cancel()
@@ -497,6 +511,9 @@ class OrderBook:
             log.warning("order book: could not load other clients' open orders: %s", exc)
         self._attach_fills()
         self._reindex()
+        # Events for whatever changed while the gateway was away (nothing on the first
+        # sync, which only records what TWS holds).
+        self.tracker.sync()
         self._synced.set()
         log.info("order book synchronised: %d order(s) with a client_order_id", len(self._by_key))
         self._poke()
@@ -525,6 +542,8 @@ class OrderBook:
         )
         self._attach_fills()
         self._reindex()
+        if self._synced.is_set():
+            self.tracker.sync()  # e.g. orders of other clients seen for the first time
 
     async def locate(
         self, key: str | int, *, context: _HasTimeRemaining | None = None
@@ -620,7 +639,7 @@ class OrderBook:
     def _on_ib_error(self, req_id: int, code: int, message: str, contract: object) -> None:
         if req_id <= 0:
             return
-        trade = self.ib.wrapper.trades.get((self.session.client_id, req_id))
+        trade = self._trade_of_request(req_id)
         if trade is None:
             return
         text = message.strip()
@@ -628,6 +647,16 @@ class OrderBook:
         for entry in self._entries_of(trade):
             entry.message = (code, text)
         self._poke()
+
+    def _render(self, trade: Trade) -> orders_pb2.Order:
+        """The proto Order of a trade, as GetOrder shows it (order events carry it)."""
+        entries = self._entries_of(trade)
+        return (entries[0] if entries else self._transient_entry(trade)).to_proto()
+
+    def _trade_of_request(self, req_id: int) -> Trade | None:
+        """The trade of an order id of this client (IB errors name orders so)."""
+        trade: Trade | None = self.ib.wrapper.trades.get((self.session.client_id, req_id))
+        return trade
 
     def _entries_of(self, trade: Trade) -> list[BookEntry]:
         ref = trade.order.orderRef or ""

@@ -83,6 +83,9 @@ DONE_STATUSES = frozenset(
 )
 # Statuses that mean TWS has not acknowledged the order yet.
 UNACKNOWLEDGED_IB_STATUSES = frozenset({"PendingSubmit", "ApiPending", ""})
+# IB messages about an order that are information, not a refusal (202: cancelled as asked;
+# 399/404/434: warnings; 10167: delayed data; 10349: order TIF changed).
+INFORMATIONAL_CODES = frozenset({202, 399, 404, 434, 10167, 10349})
 
 _LIMIT_TYPES = frozenset({"LMT", "STP LMT"})
 _STOP_TYPES = frozenset({"STP", "STP LMT"})
@@ -330,6 +333,26 @@ def _same_number(wanted: Decimal | None, actual: float | Decimal | None) -> bool
 
 
 # ------------------------------------------------------------------- IB → proto
+
+
+def is_informational(code: int) -> bool:
+    """An IB message about an order that does not refuse or end it."""
+    return code in INFORMATIONAL_CODES or 2100 <= code < 2200
+
+
+def order_terms(trade: Trade) -> tuple[str, ...]:
+    """What TWS reports back of an order's terms (type, quantity and the prices its type
+    uses), in exact decimal text: a change means the order was modified."""
+    order = trade.order
+    order_type = order.orderType or ""
+    limit = convert.decimal_text(order.lmtPrice) if order_type in _LIMIT_TYPES else ""
+    aux = (
+        convert.decimal_text(order.auxPrice)
+        if order_type in _STOP_TYPES or order_type == "TRAIL"
+        else ""
+    )
+    percent = convert.decimal_text(order.trailingPercent) if order_type == "TRAIL" else ""
+    return (order_type, convert.decimal_text(order.totalQuantity), limit, aux, percent)
 
 
 def status_from_ib(status: str) -> orders_pb2.OrderStatus.ValueType:

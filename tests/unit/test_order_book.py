@@ -32,6 +32,9 @@ class ScriptedIB:
     def __init__(self) -> None:
         self.errorEvent = Event("errorEvent")
         self.openOrderEvent = Event("openOrderEvent")
+        self.orderStatusEvent = Event("orderStatusEvent")
+        self.execDetailsEvent = Event("execDetailsEvent")
+        self.commissionReportEvent = Event("commissionReportEvent")
         self.wrapper = type("Wrapper", (), {})()
         self.wrapper.trades = {}
         self.placed: list[Trade] = []
@@ -76,6 +79,7 @@ class ScriptedIB:
                         datetime.now(UTC), "Cancelled", f"Error {code}: {text}", int(code)
                     )
                 )
+                self.orderStatusEvent.emit(trade)
                 trade.statusEvent.emit(trade)
             self.errorEvent.emit(trade.order.orderId, int(code), text, trade.contract)
 
@@ -83,6 +87,7 @@ class ScriptedIB:
         self.next_perm += 1
         trade.order.permId = trade.orderStatus.permId = self.next_perm
         trade.orderStatus.status = status
+        self.orderStatusEvent.emit(trade)
         trade.statusEvent.emit(trade)
 
     def cancelOrder(self, order: Order) -> None:

@@ -1,4 +1,4 @@
-"""OrderService: PlaceOrder, CancelOrder, GetOrder, ListOrders.
+"""OrderService: PlaceOrder, CancelOrder, GetOrder, ListOrders, StreamOrderEvents.
 
 Thin: check safety → validate → ask the :class:`~ibgateway_server.order_book.OrderBook`
 → convert. Safety rules (a user of a trading gateway wants these spelled out):
@@ -12,7 +12,13 @@ Thin: check safety → validate → ask the :class:`~ibgateway_server.order_book
 * An account the login does not manage is INVALID_ARGUMENT with a field violation; an
   omitted account is fine only when it is unambiguous (IBKR_ACCOUNT, or one managed
   account).
-* Not connected to TWS: UNAVAILABLE, for every RPC (the book's copy may be stale).
+* Not connected to TWS: UNAVAILABLE, for every RPC (the book's copy may be stale) except
+  StreamOrderEvents, which serves the gateway's own event log: it opens (and replays)
+  while TWS is away, says so first, and carries on when the session is back.
+
+StreamOrderEvents reads the order book's event log (see ``order_events``): validate,
+open a stream at the requested position, write until the client leaves or the gateway
+shuts down (then it ends with OK). Read-only mode does not refuse it.
 """
 
 from __future__ import annotations
@@ -27,9 +33,13 @@ from ibgateway_server import orders_convert as oc
 from ibgateway_server.config import Settings
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.order_book import BookEntry, OrderBook
+from ibgateway_server.order_events import OrderEventStream
 from ibgateway_server.session import IbSession
+from ibgateway_server.validation import Violations, heartbeat_seconds
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+MAX_EPOCH_LENGTH = 100
 
 
 class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
@@ -97,6 +107,42 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
                 for o in orders
                 if (not account or o.account_id == account) and _passes(o.status, wanted)
             ]
+        )
+
+    async def StreamOrderEvents(  # type: ignore[override]
+        self, request: orders_pb2.StreamOrderEventsRequest, context: Context
+    ) -> None:
+        stream = self.open_event_stream(request)
+        try:
+            await stream.run(context.write)
+        except Exception:
+            if context.cancelled() or context.done():
+                return  # the client left mid-write: nothing to report to anyone
+            raise
+        finally:
+            stream.close()
+
+    def open_event_stream(self, request: orders_pb2.StreamOrderEventsRequest) -> OrderEventStream:
+        """Validate a StreamOrderEventsRequest and open its stream on the event log."""
+        violations = Violations()
+        heartbeat = heartbeat_seconds(
+            request.heartbeat_interval if request.HasField("heartbeat_interval") else None,
+            self.config.heartbeat_seconds,
+            violations,
+        )
+        if len(request.epoch) > MAX_EPOCH_LENGTH:
+            violations.add("epoch", f"at most {MAX_EPOCH_LENGTH} characters (an OrderEvent.epoch)")
+        violations.raise_if_any()
+        account = (
+            self.session.resolve_account(request.account_id, field="account_id")
+            if request.account_id
+            else ""
+        )
+        return self.book.events.open_stream(
+            after_sequence=request.after_sequence,
+            epoch=request.epoch,
+            account=account,
+            heartbeat=heartbeat,
         )
 
     # ------------------------------------------------------------------ safety
