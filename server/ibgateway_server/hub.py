@@ -16,6 +16,10 @@ How it fits together:
   the hub or the others.
 * Connection changes of the IB session pause every line (streams are told, per contract
   and with a connection-state message), and a reconnect re-subscribes every live line.
+* A contract refused for lack of a line (LIMIT_REACHED: the gateway's budget, or IB's own
+  limit, error 101) stays waiting in its stream. When a line is freed (dropped after its
+  linger) or the session reconnects, the waiting streams are offered lines in the order
+  they started waiting; the stream then reports the contract ACTIVE and its quotes flow.
 
 Everything runs on the event loop of the gRPC server; no locks, no threads.
 """
@@ -70,6 +74,8 @@ _LINE_ERROR_STATES: dict[int, int] = {
     10168: PERMISSION_DENIED,
     10186: PERMISSION_DENIED,
 }
+# IB refusals that mean "no line free": the consumers keep waiting for one.
+_LINE_LIMIT_CODES = frozenset({101})
 # Informational codes about a line that do not stop it (e.g. 10167: "displaying delayed
 # market data" — quotes keep coming, as delayed data).
 _LINE_NOTICES = frozenset({10167})
@@ -319,6 +325,7 @@ class HubStats:
     log_entries: int  # update-log entries kept over all groups (bounded per group)
     updates: int  # quote updates received from IB since the hub started
     max_lag: int  # updates the slowest stream has not been sent yet (conflated when it is)
+    waiting: int  # contracts of open streams waiting for a line (LIMIT_REACHED)
 
 
 class QuoteHub:
@@ -353,6 +360,9 @@ class QuoteHub:
         self._started = False
         self._closed = False
         self._remove_listener: Callable[[], None] | None = None
+        # streams with contracts waiting for a line; served by QuoteStream.wait_ticket
+        self._waiting: set[QuoteStream] = set()
+        self._wait_tickets = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -371,6 +381,7 @@ class QuoteHub:
     async def close(self) -> None:
         """End every stream, cancel every line and stop listening."""
         self._closed = True
+        self._waiting.clear()
         for stream in list(self._streams):
             stream.end()
         for line in list(self._lines.values()):
@@ -400,6 +411,7 @@ class QuoteHub:
             max_lag=max(
                 (s.group.end - s.pos for s in self._streams if s.group is not None), default=0
             ),
+            waiting=sum(len(s.waiting) for s in self._waiting),
         )
 
     # ---------------------------------------------------------------- contracts
@@ -465,17 +477,20 @@ class QuoteHub:
         """Lines are per instrument, exchange and market data type."""
         return (contract.conId, contract.exchange or "", market_data_type_to_ib(md_type))
 
-    def acquire(self, contract: Contract, md_type: int) -> Line:
+    def acquire(self, contract: Contract, md_type: int, *, waited: bool = False) -> Line:
         """A reference to the line of a qualified contract, subscribing it if needed.
 
         Raises GatewayError RESOURCE_EXHAUSTED (LINE_BUDGET_EXHAUSTED) when a new line
-        would exceed the budget.
+        would exceed the budget. An unused (lingering) line makes room, unless streams
+        are waiting for a line: then it goes to them first (``waited``: this is one).
         """
         md_type = market_data_type_to_ib(md_type)
         key = self.line_key(contract, md_type)
         line = self._lines.get(key)
         if line is None:
-            if len(self._lines) >= self.line_budget and not self._evict_lingering():
+            if len(self._lines) >= self.line_budget and not (
+                (waited or not self._waiting) and self._evict_lingering()
+            ):
                 raise GatewayError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     "LINE_BUDGET_EXHAUSTED",
@@ -504,6 +519,7 @@ class QuoteHub:
             return  # failed or already dropped
         if self.linger <= 0 or self._closed:
             self._drop_line(line)
+            self._retry_waiting(1)
         else:
             loop = asyncio.get_running_loop()
             line.linger = loop.call_later(self.linger, self._expire, line)
@@ -512,6 +528,30 @@ class QuoteHub:
         line.linger = None
         if line.refs == 0 and self._lines.get(line.key) is line:
             self._drop_line(line)
+            self._retry_waiting(1)
+
+    def _add_waiting(self, stream: QuoteStream) -> None:
+        if not stream.wait_ticket:
+            self._wait_tickets += 1
+            stream.wait_ticket = self._wait_tickets
+        self._waiting.add(stream)
+
+    def _retry_waiting(self, new_lines: int | None) -> None:
+        """Offer lines to the streams waiting for one, longest waiting first.
+
+        ``new_lines``: how many new IB lines may be requested (as many as were just
+        freed, so that IB's own limit is not probed once per waiting contract); None
+        after a reconnect (then only the budget limits). Not on the quote path: runs when
+        a line is dropped and on reconnects.
+        """
+        if self._closed or not self._waiting:
+            return
+        for stream in sorted(self._waiting, key=lambda s: s.wait_ticket):
+            new_lines = stream.retry_waiting(new_lines)
+            if not stream.waiting:
+                self._waiting.discard(stream)
+            if new_lines == 0:
+                return
 
     def _evict_lingering(self) -> bool:
         for line in self._lines.values():
@@ -605,6 +645,11 @@ class QuoteHub:
         self._unsubscribe(line)
         self._set_line_state(line, LineState.FAILED, message, code)
         line.wake_waiters()
+        if code in _LINE_LIMIT_CODES and not self._closed:
+            # IB has no line free: the streams wait for one (see _retry_waiting).
+            for group in list(line.groups):
+                for member in list(group.members):
+                    member.wait_for_line(line)
 
     def _set_line_state(
         self, line: Line, state: str, message: str, ib_code: int, *, notify: bool = True
@@ -630,7 +675,10 @@ class QuoteHub:
             if event == SessionEvent.CONNECTED:
                 self._md_type_sent = None  # a new connection starts at live data
             self._broadcast_connection(state, change)
-            self._resume(resubscribe=change.resubscribe or event == SessionEvent.CONNECTED)
+            resubscribe = change.resubscribe or event == SessionEvent.CONNECTED
+            self._resume(resubscribe=resubscribe)
+            if resubscribe:
+                self._retry_waiting(None)  # IB's line count starts afresh
         elif event in (
             SessionEvent.DISCONNECTED,
             SessionEvent.CONNECTIVITY_LOST,
@@ -821,6 +869,10 @@ class QuoteStream:
         self.md_type = md_type
         self.heartbeat = heartbeat
         self.lines: dict[Line, list[int]] = {}  # line → its indices in the request
+        # contracts refused for lack of a line (LIMIT_REACHED), by line key, in request
+        # order: (qualified contract, its indices in the request)
+        self.waiting: dict[tuple[int, str, int], tuple[Contract, list[int]]] = {}
+        self.wait_ticket = 0  # when it first waited (the hub serves the oldest first)
         self.group: Group | None = None
         self.pos = 0
         self.last_send = 0.0
@@ -876,6 +928,7 @@ class QuoteStream:
                 except GatewayError as err:
                     contract_pb = convert.contract_to_proto(result)
                     self._status(index, contract_pb, LIMIT_REACHED, err.message, 0)
+                    self._wait(key, result, [index])
                     continue
                 acquired[key] = line
                 self.lines[line] = []
@@ -885,6 +938,71 @@ class QuoteStream:
         self.group = hub._join(self, frozenset(line for line in self.lines if line.alive))
         self.pos = self.group.end if self.group is not None else 0
         self.contracts = []  # the request is not needed any more
+        if self.waiting:
+            hub._add_waiting(self)
+
+    # ------------------------------------------------------- waiting for lines
+
+    def _wait(self, key: tuple[int, str, int], contract: Contract, indices: list[int]) -> None:
+        entry = self.waiting.get(key)
+        if entry is None:
+            self.waiting[key] = (contract, list(indices))
+        else:
+            entry[1].extend(indices)
+
+    def wait_for_line(self, line: Line) -> None:
+        """IB refused ``line`` for lack of a free line: wait for one (the stream has
+        already been told LIMIT_REACHED)."""
+        indices = self.lines.pop(line, None)
+        if indices is None or self._closed:
+            return
+        self._wait(line.key, line.contract, indices)
+        self.hub.release(line)
+        self._regroup(added=False)
+        self.hub._add_waiting(self)
+
+    def retry_waiting(self, new_lines: int | None) -> int | None:
+        """Take lines for waiting contracts, in request order, requesting at most
+        ``new_lines`` new IB lines (None: no limit); returns how many are left (0 when
+        the budget is full). Each contract that gets a line is reported anew."""
+        hub = self.hub
+        added = False
+        for key, (contract, indices) in list(self.waiting.items()):
+            new = key not in hub._lines
+            if new and new_lines == 0:
+                break
+            try:
+                line = hub.acquire(contract, self.md_type, waited=True)
+            except GatewayError:
+                new_lines = 0  # the budget is full: nobody behind gets a line either
+                break
+            if new and new_lines is not None:
+                new_lines -= 1
+            del self.waiting[key]
+            self.lines.setdefault(line, []).extend(indices)
+            state, message, ib_code = line.status_fields()
+            for index in indices:
+                self._control.pop(("status", index), None)
+                self._control[("status", index)] = line.status_message(
+                    index, state, message, ib_code
+                )
+            added = True
+        if added:
+            self._regroup(added=True)
+        return new_lines
+
+    def _regroup(self, *, added: bool) -> None:
+        """Move to the group of the current set of live lines. The next quote message is
+        a snapshot of every line when a line was added or updates were still unsent."""
+        hub = self.hub
+        old = self.group
+        behind = old is not None and self.pos < old.end
+        hub._leave(self, old)
+        self._idle = False
+        self.group = hub._join(self, frozenset(line for line in self.lines if line.alive))
+        self.pos = self.group.end if self.group is not None else 0
+        self._initial = self._initial or added or behind
+        self.wake()
 
     # ------------------------------------------------------------- messages
 
@@ -971,6 +1089,8 @@ class QuoteStream:
         self._closed = True
         self._ended = True
         hub = self.hub
+        hub._waiting.discard(self)
+        self.waiting.clear()
         hub._leave(self, self.group)
         self.group = None
         for line in self.lines:

@@ -155,6 +155,128 @@ async def test_ib_line_limit_101_is_a_per_subscription_status(md_stub) -> None:
         await reader.close()
 
 
+GOOGL, NVDA = 208813719, 4815747
+
+
+async def test_limit_reached_contracts_get_freed_lines_in_fifo_order(
+    simulator: TwsSimulator, make_quotes_gateway
+) -> None:
+    """Budget 2. Streams waiting for a line get one, oldest first, once a line is dropped
+    (after its linger); a newcomer does not jump the queue by taking a lingering line."""
+    gw = await make_quotes_gateway(quote_line_budget=2)
+    hub = hub_of(gw)
+    async with gateway_channel(gw) as channel:
+        stub = market_data_pb2_grpc.MarketDataServiceStub(channel)
+        holders = [StreamReader(stub.StreamQuotes(stream_request(s))) for s in ("AAPL", "MSFT")]
+        await wait_for(lambda: AAPL in holders[0].latest and MSFT in holders[1].latest)
+        first = StreamReader(stub.StreamQuotes(stream_request("TSLA")))
+        await wait_for(lambda: first.states(0) == [LIMIT_REACHED])
+        second = StreamReader(stub.StreamQuotes(stream_request("GOOGL")))
+        await wait_for(lambda: second.states(0) == [LIMIT_REACHED])
+        assert hub.stats().waiting == 2
+        try:
+            await holders[0].close()  # AAPL lingers, then its line goes to TSLA
+            late = StreamReader(stub.StreamQuotes(stream_request("NVDA")))
+            await wait_for(lambda: late.states(0) == [LIMIT_REACHED])  # queued behind
+            await wait_for(lambda: TSLA in first.latest, within=hub.linger + 3)
+            assert first.states(0) == [LIMIT_REACHED, ACTIVE]
+            assert second.states(0) == [LIMIT_REACHED] and late.states(0) == [LIMIT_REACHED]
+            count = first.quote_count
+            await wait_for(lambda: first.quote_count > count + 3)  # and quotes flow
+            assert simulator.market_data.lines_in_use == 2
+            assert hub.stats().waiting == 2
+
+            await holders[1].close()  # MSFT's line goes to GOOGL, not to the newer NVDA
+            await wait_for(lambda: GOOGL in second.latest, within=hub.linger + 3)
+            assert second.states(0) == [LIMIT_REACHED, ACTIVE]
+            assert late.states(0) == [LIMIT_REACHED]
+
+            await first.close()  # then NVDA
+            await wait_for(lambda: NVDA in late.latest, within=hub.linger + 3)
+            assert late.states(0) == [LIMIT_REACHED, ACTIVE]
+            assert simulator.market_data.lines_in_use == 2
+            assert hub.stats().waiting == 0
+            assert late.error is None
+        finally:
+            await close_all([*holders, first, second, late])
+    await wait_for(lambda: hub.stats().streams == 0)
+    assert hub.stats().waiting == 0
+
+
+async def test_a_stream_keeps_its_other_contracts_while_one_waits(
+    simulator: TwsSimulator, make_quotes_gateway
+) -> None:
+    gw = await make_quotes_gateway(quote_line_budget=2)
+    async with gateway_channel(gw) as channel:
+        stub = market_data_pb2_grpc.MarketDataServiceStub(channel)
+        holder = StreamReader(stub.StreamQuotes(stream_request("AAPL")))
+        mixed = StreamReader(stub.StreamQuotes(stream_request("MSFT", "TSLA")))
+        try:
+            await wait_for(lambda: MSFT in mixed.latest and mixed.states(1) == [LIMIT_REACHED])
+            await holder.close()
+            await wait_for(lambda: TSLA in mixed.latest, within=hub_of(gw).linger + 3)
+            assert mixed.states(0) == [ACTIVE]  # untouched
+            assert mixed.states(1) == [LIMIT_REACHED, ACTIVE]
+            # both contracts keep flowing in the same stream
+            since = len(mixed.batches)
+            await wait_for(
+                lambda: (
+                    {q.contract.con_id for b in mixed.batches[since:] for q in b.quotes}
+                    == {MSFT, TSLA}
+                )
+            )
+        finally:
+            await close_all([holder, mixed])
+
+
+@pytest.mark.sim_config(line_limit=2)
+async def test_ib_line_limit_101_is_retried_when_a_line_frees_up(
+    simulator: TwsSimulator, quotes_gateway: QuotesGateway, md_stub
+) -> None:
+    holder = StreamReader(md_stub.StreamQuotes(stream_request("AAPL", "MSFT")))
+    await wait_for(lambda: {AAPL, MSFT} <= set(holder.latest))
+    waiting = StreamReader(md_stub.StreamQuotes(stream_request("TSLA")))
+    try:
+        # subscribed (ACTIVE), then refused by IB
+        await wait_for(lambda: waiting.states(0) == [ACTIVE, LIMIT_REACHED])
+        assert waiting.statuses[-1].ib_code == 101
+        assert hub_of(quotes_gateway).stats().waiting == 1
+        await holder.close()
+        await wait_for(lambda: TSLA in waiting.latest, within=hub_of(quotes_gateway).linger + 3)
+        # one line was freed, one was asked for: IB was not probed again and again
+        assert waiting.states(0) == [ACTIVE, LIMIT_REACHED, ACTIVE]
+        await wait_for(lambda: simulator.market_data.lines_in_use == 1, within=5)
+    finally:
+        await close_all([holder, waiting])
+
+
+@pytest.mark.sim_config(line_limit=1)
+async def test_ib_line_limit_101_is_retried_after_a_reconnect(
+    simulator: TwsSimulator, quotes_gateway: QuotesGateway, md_stub
+) -> None:
+    """Another API client holds IB's only line; once it is gone (here: TWS restarts), the
+    gateway's reconnect gives the waiting contract its line."""
+    from ibgateway_server.ib_api import IB, Stock
+
+    other = IB()
+    await other.connectAsync(simulator.host, simulator.port, clientId=77)
+    reader: StreamReader | None = None
+    try:
+        other.reqMktData(Stock("AAPL", "SMART", "USD", conId=AAPL))
+        await wait_for(lambda: simulator.market_data.lines_in_use == 1)
+        reader = StreamReader(md_stub.StreamQuotes(stream_request("MSFT")))
+        await wait_for(lambda: reader is not None and LIMIT_REACHED in reader.states(0))
+        assert simulator.faults.drop_all_connections() == 2
+        await wait_for(lambda: MSFT in reader.latest, within=10)
+        assert reader.states(0)[-1] == ACTIVE
+        assert simulator.market_data.lines_in_use == 1
+        assert hub_of(quotes_gateway).stats().waiting == 0
+    finally:
+        other.disconnect()
+        if reader is not None:
+            await reader.close()
+
+
 @pytest.mark.sim_config(live_market_data=False)
 async def test_permission_denied_and_delayed_data_in_streams(md_stub) -> None:
     live = StreamReader(md_stub.StreamQuotes(stream_request("AAPL")))
