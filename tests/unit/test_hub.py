@@ -1,16 +1,21 @@
-"""The fan-out group of the QuoteHub: which quotes a consumer gets, and what it missed.
+"""The QuoteHub's parts: the fan-out group (which quotes a consumer gets, and what it
+missed) and the queue of streams waiting for a line (who gets a freed line, and when).
 
-Pure: lines are fed real ib_insync Ticker objects by hand; no IB connection."""
+Pure: lines are fed real ib_insync Ticker objects by hand; the waiting-line tests drive
+the hub through a stand-in session whose IB only records requests (no connection)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 
-from ibgateway.v1 import market_data_pb2
+from ibgateway.v1 import common_pb2, market_data_pb2
 from ibgateway_server.errors import GatewayError, from_ib_error
 from ibgateway_server.hub import (
+    ACTIVE,
     AMBIGUOUS,
     FAILED,
     LIMIT_REACHED,
@@ -18,9 +23,12 @@ from ibgateway_server.hub import (
     PERMISSION_DENIED,
     Group,
     Line,
+    QuoteHub,
+    QuoteStream,
     state_for_error,
 )
 from ibgateway_server.ib_api import Contract, Ticker
+from ibgateway_server.session import SessionEvent, SessionState, StateChange
 
 
 def make_line(con_id: int, symbol: str) -> tuple[Line, Ticker]:
@@ -129,3 +137,208 @@ def test_state_for_error() -> None:
     budget = GatewayError(grpc.StatusCode.RESOURCE_EXHAUSTED, "LINE_BUDGET_EXHAUSTED", "full")
     assert state_for_error(budget) == LIMIT_REACHED
     assert state_for_error(from_ib_error(502, "cannot connect")) == FAILED
+
+
+# ------------------------------------------------------------- waiting for a line
+
+
+class RecordingEvent:
+    """Enough of an eventkit Event for the hub to (un)subscribe and for a test to emit."""
+
+    def __init__(self) -> None:
+        self.handlers: list[Callable[..., None]] = []
+
+    def __iadd__(self, handler: Callable[..., None]) -> RecordingEvent:
+        self.handlers.append(handler)
+        return self
+
+    def __isub__(self, handler: Callable[..., None]) -> RecordingEvent:
+        self.handlers.remove(handler)
+        return self
+
+    def emit(self, *args: Any) -> None:
+        for handler in list(self.handlers):
+            handler(*args)
+
+
+class RecordingIB:
+    """Records market-data requests; IB's answers are emitted by the test."""
+
+    def __init__(self) -> None:
+        self.pendingTickersEvent = RecordingEvent()
+        self.errorEvent = RecordingEvent()
+        self.requested: list[Contract] = []
+        self.cancelled: list[str] = []
+
+    def reqMarketDataType(self, md_type: int) -> None:
+        pass
+
+    def reqMktData(self, contract: Contract, generic_ticks: str = "") -> Ticker:
+        self.requested.append(contract)
+        return Ticker(contract=contract)
+
+    def cancelMktData(self, contract: Contract) -> None:
+        self.cancelled.append(contract.symbol)
+
+    def isConnected(self) -> bool:
+        return True
+
+    def symbols(self) -> list[str]:
+        return [c.symbol for c in self.requested]
+
+
+CON_IDS = {"A": 1, "B": 2, "C": 3, "D": 4, "E": 5}
+
+
+class StandInSession:
+    """The parts of IbSession the hub uses: a connected session that qualifies symbols."""
+
+    def __init__(self) -> None:
+        self.ib = RecordingIB()
+        self.connected = True
+        self.listeners: list[Callable[[StateChange], None]] = []
+
+    def add_state_listener(self, listener: Callable[[StateChange], None]) -> Callable[[], None]:
+        self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener)
+
+    async def qualify(self, contract: Contract, **_: Any) -> Contract:
+        return Contract(
+            conId=CON_IDS[contract.symbol],
+            symbol=contract.symbol,
+            secType="STK",
+            exchange="SMART",
+            currency="USD",
+        )
+
+
+def make_hub(budget: int) -> tuple[QuoteHub, StandInSession]:
+    session = StandInSession()
+    hub = QuoteHub(session, line_budget=budget, linger=0.0)  # type: ignore[arg-type]
+    hub.start()
+    return hub, session
+
+
+async def open_stream(hub: QuoteHub, *symbols: str) -> QuoteStream:
+    specs = [common_pb2.Contract(symbol=s) for s in symbols]
+    stream = QuoteStream(hub, specs, common_pb2.MARKET_DATA_TYPE_LIVE, heartbeat=60.0)
+    await stream.open()
+    return stream
+
+
+def statuses(stream: QuoteStream) -> list[tuple[str, int]]:
+    """The (symbol, state) of every subscription status the stream would send now."""
+    seen: list[tuple[str, int]] = []
+    while (data := stream.next_message()) is not None:
+        message = market_data_pb2.StreamQuotesResponse.FromString(data)
+        if message.WhichOneof("event") == "subscription_status":
+            status = message.subscription_status
+            seen.append((status.contract.symbol, status.state))
+    return seen
+
+
+async def test_freed_lines_go_to_the_longest_waiting_stream_one_per_freed_line() -> None:
+    hub, session = make_hub(budget=2)
+    holder_a, holder_b = await open_stream(hub, "A"), await open_stream(hub, "B")
+    first = await open_stream(hub, "C", "D")  # waits for two lines
+    second = await open_stream(hub, "E")
+    assert statuses(first) == [("C", LIMIT_REACHED), ("D", LIMIT_REACHED)]
+    assert statuses(second) == [("E", LIMIT_REACHED)]
+    assert hub.stats().waiting == 3
+    assert session.ib.symbols() == ["A", "B"]
+
+    holder_a.close()  # one line freed: the oldest waiter's first contract gets it
+    assert session.ib.cancelled == ["A"]
+    assert session.ib.symbols() == ["A", "B", "C"]
+    assert statuses(first) == [("C", ACTIVE)]
+    assert statuses(second) == []
+    assert (hub.stats().lines, hub.stats().waiting) == (2, 2)
+
+    holder_b.close()  # the next one: still the oldest waiter, before a newer stream
+    assert session.ib.symbols()[-1] == "D" and statuses(first) == [("D", ACTIVE)]
+    assert statuses(second) == []
+
+    first.close()  # two lines freed, one wanted
+    assert session.ib.symbols()[-1] == "E" and statuses(second) == [("E", ACTIVE)]
+    assert (hub.stats().lines, hub.stats().waiting) == (1, 0)
+    second.close()
+    assert (hub.stats().lines, hub.stats().streams, hub.stats().groups) == (0, 0, 0)
+    await hub.close()
+
+
+async def test_a_closed_waiting_stream_is_forgotten() -> None:
+    hub, session = make_hub(budget=1)
+    holder = await open_stream(hub, "A")
+    waiting = await open_stream(hub, "B")
+    waiting.close()
+    assert hub.stats().waiting == 0
+    holder.close()
+    assert session.ib.symbols() == ["A"]  # nobody asked for B any more
+    await hub.close()
+
+
+async def test_a_newcomer_does_not_take_a_lingering_line_from_a_waiting_stream() -> None:
+    hub, session = make_hub(budget=1)
+    hub.linger = 60.0
+    holder = await open_stream(hub, "A")
+    waiting = await open_stream(hub, "B")
+    holder.close()  # A lingers (a later consumer of A would reuse it)
+    newcomer = await open_stream(hub, "C")
+    assert statuses(newcomer) == [("C", LIMIT_REACHED)]
+    assert session.ib.symbols() == ["A"]
+    reuser = await open_stream(hub, "A")  # the lingering line itself is still shared
+    assert statuses(reuser) == [("A", ACTIVE)]
+    assert hub.stats().waiting == 2
+    for stream in (reuser, waiting, newcomer):
+        stream.close()
+    await hub.close()
+
+
+async def test_ib_line_limit_waits_without_probing_ib_again_until_a_line_is_freed() -> None:
+    hub, session = make_hub(budget=10)
+    holder = await open_stream(hub, "A")
+    refused = await open_stream(hub, "B")
+    statuses(refused)
+    b_contract = session.ib.requested[-1]
+    session.ib.errorEvent.emit(7, 101, "Max number of tickers has been reached", b_contract)
+    assert statuses(refused) == [("B", LIMIT_REACHED)]
+    assert hub.stats().waiting == 1
+    assert hub.stats().lines == 1  # the refused line is gone ...
+    assert session.ib.symbols() == ["A", "B"]  # ... and not asked for again at once
+
+    holder.close()
+    assert session.ib.symbols() == ["A", "B", "B"]
+    assert statuses(refused) == [("B", ACTIVE)]
+    assert hub.stats().waiting == 0
+    refused.close()
+    await hub.close()
+
+
+async def test_a_reconnect_retries_every_waiting_contract_within_the_budget() -> None:
+    hub, session = make_hub(budget=10)
+    streams = [await open_stream(hub, symbol) for symbol in ("A", "B", "C")]
+    requested = {contract.symbol: contract for contract in session.ib.requested}
+    for symbol in ("B", "C"):  # IB has no line for these
+        session.ib.errorEvent.emit(
+            7, 101, "Max number of tickers has been reached", requested[symbol]
+        )
+    for stream in streams:
+        statuses(stream)
+    assert hub.stats().waiting == 2
+    for listener in session.listeners:
+        listener(
+            StateChange(
+                event=SessionEvent.CONNECTED,
+                state=SessionState.CONNECTED,
+                message="connected",
+                resubscribe=True,
+            )
+        )
+    # the live line is re-subscribed first, then the waiting ones, oldest first
+    assert session.ib.symbols()[3:] == ["A", "B", "C"]
+    assert hub.stats().waiting == 0
+    assert statuses(streams[1]) == [("B", ACTIVE)]
+    assert statuses(streams[2]) == [("C", ACTIVE)]
+    for stream in streams:
+        stream.close()
+    await hub.close()
