@@ -83,6 +83,7 @@ class OrderEventStats:
     held: int
     retention: int
     streams: int
+    max_lag: int  # events the slowest stream has not sent yet (beyond retention: it ends)
 
 
 def plan_resume(
@@ -214,6 +215,7 @@ class OrderEventLog:
             held=len(self._events),
             retention=self.retention,
             streams=len(self._streams),
+            max_lag=max((self._last + 1 - s.next_sequence for s in self._streams), default=0),
         )
 
     def event(self, sequence: int) -> LoggedEvent | None:

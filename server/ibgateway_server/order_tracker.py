@@ -183,12 +183,17 @@ class OrderTracker:
         differences, forget orders it no longer holds, and follow callbacks again."""
         trades = sorted(self.ib.trades(), key=_placement_order)
         if self._baseline:
-            self._reported = {order_key(t): self._snapshot(t) for t in trades}
+            self._reported = {}
+            for trade in trades:
+                try:
+                    self._reported[order_key(trade)] = self._snapshot(trade)
+                except Exception:
+                    log.exception("order events: cannot record order %s", order_key(trade))
             self._baseline = False
         else:
             kept: dict[OrderKey, Reported] = {}
             for trade in trades:
-                self._reconcile(trade)
+                self._reconcile_safely(trade)
                 key = order_key(trade)
                 state = self._reported.get(key)
                 if state is not None:
@@ -200,22 +205,29 @@ class OrderTracker:
 
     def _on_trade(self, trade: Trade) -> None:
         if self._live:
-            self._reconcile(trade)
+            self._reconcile_safely(trade)
 
     def _on_fill(self, trade: Trade, fill: Fill) -> None:
         if self._live:
-            self._reconcile(trade)
+            self._reconcile_safely(trade)
 
     def _on_commission(self, trade: Trade, fill: Fill, report: object) -> None:
         if self._live:
-            self._reconcile(trade)
+            self._reconcile_safely(trade)
 
     def _on_error(self, req_id: int, code: int, message: str, contract: object) -> None:
         if not self._live or req_id <= 0:
             return
         trade = self.trade_of_request(req_id)
         if trade is not None:
-            self._reconcile(trade, error=(code, message.strip()))
+            self._reconcile_safely(trade, error=(code, message.strip()))
+
+    def _reconcile_safely(self, trade: Trade, error: tuple[int, str] | None = None) -> None:
+        # One odd order must not stop the events of the others (nor a re-sync).
+        try:
+            self._reconcile(trade, error)
+        except Exception:
+            log.exception("order events: cannot follow order %s", order_key(trade))
 
     # ---------------------------------------------------------------- comparing
 

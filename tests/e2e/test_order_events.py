@@ -24,6 +24,7 @@ from tests.e2e.test_order_events_support import (
     kinds,
     market_order_done,
     of_order,
+    open_reader,
     place_market,
     place_resting_limit,
     stream_request,
@@ -37,16 +38,6 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture
 async def stub(channel: grpc.aio.Channel) -> orders_pb2_grpc.OrderServiceAsyncStub:
     return orders_pb2_grpc.OrderServiceStub(channel)
-
-
-async def open_reader(
-    stub: orders_pb2_grpc.OrderServiceAsyncStub,
-    request: orders_pb2.StreamOrderEventsRequest | None = None,
-) -> EventReader:
-    """A stream that is surely registered: its first heartbeat (0.1 s) has arrived."""
-    reader = EventReader(stub, request or stream_request(heartbeat=0.1))
-    await reader.next_of("heartbeat", within=5)
-    return reader
 
 
 async def test_market_order_events_in_sequence(

@@ -6,6 +6,7 @@ and an IB connection drop during which an order fills.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -16,7 +17,13 @@ from ibgateway_server import order_events
 from ibgateway_server.app import Gateway
 from ibgateway_server.order_events import OrderEventLog
 from ibgateway_server.session import SessionState
-from tests.e2e.conftest import GatewayFactory, expect_error, gateway_channel, wait_for_state
+from tests.e2e.conftest import (
+    GatewayFactory,
+    expect_error,
+    gateway_channel,
+    rich_error,
+    wait_for_state,
+)
 from tests.e2e.test_order_events_support import (
     ACKNOWLEDGED,
     COMMISSION,
@@ -26,11 +33,12 @@ from tests.e2e.test_order_events_support import (
     kinds,
     market_order_done,
     of_order,
+    open_reader,
     place_market,
     place_resting_limit,
     stream_request,
 )
-from tests.e2e.test_orders_support import AAPL_CON_ID
+from tests.e2e.test_orders_support import AAPL_CON_ID, ACCOUNT
 from tests.polling import wait_until
 from tws_simulator import TwsSimulator
 
@@ -61,7 +69,7 @@ async def two_filled_orders(
 async def test_resume_after_a_sequence_gets_exactly_the_missed_events(
     gateway: Gateway, stub: orders_pb2_grpc.OrderServiceAsyncStub
 ) -> None:
-    first = EventReader(stub)
+    first = await open_reader(stub)
     seen = await two_filled_orders(stub, first, "res")
     await first.close()
     assert len(seen) == 8
@@ -93,7 +101,7 @@ async def test_resume_after_a_sequence_gets_exactly_the_missed_events(
 async def test_an_unknown_epoch_starts_with_a_replay_gap(
     gateway: Gateway, stub: orders_pb2_grpc.OrderServiceAsyncStub
 ) -> None:
-    first = EventReader(stub)
+    first = await open_reader(stub)
     await place_market(stub, "gap-0")
     before = await first.events_until(market_order_done("gap-0"))
     await first.close()
@@ -122,7 +130,7 @@ async def test_events_no_longer_held_give_a_replay_gap_then_the_held_ones(
     assert event_log(gw).retention == 5
     async with gateway_channel(gw) as channel:
         stub = orders_pb2_grpc.OrderServiceStub(channel)
-        first = EventReader(stub)
+        first = await open_reader(stub)
         seen = await two_filled_orders(stub, first, "ret")
         await first.close()
         stats = event_log(gw).stats()
@@ -154,9 +162,7 @@ async def test_a_client_that_leaves_leaves_nothing_behind(
     log = event_log(gateway)
     assert gateway.session is not None
     listeners = gateway.session.state_listener_count
-    readers = [EventReader(stub, stream_request(heartbeat=0.1)) for _ in range(3)]
-    for reader in readers:
-        await reader.next_of("heartbeat")
+    readers = [await open_reader(stub) for _ in range(3)]
     assert log.stats().streams == 3
     await readers[0].close()
     assert await wait_until(lambda: log.stats().streams == 2)
@@ -174,9 +180,7 @@ async def test_open_streams_end_cleanly_on_shutdown(make_gateway: GatewayFactory
     gw = await make_gateway()
     async with gateway_channel(gw) as channel:
         stub = orders_pb2_grpc.OrderServiceStub(channel)
-        readers = [EventReader(stub, stream_request(heartbeat=0.1)) for _ in range(2)]
-        for reader in readers:
-            await reader.next_of("heartbeat")
+        readers = [await open_reader(stub) for _ in range(2)]
         loop = asyncio.get_running_loop()
         start = loop.time()
         stopping = asyncio.ensure_future(gw.stop(grace=5.0))
@@ -192,7 +196,7 @@ async def test_connection_drop_is_reported_and_the_missed_fill_follows(
     stub: orders_pb2_grpc.OrderServiceAsyncStub,
     simulator: TwsSimulator,
 ) -> None:
-    reader = EventReader(stub)
+    reader = await open_reader(stub)
     placed = await place_resting_limit(stub, simulator, "drop-lmt")
     ack = await reader.next_event()
     assert (ack.type, ack.order.client_order_id) == (ACKNOWLEDGED, "drop-lmt")
@@ -225,3 +229,59 @@ async def test_connection_drop_is_reported_and_the_missed_fill_follows(
     everything = [m.order_event for m in reader.received if m.HasField("order_event")]
     assert len({e.sequence for e in everything}) == len(everything)
     assert {e.type for e in everything} <= {ACKNOWLEDGED, FILLED, COMMISSION, STATUS_CHANGED}
+
+
+async def test_a_stalled_consumer_neither_blocks_others_nor_holds_memory(
+    monkeypatch: pytest.MonkeyPatch, make_gateway: GatewayFactory
+) -> None:
+    monkeypatch.setattr(order_events, "DEFAULT_RETENTION", 100)
+    gw = await make_gateway()
+    log = event_log(gw)
+    async with gateway_channel(gw) as channel:
+        stub = orders_pb2_grpc.OrderServiceStub(channel)
+        stalled: Any = stub.StreamOrderEvents(stream_request(heartbeat=3600))  # never read
+        assert await wait_until(lambda: log.stats().streams == 1)
+        healthy = await open_reader(stub)
+        # Synthetic events (big ones, so that gRPC's buffers fill sooner), appended as
+        # fast as the healthy consumer takes them, until the stalled one is out of the
+        # retention window (gRPC has buffered what it could for it, then its writes wait).
+        big = orders_pb2.Order(
+            client_order_id="stall", account_id=ACCOUNT, status_message="x" * 4000
+        )
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 30
+        while log.stats().max_lag <= log.retention:
+            assert loop.time() < end, log.stats()
+            for _ in range(20):
+                log.append(FILLED, big)
+            assert await wait_until(lambda: healthy_seen(healthy) == log.last_sequence, within=10)
+        stats = log.stats()
+        assert stats.held == 100  # what is kept does not grow with the lag
+
+        # The healthy stream got everything, in order; the stalled one ends with a clear
+        # status after what gRPC had buffered for it, and its resume starts with a gap.
+        sequences = [m.order_event.sequence for m in healthy.received if m.HasField("order_event")]
+        assert sequences == list(range(1, stats.last_sequence + 1))
+        await healthy.close()
+        received: list[int] = []
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for message in stalled:
+                received.append(message.order_event.sequence)
+        err = rich_error(caught.value)
+        assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert err.info is not None and err.info.reason == "ORDER_EVENTS_CONSUMER_TOO_SLOW"
+        assert received == list(range(1, len(received) + 1))
+        assert err.info.metadata["next_sequence"] == str(len(received) + 1)
+        resumed = EventReader(stub, stream_request(after_sequence=received[-1], epoch=log.epoch))
+        opening = await resumed.next(within=5)
+        await resumed.close()
+        assert opening is not None and opening.WhichOneof("event") == "replay_gap"
+        assert opening.replay_gap.first_available_sequence == stats.first_sequence
+
+
+def healthy_seen(reader: EventReader) -> int:
+    """The sequence of the newest order event ``reader`` has received (0: none)."""
+    for message in reversed(reader.received):
+        if message.HasField("order_event"):
+            return int(message.order_event.sequence)
+    return 0

@@ -140,6 +140,17 @@ class EventReader:
             await self._task
 
 
+async def open_reader(
+    stub: orders_pb2_grpc.OrderServiceAsyncStub,
+    request: orders_pb2.StreamOrderEventsRequest | None = None,
+) -> EventReader:
+    """A "from now on" stream that is surely registered: its first heartbeat (after 0.1 s
+    of silence) has arrived, so no event placed afterwards can slip past it."""
+    reader = EventReader(stub, request or stream_request(heartbeat=0.1))
+    await reader.next_of("heartbeat", within=5)
+    return reader
+
+
 def of_order(events: list[OrderEvent], client_order_id: str) -> list[OrderEvent]:
     return [e for e in events if e.order.client_order_id == client_order_id]
 

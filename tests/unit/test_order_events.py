@@ -153,6 +153,7 @@ async def test_a_stream_that_falls_behind_the_retention_ends_resource_exhausted(
     log.connection_changed(connection(common_pb2.CONNECTION_STATE_CONNECTED))
     stream = log.open_stream()  # from now on: next is 1
     fill_log(log, 5)  # 1 and 2 are dropped before the stream reads
+    assert log.stats().max_lag == 5
     with pytest.raises(GatewayError) as caught:
         await collect(stream, 1)
     err = caught.value
