@@ -15,6 +15,7 @@ import pytest
 
 from ibgateway.v1 import orders_pb2, orders_pb2_grpc
 from ibgateway_server.app import Gateway
+from ibgateway_server.ib_api import IB, LimitOrder, MarketOrder, Stock
 from tests.e2e.conftest import GatewayFactory, expect_error, gateway_channel
 from tests.e2e.test_order_events_support import (
     ACKNOWLEDGED,
@@ -29,7 +30,8 @@ from tests.e2e.test_order_events_support import (
     place_resting_limit,
     stream_request,
 )
-from tests.e2e.test_orders_support import ACCOUNT, order_request
+from tests.e2e.test_orders_support import AAPL_CON_ID, ACCOUNT, order_request
+from tests.polling import wait_until
 from tws_simulator import TwsSimulator
 
 pytestmark = pytest.mark.timeout(60)
@@ -191,3 +193,45 @@ async def test_read_only_gateway_streams_events(
         assert [m.WhichOneof("event") for m in reader.received] == ["heartbeat"] * len(
             reader.received
         )
+
+
+async def test_an_order_placed_elsewhere_is_acknowledged_when_first_seen(
+    stub: orders_pb2_grpc.OrderServiceAsyncStub, simulator: TwsSimulator
+) -> None:
+    reader = await open_reader(stub)
+    other = IB()  # another API client of the same TWS
+    await other.connectAsync(simulator.host, simulator.port, clientId=901, timeout=5)
+    try:
+        contract = Stock("AAPL", "SMART", "USD")
+        await other.qualifyContractsAsync(contract)
+        limit = round(simulator.market.quote(AAPL_CON_ID).bid * 0.5, 2)
+        trade = other.placeOrder(
+            contract, LimitOrder("BUY", 2, limit, orderRef="elsewhere-1", account=ACCOUNT)
+        )
+        assert await wait_until(lambda: trade.orderStatus.status == "Submitted")
+        # TWS tells only the placing client; the gateway sees the order when it asks TWS
+        # for every client's orders, e.g. for ListOrders.
+        listed = await stub.ListOrders(orders_pb2.ListOrdersRequest(), timeout=10)
+        assert "elsewhere-1" in [o.client_order_id for o in listed.orders]
+        seen = await reader.next_event()
+        assert seen.type == ACKNOWLEDGED and seen.order.client_order_id == "elsewhere-1"
+        assert seen.order.status == orders_pb2.ORDER_STATUS_SUBMITTED
+        assert seen.order.perm_id == trade.order.permId
+        # One that is already filled when first seen: acknowledged, then its execution.
+        done = other.placeOrder(
+            contract, MarketOrder("BUY", 3, orderRef="elsewhere-2", account=ACCOUNT)
+        )
+        assert await wait_until(lambda: done.orderStatus.status == "Filled" and done.fills)
+        await stub.ListOrders(orders_pb2.ListOrdersRequest(), timeout=10)
+        filled = await reader.events_until(lambda evs: len(evs) == 3)
+        assert kinds(filled) == ["ACKNOWLEDGED", "FILLED", "COMMISSION"]
+        assert {e.order.client_order_id for e in filled} == {"elsewhere-2"}
+        assert filled[0].order.status == orders_pb2.ORDER_STATUS_FILLED
+        assert filled[1].fill.execution_id == done.fills[0].execution.execId
+        # Seen once: asking again says nothing new.
+        await stub.ListOrders(orders_pb2.ListOrdersRequest(), timeout=10)
+        await place_market(stub, "ev-next")
+        assert (await reader.next_event()).order.client_order_id == "ev-next"
+    finally:
+        other.disconnect()
+        await reader.close()
