@@ -32,11 +32,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from ibgateway.v1 import orders_pb2
 from ibgateway_server import orders_convert as oc
-from ibgateway_server.ib_api import Fill, Trade
+from ibgateway_server.ib_api import IB, Fill, Trade
 from ibgateway_server.order_events import EventType, OrderEventLog
 
 log = logging.getLogger(__name__)
@@ -132,7 +131,7 @@ class OrderTracker:
 
     def __init__(
         self,
-        ib: Any,
+        ib: IB,
         log: OrderEventLog,
         render: Render,
         trade_of_request: Callable[[int], Trade | None],

@@ -285,3 +285,22 @@ def healthy_seen(reader: EventReader) -> int:
         if message.HasField("order_event"):
             return int(message.order_event.sequence)
     return 0
+
+
+async def test_a_stream_opened_while_tws_is_away_says_so_then_follows(
+    gateway: Gateway, stub: orders_pb2_grpc.OrderServiceAsyncStub, simulator: TwsSimulator
+) -> None:
+    simulator.faults.refuse_connections(0.5)
+    simulator.faults.drop_all_connections()
+    assert await wait_for_state(gateway, SessionState.RECONNECTING)
+    reader = EventReader(stub)  # no UNAVAILABLE: the log is the gateway's own
+    first = await reader.next(within=5)
+    assert first is not None and first.WhichOneof("event") == "connection_state"
+    assert first.connection_state.state == common_pb2.CONNECTION_STATE_RECONNECTING
+    back = await reader.next_of("connection_state", within=15)
+    assert back.connection_state.state == common_pb2.CONNECTION_STATE_CONNECTED
+    assert await wait_for_state(gateway, SessionState.CONNECTED)
+    await place_market(stub, "away-1")
+    events = await reader.events_until(market_order_done("away-1"))
+    await reader.close()
+    assert kinds(events) == ["ACKNOWLEDGED", "FILLED", "STATUS_CHANGED", "COMMISSION"]

@@ -4,12 +4,14 @@ ib_insync's wrapper drives them, and the events that reach the log."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import cast
 
 from eventkit import Event
 
 from ibgateway.v1 import orders_pb2
 from ibgateway_server import orders_convert as oc
 from ibgateway_server.ib_api import (
+    IB,
     CommissionReport,
     Contract,
     Execution,
@@ -119,7 +121,7 @@ def tracked(ib: FakeIB | None = None) -> tuple[OrderTracker, OrderEventLog, Fake
     ib = ib or FakeIB()
     log = OrderEventLog()
     tracker = OrderTracker(
-        ib,
+        cast(IB, ib),
         log,
         lambda trade: oc.trade_to_proto(trade),
         lambda req_id: ib.table.get((CLIENT_ID, req_id)),
