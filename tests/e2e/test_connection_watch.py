@@ -203,6 +203,8 @@ async def test_cancelled_watch_leaves_no_listener_behind(stub: Any, gateway: Gat
     # the session keeps working for everyone else
     after = WatchReader(stub.WatchConnectionStatus(watch_request()))
     try:
+        await wait_for(lambda: len(after.updates) == 1)
+        assert session.state_listener_count == before + 1
         await stub.Disconnect(connection_pb2.DisconnectRequest())
         await wait_for(lambda: DISCONNECTED in after.states())
     finally:
