@@ -19,6 +19,9 @@ from ibgateway_server.ib_api import IB, LimitOrder, MarketOrder, Stock
 from tests.e2e.conftest import GatewayFactory, expect_error, gateway_channel
 from tests.e2e.test_order_events_support import (
     ACKNOWLEDGED,
+    COMMISSION,
+    FILLED,
+    MODIFIED,
     REJECTED,
     STATUS_CHANGED,
     EventReader,
@@ -235,3 +238,50 @@ async def test_an_order_placed_elsewhere_is_acknowledged_when_first_seen(
     finally:
         other.disconnect()
         await reader.close()
+
+
+async def test_a_large_order_fills_in_parts_without_noise(
+    stub: orders_pb2_grpc.OrderServiceAsyncStub,
+) -> None:
+    # The simulator fills at most the displayed size (≤ 2,000 shares) per quote.
+    reader = await open_reader(stub)
+    await place_market(stub, "ev-big", quantity="6000")
+    events = await reader.events_until(market_order_done("ev-big"), within=20)
+    await reader.close()
+    fills = [e for e in events if e.type == FILLED]
+    commissions = [e for e in events if e.type == COMMISSION]
+    assert len(fills) >= 3
+    assert [e.fill.execution_id for e in commissions] == [e.fill.execution_id for e in fills]
+    assert sum(Decimal(e.fill.quantity.value) for e in fills) == 6000
+    # Each execution's own status report says nothing new; only the final status does.
+    assert [e.order.status for e in events if e.type == STATUS_CHANGED] == [
+        orders_pb2.ORDER_STATUS_FILLED
+    ]
+    filled_so_far = [Decimal(e.order.filled_quantity.value) for e in fills]
+    assert filled_so_far == sorted(filled_so_far) and filled_so_far[-1] == 6000
+    assert kinds(events)[0] == "ACKNOWLEDGED"
+
+
+async def test_a_modification_confirmed_by_tws_is_one_modified_event(
+    gateway: Gateway, stub: orders_pb2_grpc.OrderServiceAsyncStub, simulator: TwsSimulator
+) -> None:
+    reader = await open_reader(stub)
+    await place_resting_limit(stub, simulator, "ev-mod")
+    ack = await reader.next_event()
+    assert ack.type == ACKNOWLEDGED
+    # No ModifyOrder RPC yet: modify it through the gateway's own IB session, as any
+    # TWS API client would (placeOrder again with the same order id).
+    assert gateway.order_book is not None and gateway.session is not None
+    trade = gateway.order_book.find("ev-mod").trade
+    new_limit = round(float(ack.order.limit_price.value) - 1, 2)
+    trade.order.lmtPrice = new_limit
+    gateway.session.ib.placeOrder(trade.contract, trade.order)
+    modified = await reader.next_event()
+    assert modified.type == MODIFIED and modified.sequence == ack.sequence + 1
+    assert Decimal(modified.order.limit_price.value) == Decimal(str(new_limit))
+    assert modified.order.status == orders_pb2.ORDER_STATUS_SUBMITTED
+    # TWS's repeated confirmations say nothing more: the next event is the next order's.
+    await place_market(stub, "ev-mod-next")
+    following = await reader.next_event()
+    await reader.close()
+    assert following.order.client_order_id == "ev-mod-next"
