@@ -47,7 +47,6 @@ from ibgateway_server.session import IbSession, SessionEvent, StateChange
 
 log = logging.getLogger(__name__)
 
-INFORMATIONAL_CODES = oc.INFORMATIONAL_CODES
 _CANCELLED = frozenset({"Cancelled", "ApiCancelled"})
 _FINAL_AFTER_CANCEL = frozenset({"Cancelled", "ApiCancelled", "Filled", "Inactive"})
 

@@ -304,3 +304,20 @@ def test_close_stops_following() -> None:
     tracker.close()
     acknowledged(ib)
     assert log.last_sequence == 0
+
+
+def test_order_terms_compare_what_each_type_uses() -> None:
+    ib = FakeIB()
+    market = ib.place(1, order_type="MKT")
+    limit = ib.place(2)
+    assert oc.order_terms(market) == ("MKT", "10", "", "", "")
+    assert oc.order_terms(limit) == ("LMT", "10", "100", "", "")
+    market.order.lmtPrice = 0.0  # TWS's spelling of "no limit" differs: not a change
+    assert oc.order_terms(market) == ("MKT", "10", "", "", "")
+    limit.order.totalQuantity = 12.0
+    assert oc.order_terms(limit) == ("LMT", "12", "100", "", "")
+    trail = ib.place(3, order_type="TRAIL")
+    trail.order.trailingPercent, trail.order.trailStopPrice = 1.5, 95.0  # the stop moves
+    assert oc.order_terms(trail) == ("TRAIL", "10", "", "", "1.5")
+    assert oc.is_informational(202) and oc.is_informational(2104)
+    assert not oc.is_informational(201) and not oc.is_informational(110)
