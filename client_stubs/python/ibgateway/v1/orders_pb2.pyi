@@ -722,9 +722,10 @@ class StreamOrderEventsRequest(google.protobuf.message.Message):
     ACCOUNT_ID_FIELD_NUMBER: builtins.int
     HEARTBEAT_INTERVAL_FIELD_NUMBER: builtins.int
     after_sequence: builtins.int
-    """Resume: replay the held events whose sequence is greater than this, then stream new
-    ones. Zero means "from now on" (no replay). Only meaningful with the epoch the
-    sequence came from; see `epoch`.
+    """Resume point. With `epoch` set to the gateway's current epoch, the held events whose
+    sequence is greater than this are replayed first (0 replays every held event of the
+    epoch), then new ones follow. With `epoch` empty and this 0, the stream starts from
+    now on, without replay.
     """
     epoch: builtins.str
     """The epoch of after_sequence (OrderEvent.epoch). When it is not the gateway's current
