@@ -24,6 +24,7 @@ from ibgateway_server.hub import (
     failure_of,
     state_for_error,
 )
+from ibgateway_server.services.streaming import quiet_if_client_left
 from ibgateway_server.session import IbSession
 from ibgateway_server.validation import Violations, check_contract, heartbeat_seconds
 
@@ -181,12 +182,9 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
         self.session.require_connected()
         stream = QuoteStream(self.hub, request.contracts, request.market_data_type, heartbeat)
         try:
-            await stream.open()
-            await stream.run(context.write)
-        except Exception:
-            if context.cancelled() or context.done():
-                return  # the client left mid-write: nothing to report to anyone
-            raise
+            with quiet_if_client_left(context):
+                await stream.open()
+                await stream.run(context.write)
         finally:
             stream.close()
 
