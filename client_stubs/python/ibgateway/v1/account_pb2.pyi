@@ -233,3 +233,61 @@ class GetBalanceResponse(google.protobuf.message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___GetBalanceResponse: typing_extensions.TypeAlias = GetBalanceResponse
+
+@typing.final
+class GetPnLRequest(google.protobuf.message.Message):
+    """Request for AccountService.GetPnL."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: builtins.int
+    account_id: builtins.str
+    """The account; may be empty when the login manages exactly one account."""
+    def __init__(
+        self,
+        *,
+        account_id: builtins.str = ...,
+    ) -> None: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___GetPnLRequest: typing_extensions.TypeAlias = GetPnLRequest
+
+@typing.final
+class GetPnLResponse(google.protobuf.message.Message):
+    """Response of AccountService.GetPnL."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: builtins.int
+    DAILY_PNL_FIELD_NUMBER: builtins.int
+    UNREALIZED_PNL_FIELD_NUMBER: builtins.int
+    REALIZED_PNL_FIELD_NUMBER: builtins.int
+    account_id: builtins.str
+    """The account the figures belong to."""
+    @property
+    def daily_pnl(self) -> ibgateway.v1.common_pb2.Decimal:
+        """Profit and loss since the start of the trading day."""
+
+    @property
+    def unrealized_pnl(self) -> ibgateway.v1.common_pb2.Decimal:
+        """Unrealized profit and loss of the open positions."""
+
+    @property
+    def realized_pnl(self) -> ibgateway.v1.common_pb2.Decimal:
+        """Realized profit and loss."""
+
+    def __init__(
+        self,
+        *,
+        account_id: builtins.str = ...,
+        daily_pnl: ibgateway.v1.common_pb2.Decimal | None = ...,
+        unrealized_pnl: ibgateway.v1.common_pb2.Decimal | None = ...,
+        realized_pnl: ibgateway.v1.common_pb2.Decimal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["daily_pnl", b"daily_pnl", "realized_pnl", b"realized_pnl", "unrealized_pnl", b"unrealized_pnl"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id", "daily_pnl", b"daily_pnl", "realized_pnl", b"realized_pnl", "unrealized_pnl", b"unrealized_pnl"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___GetPnLResponse: typing_extensions.TypeAlias = GetPnLResponse

@@ -50,6 +50,11 @@ class AccountServiceStub:
                 request_serializer=ibgateway_dot_v1_dot_account__pb2.GetBalanceRequest.SerializeToString,
                 response_deserializer=ibgateway_dot_v1_dot_account__pb2.GetBalanceResponse.FromString,
                 _registered_method=True)
+        self.GetPnL = channel.unary_unary(
+                '/ibgateway.v1.AccountService/GetPnL',
+                request_serializer=ibgateway_dot_v1_dot_account__pb2.GetPnLRequest.SerializeToString,
+                response_deserializer=ibgateway_dot_v1_dot_account__pb2.GetPnLResponse.FromString,
+                _registered_method=True)
 
 
 class AccountServiceServicer:
@@ -77,6 +82,13 @@ class AccountServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPnL(self, request, context):
+        """Returns today's profit and loss of one account (IB's reqPnL).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +106,11 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.GetBalance,
                     request_deserializer=ibgateway_dot_v1_dot_account__pb2.GetBalanceRequest.FromString,
                     response_serializer=ibgateway_dot_v1_dot_account__pb2.GetBalanceResponse.SerializeToString,
+            ),
+            'GetPnL': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPnL,
+                    request_deserializer=ibgateway_dot_v1_dot_account__pb2.GetPnLRequest.FromString,
+                    response_serializer=ibgateway_dot_v1_dot_account__pb2.GetPnLResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +195,33 @@ class AccountService:
             '/ibgateway.v1.AccountService/GetBalance',
             ibgateway_dot_v1_dot_account__pb2.GetBalanceRequest.SerializeToString,
             ibgateway_dot_v1_dot_account__pb2.GetBalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPnL(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ibgateway.v1.AccountService/GetPnL',
+            ibgateway_dot_v1_dot_account__pb2.GetPnLRequest.SerializeToString,
+            ibgateway_dot_v1_dot_account__pb2.GetPnLResponse.FromString,
             options,
             channel_credentials,
             insecure,

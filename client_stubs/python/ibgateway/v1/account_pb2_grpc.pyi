@@ -33,6 +33,8 @@ class AccountServiceStub:
     """Returns IB's account summary: every tag with its value and currency, per account."""
     GetBalance: grpc.UnaryUnaryMultiCallable[ibgateway.v1.account_pb2.GetBalanceRequest, ibgateway.v1.account_pb2.GetBalanceResponse]
     """Returns the main balances of one account."""
+    GetPnL: grpc.UnaryUnaryMultiCallable[ibgateway.v1.account_pb2.GetPnLRequest, ibgateway.v1.account_pb2.GetPnLResponse]
+    """Returns today's profit and loss of one account (IB's reqPnL)."""
 
 @typing.type_check_only
 class AccountServiceAsyncStub(AccountServiceStub):
@@ -45,6 +47,8 @@ class AccountServiceAsyncStub(AccountServiceStub):
     """Returns IB's account summary: every tag with its value and currency, per account."""
     GetBalance: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.account_pb2.GetBalanceRequest, ibgateway.v1.account_pb2.GetBalanceResponse]  # type: ignore[assignment]
     """Returns the main balances of one account."""
+    GetPnL: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.account_pb2.GetPnLRequest, ibgateway.v1.account_pb2.GetPnLResponse]  # type: ignore[assignment]
+    """Returns today's profit and loss of one account (IB's reqPnL)."""
 
 class AccountServiceServicer(metaclass=abc.ABCMeta):
     """Reads the accounts of the IB login: their list, every summary value, and balances."""
@@ -72,5 +76,13 @@ class AccountServiceServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[ibgateway.v1.account_pb2.GetBalanceResponse, collections.abc.Awaitable[ibgateway.v1.account_pb2.GetBalanceResponse]]:
         """Returns the main balances of one account."""
+
+    @abc.abstractmethod
+    def GetPnL(
+        self,
+        request: ibgateway.v1.account_pb2.GetPnLRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[ibgateway.v1.account_pb2.GetPnLResponse, collections.abc.Awaitable[ibgateway.v1.account_pb2.GetPnLResponse]]:
+        """Returns today's profit and loss of one account (IB's reqPnL)."""
 
 def add_AccountServiceServicer_to_server(servicer: AccountServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

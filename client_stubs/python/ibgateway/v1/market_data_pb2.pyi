@@ -475,3 +475,76 @@ class StreamQuotesResponse(google.protobuf.message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___StreamQuotesResponse: typing_extensions.TypeAlias = StreamQuotesResponse
+
+@typing.final
+class SearchContractsRequest(google.protobuf.message.Message):
+    """Request for MarketDataService.SearchContracts."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    PATTERN_FIELD_NUMBER: builtins.int
+    pattern: builtins.str
+    """Required. The start of a symbol or company name, e.g. "AA" or "apple"."""
+    def __init__(
+        self,
+        *,
+        pattern: builtins.str = ...,
+    ) -> None: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["pattern", b"pattern"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___SearchContractsRequest: typing_extensions.TypeAlias = SearchContractsRequest
+
+@typing.final
+class ContractMatch(google.protobuf.message.Message):
+    """One instrument found by SearchContracts."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: builtins.int
+    DERIVATIVE_SEC_TYPES_FIELD_NUMBER: builtins.int
+    DESCRIPTION_FIELD_NUMBER: builtins.int
+    description: builtins.str
+    """IB's description of it, e.g. "APPLE INC", where TWS sends one."""
+    @property
+    def contract(self) -> ibgateway.v1.common_pb2.Contract:
+        """The instrument (con_id, symbol, sec_type, primary exchange, currency)."""
+
+    @property
+    def derivative_sec_types(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
+        """The kinds of derivatives IB lists on it, e.g. ["OPT", "WAR", "CFD"]."""
+
+    def __init__(
+        self,
+        *,
+        contract: ibgateway.v1.common_pb2.Contract | None = ...,
+        derivative_sec_types: collections.abc.Iterable[builtins.str] | None = ...,
+        description: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["contract", b"contract"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["contract", b"contract", "derivative_sec_types", b"derivative_sec_types", "description", b"description"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___ContractMatch: typing_extensions.TypeAlias = ContractMatch
+
+@typing.final
+class SearchContractsResponse(google.protobuf.message.Message):
+    """Response of MarketDataService.SearchContracts."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    MATCHES_FIELD_NUMBER: builtins.int
+    @property
+    def matches(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___ContractMatch]:
+        """The matches, in IB's order."""
+
+    def __init__(
+        self,
+        *,
+        matches: collections.abc.Iterable[Global___ContractMatch] | None = ...,
+    ) -> None: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["matches", b"matches"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___SearchContractsResponse: typing_extensions.TypeAlias = SearchContractsResponse

@@ -51,6 +51,11 @@ class MarketDataServiceStub:
                 request_serializer=ibgateway_dot_v1_dot_market__data__pb2.StreamQuotesRequest.SerializeToString,
                 response_deserializer=ibgateway_dot_v1_dot_market__data__pb2.StreamQuotesResponse.FromString,
                 _registered_method=True)
+        self.SearchContracts = channel.unary_unary(
+                '/ibgateway.v1.MarketDataService/SearchContracts',
+                request_serializer=ibgateway_dot_v1_dot_market__data__pb2.SearchContractsRequest.SerializeToString,
+                response_deserializer=ibgateway_dot_v1_dot_market__data__pb2.SearchContractsResponse.FromString,
+                _registered_method=True)
 
 
 class MarketDataServiceServicer:
@@ -86,6 +91,14 @@ class MarketDataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchContracts(self, request, context):
+        """Finds instruments whose symbol or name starts with a pattern (IB's
+        reqMatchingSymbols), e.g. "AA" → AAPL, AAL, ...
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarketDataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -103,6 +116,11 @@ def add_MarketDataServiceServicer_to_server(servicer, server):
                     servicer.StreamQuotes,
                     request_deserializer=ibgateway_dot_v1_dot_market__data__pb2.StreamQuotesRequest.FromString,
                     response_serializer=ibgateway_dot_v1_dot_market__data__pb2.StreamQuotesResponse.SerializeToString,
+            ),
+            'SearchContracts': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchContracts,
+                    request_deserializer=ibgateway_dot_v1_dot_market__data__pb2.SearchContractsRequest.FromString,
+                    response_serializer=ibgateway_dot_v1_dot_market__data__pb2.SearchContractsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -188,6 +206,33 @@ class MarketDataService:
             '/ibgateway.v1.MarketDataService/StreamQuotes',
             ibgateway_dot_v1_dot_market__data__pb2.StreamQuotesRequest.SerializeToString,
             ibgateway_dot_v1_dot_market__data__pb2.StreamQuotesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchContracts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ibgateway.v1.MarketDataService/SearchContracts',
+            ibgateway_dot_v1_dot_market__data__pb2.SearchContractsRequest.SerializeToString,
+            ibgateway_dot_v1_dot_market__data__pb2.SearchContractsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,10 @@ class MarketDataServiceStub:
     quote per contract (older ones are conflated away and counted), heartbeats keep a
     quiet stream alive, and IB connection changes are reported in the stream.
     """
+    SearchContracts: grpc.UnaryUnaryMultiCallable[ibgateway.v1.market_data_pb2.SearchContractsRequest, ibgateway.v1.market_data_pb2.SearchContractsResponse]
+    """Finds instruments whose symbol or name starts with a pattern (IB's
+    reqMatchingSymbols), e.g. "AA" → AAPL, AAL, ...
+    """
 
 @typing.type_check_only
 class MarketDataServiceAsyncStub(MarketDataServiceStub):
@@ -68,6 +72,10 @@ class MarketDataServiceAsyncStub(MarketDataServiceStub):
     found, line limit reached) does not stop the others. Slow consumers get the newest
     quote per contract (older ones are conflated away and counted), heartbeats keep a
     quiet stream alive, and IB connection changes are reported in the stream.
+    """
+    SearchContracts: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.market_data_pb2.SearchContractsRequest, ibgateway.v1.market_data_pb2.SearchContractsResponse]  # type: ignore[assignment]
+    """Finds instruments whose symbol or name starts with a pattern (IB's
+    reqMatchingSymbols), e.g. "AA" → AAPL, AAL, ...
     """
 
 class MarketDataServiceServicer(metaclass=abc.ABCMeta):
@@ -107,6 +115,16 @@ class MarketDataServiceServicer(metaclass=abc.ABCMeta):
         found, line limit reached) does not stop the others. Slow consumers get the newest
         quote per contract (older ones are conflated away and counted), heartbeats keep a
         quiet stream alive, and IB connection changes are reported in the stream.
+        """
+
+    @abc.abstractmethod
+    def SearchContracts(
+        self,
+        request: ibgateway.v1.market_data_pb2.SearchContractsRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[ibgateway.v1.market_data_pb2.SearchContractsResponse, collections.abc.Awaitable[ibgateway.v1.market_data_pb2.SearchContractsResponse]]:
+        """Finds instruments whose symbol or name starts with a pattern (IB's
+        reqMatchingSymbols), e.g. "AA" → AAPL, AAL, ...
         """
 
 def add_MarketDataServiceServicer_to_server(servicer: MarketDataServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

@@ -880,3 +880,414 @@ class StreamOrderEventsResponse(google.protobuf.message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___StreamOrderEventsResponse: typing_extensions.TypeAlias = StreamOrderEventsResponse
+
+@typing.final
+class ModifyOrderRequest(google.protobuf.message.Message):
+    """Request for OrderService.ModifyOrder. Unset fields keep the order's current value."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: builtins.int
+    QUANTITY_FIELD_NUMBER: builtins.int
+    LIMIT_PRICE_FIELD_NUMBER: builtins.int
+    STOP_PRICE_FIELD_NUMBER: builtins.int
+    TRAILING_AMOUNT_FIELD_NUMBER: builtins.int
+    TRAILING_PERCENT_FIELD_NUMBER: builtins.int
+    TIME_IN_FORCE_FIELD_NUMBER: builtins.int
+    OUTSIDE_RTH_FIELD_NUMBER: builtins.int
+    time_in_force: Global___TimeInForce.ValueType
+    """The new time in force; unspecified keeps the current one."""
+    outside_rth: builtins.bool
+    """The new outside-RTH flag; unset keeps the current one."""
+    @property
+    def order(self) -> Global___OrderKey:
+        """The order to modify."""
+
+    @property
+    def quantity(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The new total quantity (filled part included), greater than zero."""
+
+    @property
+    def limit_price(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The new limit price (LIMIT and STOP_LIMIT orders)."""
+
+    @property
+    def stop_price(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The new stop price (STOP and STOP_LIMIT orders)."""
+
+    @property
+    def trailing_amount(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The new trailing distance in price units (TRAILING_STOP by amount)."""
+
+    @property
+    def trailing_percent(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The new trailing distance in percent (TRAILING_STOP by percent)."""
+
+    def __init__(
+        self,
+        *,
+        order: Global___OrderKey | None = ...,
+        quantity: ibgateway.v1.common_pb2.Decimal | None = ...,
+        limit_price: ibgateway.v1.common_pb2.Decimal | None = ...,
+        stop_price: ibgateway.v1.common_pb2.Decimal | None = ...,
+        trailing_amount: ibgateway.v1.common_pb2.Decimal | None = ...,
+        trailing_percent: ibgateway.v1.common_pb2.Decimal | None = ...,
+        time_in_force: Global___TimeInForce.ValueType = ...,
+        outside_rth: builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["_outside_rth", b"_outside_rth", "limit_price", b"limit_price", "order", b"order", "outside_rth", b"outside_rth", "quantity", b"quantity", "stop_price", b"stop_price", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["_outside_rth", b"_outside_rth", "limit_price", b"limit_price", "order", b"order", "outside_rth", b"outside_rth", "quantity", b"quantity", "stop_price", b"stop_price", "time_in_force", b"time_in_force", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__outside_rth: typing_extensions.TypeAlias = typing.Literal["outside_rth"]
+    _WhichOneofArgType__outside_rth: typing_extensions.TypeAlias = typing.Literal["_outside_rth", b"_outside_rth"]
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__outside_rth) -> _WhichOneofReturnType__outside_rth | None: ...
+
+Global___ModifyOrderRequest: typing_extensions.TypeAlias = ModifyOrderRequest
+
+@typing.final
+class ModifyOrderResponse(google.protobuf.message.Message):
+    """Response of OrderService.ModifyOrder."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: builtins.int
+    @property
+    def order(self) -> Global___Order:
+        """The order after TWS accepted the change."""
+
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["order", b"order"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["order", b"order"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___ModifyOrderResponse: typing_extensions.TypeAlias = ModifyOrderResponse
+
+@typing.final
+class PreviewOrderRequest(google.protobuf.message.Message):
+    """Request for OrderService.PreviewOrder: the same terms as PlaceOrderRequest, without an
+    idempotency key (nothing is placed).
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: builtins.int
+    SIDE_FIELD_NUMBER: builtins.int
+    ORDER_TYPE_FIELD_NUMBER: builtins.int
+    QUANTITY_FIELD_NUMBER: builtins.int
+    LIMIT_PRICE_FIELD_NUMBER: builtins.int
+    STOP_PRICE_FIELD_NUMBER: builtins.int
+    TRAILING_AMOUNT_FIELD_NUMBER: builtins.int
+    TRAILING_PERCENT_FIELD_NUMBER: builtins.int
+    TIME_IN_FORCE_FIELD_NUMBER: builtins.int
+    OUTSIDE_RTH_FIELD_NUMBER: builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: builtins.int
+    side: Global___OrderSide.ValueType
+    """Required. Buy or sell."""
+    order_type: Global___OrderType.ValueType
+    """Required. The order type."""
+    time_in_force: Global___TimeInForce.ValueType
+    """How long the order would stay working; unspecified means DAY."""
+    outside_rth: builtins.bool
+    """Allow fills outside regular trading hours."""
+    account_id: builtins.str
+    """The account; may be empty when the login manages exactly one account."""
+    @property
+    def contract(self) -> ibgateway.v1.common_pb2.Contract:
+        """Required. The instrument (a partial description is qualified first)."""
+
+    @property
+    def quantity(self) -> ibgateway.v1.common_pb2.Decimal:
+        """Required. The quantity, greater than zero."""
+
+    @property
+    def limit_price(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The limit price; required for LIMIT and STOP_LIMIT."""
+
+    @property
+    def stop_price(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The stop price; required for STOP and STOP_LIMIT."""
+
+    @property
+    def trailing_amount(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The trailing distance in price units (TRAILING_STOP)."""
+
+    @property
+    def trailing_percent(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The trailing distance in percent (TRAILING_STOP)."""
+
+    def __init__(
+        self,
+        *,
+        contract: ibgateway.v1.common_pb2.Contract | None = ...,
+        side: Global___OrderSide.ValueType = ...,
+        order_type: Global___OrderType.ValueType = ...,
+        quantity: ibgateway.v1.common_pb2.Decimal | None = ...,
+        limit_price: ibgateway.v1.common_pb2.Decimal | None = ...,
+        stop_price: ibgateway.v1.common_pb2.Decimal | None = ...,
+        trailing_amount: ibgateway.v1.common_pb2.Decimal | None = ...,
+        trailing_percent: ibgateway.v1.common_pb2.Decimal | None = ...,
+        time_in_force: Global___TimeInForce.ValueType = ...,
+        outside_rth: builtins.bool = ...,
+        account_id: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["contract", b"contract", "limit_price", b"limit_price", "quantity", b"quantity", "stop_price", b"stop_price", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id", "contract", b"contract", "limit_price", b"limit_price", "order_type", b"order_type", "outside_rth", b"outside_rth", "quantity", b"quantity", "side", b"side", "stop_price", b"stop_price", "time_in_force", b"time_in_force", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___PreviewOrderRequest: typing_extensions.TypeAlias = PreviewOrderRequest
+
+@typing.final
+class MarginImpact(google.protobuf.message.Message):
+    """Margin figures of a preview: before the order, the change, and after it."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    BEFORE_FIELD_NUMBER: builtins.int
+    CHANGE_FIELD_NUMBER: builtins.int
+    AFTER_FIELD_NUMBER: builtins.int
+    @property
+    def before(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The value before the order."""
+
+    @property
+    def change(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The change the order would cause."""
+
+    @property
+    def after(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The value after the order."""
+
+    def __init__(
+        self,
+        *,
+        before: ibgateway.v1.common_pb2.Decimal | None = ...,
+        change: ibgateway.v1.common_pb2.Decimal | None = ...,
+        after: ibgateway.v1.common_pb2.Decimal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["after", b"after", "before", b"before", "change", b"change"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["after", b"after", "before", b"before", "change", b"change"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___MarginImpact: typing_extensions.TypeAlias = MarginImpact
+
+@typing.final
+class PreviewOrderResponse(google.protobuf.message.Message):
+    """Response of OrderService.PreviewOrder."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: builtins.int
+    INITIAL_MARGIN_FIELD_NUMBER: builtins.int
+    MAINTENANCE_MARGIN_FIELD_NUMBER: builtins.int
+    EQUITY_WITH_LOAN_FIELD_NUMBER: builtins.int
+    COMMISSION_FIELD_NUMBER: builtins.int
+    MIN_COMMISSION_FIELD_NUMBER: builtins.int
+    MAX_COMMISSION_FIELD_NUMBER: builtins.int
+    COMMISSION_CURRENCY_FIELD_NUMBER: builtins.int
+    WARNING_TEXT_FIELD_NUMBER: builtins.int
+    account_id: builtins.str
+    """The account the preview is for."""
+    commission_currency: builtins.str
+    """The currency of the commission figures, e.g. "USD"."""
+    warning_text: builtins.str
+    """TWS's warning about the order, if any."""
+    @property
+    def contract(self) -> ibgateway.v1.common_pb2.Contract:
+        """The qualified instrument."""
+
+    @property
+    def initial_margin(self) -> Global___MarginImpact:
+        """Initial margin."""
+
+    @property
+    def maintenance_margin(self) -> Global___MarginImpact:
+        """Maintenance margin."""
+
+    @property
+    def equity_with_loan(self) -> Global___MarginImpact:
+        """Equity with loan value."""
+
+    @property
+    def commission(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The estimated commission (empty when TWS gives only a range)."""
+
+    @property
+    def min_commission(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The lowest commission TWS expects."""
+
+    @property
+    def max_commission(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The highest commission TWS expects."""
+
+    def __init__(
+        self,
+        *,
+        contract: ibgateway.v1.common_pb2.Contract | None = ...,
+        account_id: builtins.str = ...,
+        initial_margin: Global___MarginImpact | None = ...,
+        maintenance_margin: Global___MarginImpact | None = ...,
+        equity_with_loan: Global___MarginImpact | None = ...,
+        commission: ibgateway.v1.common_pb2.Decimal | None = ...,
+        min_commission: ibgateway.v1.common_pb2.Decimal | None = ...,
+        max_commission: ibgateway.v1.common_pb2.Decimal | None = ...,
+        commission_currency: builtins.str = ...,
+        warning_text: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["commission", b"commission", "contract", b"contract", "equity_with_loan", b"equity_with_loan", "initial_margin", b"initial_margin", "maintenance_margin", b"maintenance_margin", "max_commission", b"max_commission", "min_commission", b"min_commission"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id", "commission", b"commission", "commission_currency", b"commission_currency", "contract", b"contract", "equity_with_loan", b"equity_with_loan", "initial_margin", b"initial_margin", "maintenance_margin", b"maintenance_margin", "max_commission", b"max_commission", "min_commission", b"min_commission", "warning_text", b"warning_text"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___PreviewOrderResponse: typing_extensions.TypeAlias = PreviewOrderResponse
+
+@typing.final
+class CancelAllOrdersRequest(google.protobuf.message.Message):
+    """Request for OrderService.CancelAllOrders."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: builtins.int
+    account_id: builtins.str
+    """Only the working orders of this account; empty means IB's global cancel (every open
+    order of the login, whoever placed it).
+    """
+    def __init__(
+        self,
+        *,
+        account_id: builtins.str = ...,
+    ) -> None: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___CancelAllOrdersRequest: typing_extensions.TypeAlias = CancelAllOrdersRequest
+
+@typing.final
+class CancelAllOrdersResponse(google.protobuf.message.Message):
+    """Response of OrderService.CancelAllOrders."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ORDERS_FIELD_NUMBER: builtins.int
+    @property
+    def orders(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___Order]:
+        """The orders a cancel was requested for, as they are after the request."""
+
+    def __init__(
+        self,
+        *,
+        orders: collections.abc.Iterable[Global___Order] | None = ...,
+    ) -> None: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["orders", b"orders"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___CancelAllOrdersResponse: typing_extensions.TypeAlias = CancelAllOrdersResponse
+
+@typing.final
+class Execution(google.protobuf.message.Message):
+    """One execution, with the order it belongs to."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    FILL_FIELD_NUMBER: builtins.int
+    CLIENT_ORDER_ID_FIELD_NUMBER: builtins.int
+    ORDER_ID_FIELD_NUMBER: builtins.int
+    PERM_ID_FIELD_NUMBER: builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: builtins.int
+    CONTRACT_FIELD_NUMBER: builtins.int
+    SIDE_FIELD_NUMBER: builtins.int
+    client_order_id: builtins.str
+    """The client_order_id of its order (empty for orders placed without one)."""
+    order_id: builtins.int
+    """IB's order id of its order."""
+    perm_id: builtins.int
+    """IB's permanent id of its order."""
+    account_id: builtins.str
+    """The account."""
+    side: Global___OrderSide.ValueType
+    """Bought or sold."""
+    @property
+    def fill(self) -> Global___Fill:
+        """The fill itself (price, quantity, time, commission)."""
+
+    @property
+    def contract(self) -> ibgateway.v1.common_pb2.Contract:
+        """The instrument."""
+
+    def __init__(
+        self,
+        *,
+        fill: Global___Fill | None = ...,
+        client_order_id: builtins.str = ...,
+        order_id: builtins.int = ...,
+        perm_id: builtins.int = ...,
+        account_id: builtins.str = ...,
+        contract: ibgateway.v1.common_pb2.Contract | None = ...,
+        side: Global___OrderSide.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["contract", b"contract", "fill", b"fill"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id", "client_order_id", b"client_order_id", "contract", b"contract", "fill", b"fill", "order_id", b"order_id", "perm_id", b"perm_id", "side", b"side"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___Execution: typing_extensions.TypeAlias = Execution
+
+@typing.final
+class ListExecutionsRequest(google.protobuf.message.Message):
+    """Request for OrderService.ListExecutions. Every filter is optional."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: builtins.int
+    SYMBOL_FIELD_NUMBER: builtins.int
+    SINCE_TIME_FIELD_NUMBER: builtins.int
+    account_id: builtins.str
+    """Only executions of this account."""
+    symbol: builtins.str
+    """Only executions of this symbol (e.g. "AAPL")."""
+    @property
+    def since_time(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """Only executions at or after this time."""
+
+    def __init__(
+        self,
+        *,
+        account_id: builtins.str = ...,
+        symbol: builtins.str = ...,
+        since_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["since_time", b"since_time"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id", "since_time", b"since_time", "symbol", b"symbol"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___ListExecutionsRequest: typing_extensions.TypeAlias = ListExecutionsRequest
+
+@typing.final
+class ListExecutionsResponse(google.protobuf.message.Message):
+    """Response of OrderService.ListExecutions."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    EXECUTIONS_FIELD_NUMBER: builtins.int
+    @property
+    def executions(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___Execution]:
+        """The executions, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        executions: collections.abc.Iterable[Global___Execution] | None = ...,
+    ) -> None: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["executions", b"executions"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___ListExecutionsResponse: typing_extensions.TypeAlias = ListExecutionsResponse

@@ -63,6 +63,26 @@ class OrderServiceStub:
                 request_serializer=ibgateway_dot_v1_dot_orders__pb2.StreamOrderEventsRequest.SerializeToString,
                 response_deserializer=ibgateway_dot_v1_dot_orders__pb2.StreamOrderEventsResponse.FromString,
                 _registered_method=True)
+        self.ModifyOrder = channel.unary_unary(
+                '/ibgateway.v1.OrderService/ModifyOrder',
+                request_serializer=ibgateway_dot_v1_dot_orders__pb2.ModifyOrderRequest.SerializeToString,
+                response_deserializer=ibgateway_dot_v1_dot_orders__pb2.ModifyOrderResponse.FromString,
+                _registered_method=True)
+        self.PreviewOrder = channel.unary_unary(
+                '/ibgateway.v1.OrderService/PreviewOrder',
+                request_serializer=ibgateway_dot_v1_dot_orders__pb2.PreviewOrderRequest.SerializeToString,
+                response_deserializer=ibgateway_dot_v1_dot_orders__pb2.PreviewOrderResponse.FromString,
+                _registered_method=True)
+        self.CancelAllOrders = channel.unary_unary(
+                '/ibgateway.v1.OrderService/CancelAllOrders',
+                request_serializer=ibgateway_dot_v1_dot_orders__pb2.CancelAllOrdersRequest.SerializeToString,
+                response_deserializer=ibgateway_dot_v1_dot_orders__pb2.CancelAllOrdersResponse.FromString,
+                _registered_method=True)
+        self.ListExecutions = channel.unary_unary(
+                '/ibgateway.v1.OrderService/ListExecutions',
+                request_serializer=ibgateway_dot_v1_dot_orders__pb2.ListExecutionsRequest.SerializeToString,
+                response_deserializer=ibgateway_dot_v1_dot_orders__pb2.ListExecutionsResponse.FromString,
+                _registered_method=True)
 
 
 class OrderServiceServicer:
@@ -111,6 +131,38 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModifyOrder(self, request, context):
+        """Changes a working order in place (same order id): its quantity, prices, time in force
+        or outside-RTH flag. Fields left unset keep their value. FAILED_PRECONDITION when the
+        order is no longer working.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewOrder(self, request, context):
+        """Asks TWS what an order would do (margin before/after, commission) without placing it
+        (IB's what-if order). Allowed in read-only mode.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelAllOrders(self, request, context):
+        """Cancels every working order of one account, or with no account IB's global cancel:
+        every open order of the login, including those placed by other API clients and in TWS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExecutions(self, request, context):
+        """Lists today's executions (fills) with their commissions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +190,26 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.StreamOrderEvents,
                     request_deserializer=ibgateway_dot_v1_dot_orders__pb2.StreamOrderEventsRequest.FromString,
                     response_serializer=ibgateway_dot_v1_dot_orders__pb2.StreamOrderEventsResponse.SerializeToString,
+            ),
+            'ModifyOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModifyOrder,
+                    request_deserializer=ibgateway_dot_v1_dot_orders__pb2.ModifyOrderRequest.FromString,
+                    response_serializer=ibgateway_dot_v1_dot_orders__pb2.ModifyOrderResponse.SerializeToString,
+            ),
+            'PreviewOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewOrder,
+                    request_deserializer=ibgateway_dot_v1_dot_orders__pb2.PreviewOrderRequest.FromString,
+                    response_serializer=ibgateway_dot_v1_dot_orders__pb2.PreviewOrderResponse.SerializeToString,
+            ),
+            'CancelAllOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelAllOrders,
+                    request_deserializer=ibgateway_dot_v1_dot_orders__pb2.CancelAllOrdersRequest.FromString,
+                    response_serializer=ibgateway_dot_v1_dot_orders__pb2.CancelAllOrdersResponse.SerializeToString,
+            ),
+            'ListExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExecutions,
+                    request_deserializer=ibgateway_dot_v1_dot_orders__pb2.ListExecutionsRequest.FromString,
+                    response_serializer=ibgateway_dot_v1_dot_orders__pb2.ListExecutionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -279,6 +351,114 @@ class OrderService:
             '/ibgateway.v1.OrderService/StreamOrderEvents',
             ibgateway_dot_v1_dot_orders__pb2.StreamOrderEventsRequest.SerializeToString,
             ibgateway_dot_v1_dot_orders__pb2.StreamOrderEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModifyOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ibgateway.v1.OrderService/ModifyOrder',
+            ibgateway_dot_v1_dot_orders__pb2.ModifyOrderRequest.SerializeToString,
+            ibgateway_dot_v1_dot_orders__pb2.ModifyOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ibgateway.v1.OrderService/PreviewOrder',
+            ibgateway_dot_v1_dot_orders__pb2.PreviewOrderRequest.SerializeToString,
+            ibgateway_dot_v1_dot_orders__pb2.PreviewOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelAllOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ibgateway.v1.OrderService/CancelAllOrders',
+            ibgateway_dot_v1_dot_orders__pb2.CancelAllOrdersRequest.SerializeToString,
+            ibgateway_dot_v1_dot_orders__pb2.CancelAllOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ibgateway.v1.OrderService/ListExecutions',
+            ibgateway_dot_v1_dot_orders__pb2.ListExecutionsRequest.SerializeToString,
+            ibgateway_dot_v1_dot_orders__pb2.ListExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,21 @@ class OrderServiceStub:
     cancels. A client that lost its stream resumes with after_sequence and gets every
     event it missed that the gateway still holds, then new ones.
     """
+    ModifyOrder: grpc.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.ModifyOrderRequest, ibgateway.v1.orders_pb2.ModifyOrderResponse]
+    """Changes a working order in place (same order id): its quantity, prices, time in force
+    or outside-RTH flag. Fields left unset keep their value. FAILED_PRECONDITION when the
+    order is no longer working.
+    """
+    PreviewOrder: grpc.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.PreviewOrderRequest, ibgateway.v1.orders_pb2.PreviewOrderResponse]
+    """Asks TWS what an order would do (margin before/after, commission) without placing it
+    (IB's what-if order). Allowed in read-only mode.
+    """
+    CancelAllOrders: grpc.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.CancelAllOrdersRequest, ibgateway.v1.orders_pb2.CancelAllOrdersResponse]
+    """Cancels every working order of one account, or with no account IB's global cancel:
+    every open order of the login, including those placed by other API clients and in TWS.
+    """
+    ListExecutions: grpc.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.ListExecutionsRequest, ibgateway.v1.orders_pb2.ListExecutionsResponse]
+    """Lists today's executions (fills) with their commissions."""
 
 @typing.type_check_only
 class OrderServiceAsyncStub(OrderServiceStub):
@@ -73,6 +88,21 @@ class OrderServiceAsyncStub(OrderServiceStub):
     cancels. A client that lost its stream resumes with after_sequence and gets every
     event it missed that the gateway still holds, then new ones.
     """
+    ModifyOrder: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.ModifyOrderRequest, ibgateway.v1.orders_pb2.ModifyOrderResponse]  # type: ignore[assignment]
+    """Changes a working order in place (same order id): its quantity, prices, time in force
+    or outside-RTH flag. Fields left unset keep their value. FAILED_PRECONDITION when the
+    order is no longer working.
+    """
+    PreviewOrder: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.PreviewOrderRequest, ibgateway.v1.orders_pb2.PreviewOrderResponse]  # type: ignore[assignment]
+    """Asks TWS what an order would do (margin before/after, commission) without placing it
+    (IB's what-if order). Allowed in read-only mode.
+    """
+    CancelAllOrders: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.CancelAllOrdersRequest, ibgateway.v1.orders_pb2.CancelAllOrdersResponse]  # type: ignore[assignment]
+    """Cancels every working order of one account, or with no account IB's global cancel:
+    every open order of the login, including those placed by other API clients and in TWS.
+    """
+    ListExecutions: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.ListExecutionsRequest, ibgateway.v1.orders_pb2.ListExecutionsResponse]  # type: ignore[assignment]
+    """Lists today's executions (fills) with their commissions."""
 
 class OrderServiceServicer(metaclass=abc.ABCMeta):
     """Places, cancels and lists orders. Every order carries a client-chosen idempotency key
@@ -126,5 +156,44 @@ class OrderServiceServicer(metaclass=abc.ABCMeta):
         cancels. A client that lost its stream resumes with after_sequence and gets every
         event it missed that the gateway still holds, then new ones.
         """
+
+    @abc.abstractmethod
+    def ModifyOrder(
+        self,
+        request: ibgateway.v1.orders_pb2.ModifyOrderRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[ibgateway.v1.orders_pb2.ModifyOrderResponse, collections.abc.Awaitable[ibgateway.v1.orders_pb2.ModifyOrderResponse]]:
+        """Changes a working order in place (same order id): its quantity, prices, time in force
+        or outside-RTH flag. Fields left unset keep their value. FAILED_PRECONDITION when the
+        order is no longer working.
+        """
+
+    @abc.abstractmethod
+    def PreviewOrder(
+        self,
+        request: ibgateway.v1.orders_pb2.PreviewOrderRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[ibgateway.v1.orders_pb2.PreviewOrderResponse, collections.abc.Awaitable[ibgateway.v1.orders_pb2.PreviewOrderResponse]]:
+        """Asks TWS what an order would do (margin before/after, commission) without placing it
+        (IB's what-if order). Allowed in read-only mode.
+        """
+
+    @abc.abstractmethod
+    def CancelAllOrders(
+        self,
+        request: ibgateway.v1.orders_pb2.CancelAllOrdersRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[ibgateway.v1.orders_pb2.CancelAllOrdersResponse, collections.abc.Awaitable[ibgateway.v1.orders_pb2.CancelAllOrdersResponse]]:
+        """Cancels every working order of one account, or with no account IB's global cancel:
+        every open order of the login, including those placed by other API clients and in TWS.
+        """
+
+    @abc.abstractmethod
+    def ListExecutions(
+        self,
+        request: ibgateway.v1.orders_pb2.ListExecutionsRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[ibgateway.v1.orders_pb2.ListExecutionsResponse, collections.abc.Awaitable[ibgateway.v1.orders_pb2.ListExecutionsResponse]]:
+        """Lists today's executions (fills) with their commissions."""
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
