@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -9,7 +10,7 @@ import grpc
 from ibgateway.v1 import account_pb2, account_pb2_grpc
 from ibgateway_server import convert
 from ibgateway_server.errors import GatewayError
-from ibgateway_server.ib_api import AccountValue
+from ibgateway_server.ib_api import AccountValue, PnL, RequestError
 from ibgateway_server.session import IbSession
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -58,12 +59,70 @@ class AccountSummaries:
         return [v for v in self.session.ib.accountValues(account) if not v.modelCode]
 
 
+class PnLFigures:
+    """Today's profit and loss of one account, read from TWS on demand (reqPnL).
+
+    Each read opens a reqPnL subscription, takes TWS's first update and cancels it: the
+    figures are always fresh and no subscription outlives the call (TWS keeps pushing
+    PnL once a second to every open one). Concurrent reads of one account share one
+    subscription (ib_insync allows only one per account and model).
+    """
+
+    def __init__(self, session: IbSession) -> None:
+        self.session = session
+
+    async def read(
+        self, account: str, *, context: Context | None = None
+    ) -> tuple[float, float, float]:
+        """(daily, unrealized, realized) P&L; NaN / IB's unset double where TWS sent none."""
+        return await self.session.shared(
+            f"pnl:{account}",
+            lambda: self._first_update(account),
+            what=f"P&L of {account}",
+            context=context,
+        )
+
+    async def _first_update(self, account: str) -> tuple[float, float, float]:
+        ib = self.session.ib
+        first: asyncio.Future[PnL] = asyncio.get_running_loop().create_future()
+        req_id: int | None = None
+
+        def on_pnl(pnl: PnL) -> None:
+            if pnl.account == account and not pnl.modelCode and not first.done():
+                first.set_result(pnl)
+
+        def on_error(error_req_id: int, code: int, message: str, contract: object) -> None:
+            # reqPnL has no ib_insync future: its errors only come as events
+            if error_req_id == req_id and not 2100 <= code < 2200 and not first.done():
+                first.set_exception(RequestError(error_req_id, code, message))
+
+        ib.pnlEvent += on_pnl
+        ib.errorEvent += on_error
+        try:
+            ib.reqPnL(account)
+            req_id = ib.wrapper.pnlKey2ReqId.get((account, ""))
+            try:
+                pnl = await first
+                return (pnl.dailyPnL, pnl.unrealizedPnL, pnl.realizedPnL)
+            finally:
+                if ib.isConnected():
+                    ib.cancelPnL(account)
+                else:  # the connection is gone, and with it TWS's side; forget ours
+                    ib.wrapper.pnlKey2ReqId.pop((account, ""), None)
+        finally:
+            ib.pnlEvent -= on_pnl
+            ib.errorEvent -= on_error
+
+
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     """Thin: validate → session → convert."""
 
-    def __init__(self, session: IbSession, summaries: AccountSummaries) -> None:
+    def __init__(
+        self, session: IbSession, summaries: AccountSummaries, pnl: PnLFigures | None = None
+    ) -> None:
         self.session = session
         self.summaries = summaries
+        self.pnl = pnl if pnl is not None else PnLFigures(session)
 
     async def ListAccounts(
         self, request: account_pb2.ListAccountsRequest, context: Context
@@ -117,3 +176,16 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             if tag in by_tag:
                 getattr(response, field).CopyFrom(convert.to_decimal(by_tag[tag].value))
         return response
+
+    async def GetPnL(
+        self, request: account_pb2.GetPnLRequest, context: Context
+    ) -> account_pb2.GetPnLResponse:
+        self.session.require_connected()
+        account = self.session.resolve_account(request.account_id, field="account_id")
+        daily, unrealized, realized = await self.pnl.read(account, context=context)
+        return account_pb2.GetPnLResponse(
+            account_id=account,
+            daily_pnl=convert.to_decimal(daily),
+            unrealized_pnl=convert.to_decimal(unrealized),
+            realized_pnl=convert.to_decimal(realized),
+        )
