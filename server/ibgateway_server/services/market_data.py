@@ -32,6 +32,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 SERVICE_NAME = market_data_pb2.DESCRIPTOR.services_by_name["MarketDataService"].full_name
 MAX_CONTRACTS = 1000  # per request; the line budget caps distinct contracts anyway
+MAX_PATTERN_LENGTH = 64  # SearchContracts; IB matches symbol / name prefixes
+MATCHING_SYMBOLS_WAIT = 4.0  # ib_insync gives up on reqMatchingSymbols after this
 _MARKET_DATA_TYPES = frozenset(common_pb2.MarketDataType.values())
 
 
@@ -64,6 +66,17 @@ def details_to_proto(details: Any) -> market_data_pb2.ContractDetails:
         liquid_hours=details.liquidHours or "",
         valid_exchanges=split(details.validExchanges),
         order_types=split(details.orderTypes),
+    )
+
+
+def match_to_proto(description: Any) -> market_data_pb2.ContractMatch:
+    """The proto ContractMatch of an ib_insync ContractDescription."""
+    contract = description.contract
+    return market_data_pb2.ContractMatch(
+        contract=convert.contract_to_proto(contract) if contract is not None else None,
+        derivative_sec_types=list(description.derivativeSecTypes or []),
+        # TWS sends a description from server version 176 on
+        description=(getattr(contract, "description", "") or "") if contract else "",
     )
 
 
@@ -108,6 +121,27 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
             contract=convert.contract_to_proto(details.contract),
             details=details_to_proto(details),
         )
+
+    async def SearchContracts(
+        self, request: market_data_pb2.SearchContractsRequest, context: Context
+    ) -> market_data_pb2.SearchContractsResponse:
+        pattern = request.pattern.strip()
+        violations = Violations()
+        if violations.check(pattern != "", "pattern", "required"):
+            violations.check(
+                len(pattern) <= MAX_PATTERN_LENGTH,
+                "pattern",
+                f"at most {MAX_PATTERN_LENGTH} characters",
+            )
+        violations.raise_if_any()
+        self.session.require_connected()
+        what = f"contracts matching {pattern!r}"
+        found = await self.session.request(
+            lambda: self.session.ib.reqMatchingSymbolsAsync(pattern), what=what, context=context
+        )
+        if found is None:  # ib_insync's own wait ran out before TWS answered
+            raise deadline_exceeded(what, MATCHING_SYMBOLS_WAIT)
+        return market_data_pb2.SearchContractsResponse(matches=[match_to_proto(d) for d in found])
 
     async def GetQuotes(
         self, request: market_data_pb2.GetQuotesRequest, context: Context
@@ -205,6 +239,11 @@ def market_data_handlers(
             servicer.ResolveContract,
             request_deserializer=md.ResolveContractRequest.FromString,
             response_serializer=md.ResolveContractResponse.SerializeToString,
+        ),
+        "SearchContracts": grpc.unary_unary_rpc_method_handler(
+            servicer.SearchContracts,
+            request_deserializer=md.SearchContractsRequest.FromString,
+            response_serializer=md.SearchContractsResponse.SerializeToString,
         ),
         "GetQuotes": grpc.unary_unary_rpc_method_handler(
             servicer.GetQuotes,
