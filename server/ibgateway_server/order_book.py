@@ -40,7 +40,7 @@ from ibgateway.v1 import common_pb2, orders_pb2
 from ibgateway_server import convert, errors
 from ibgateway_server import orders_convert as oc
 from ibgateway_server.errors import GatewayError
-from ibgateway_server.ib_api import Contract, Order, Trade
+from ibgateway_server.ib_api import Contract, Fill, Order, Trade
 from ibgateway_server.order_events import OrderEventLog
 from ibgateway_server.order_tracker import OrderTracker
 from ibgateway_server.session import IbSession, SessionEvent, StateChange
@@ -49,6 +49,13 @@ log = logging.getLogger(__name__)
 
 _CANCELLED = frozenset({"Cancelled", "ApiCancelled"})
 _FINAL_AFTER_CANCEL = frozenset({"Cancelled", "ApiCancelled", "Filled", "Inactive"})
+_WORKING = frozenset(
+    {
+        orders_pb2.ORDER_STATUS_PENDING_SUBMIT,
+        orders_pb2.ORDER_STATUS_PRE_SUBMITTED,
+        orders_pb2.ORDER_STATUS_SUBMITTED,
+    }
+)
 
 
 class _HasTimeRemaining(Protocol):
@@ -361,6 +368,12 @@ class OrderBook:
         FAILED_PRECONDITION when it is already filled or cancelled (or fills meanwhile).
         """
         entry = await self.locate(key, context=context)
+        return await self.cancel_entry(entry, context=context)
+
+    async def cancel_entry(
+        self, entry: BookEntry, *, context: _HasTimeRemaining | None = None
+    ) -> BookEntry:
+        """:meth:`cancel` of an order already located."""
         self._refuse_if_finished(entry)
         self.session.require_connected()
         order_key = (entry.trade.order.clientId, entry.order_id)
@@ -387,6 +400,162 @@ class OrderBook:
                 "GetOrder shows its state once connected"
             )
         return entry
+
+    # ------------------------------------------------------------------ CancelAllOrders
+
+    async def cancel_all(
+        self, account: str, *, context: _HasTimeRemaining | None = None
+    ) -> list[BookEntry]:
+        """Cancel the working orders of ``account`` one by one, or with ``account`` empty
+        send IB's global cancel; returns the orders concerned as they are afterwards.
+
+        An order whose cancel TWS refuses (e.g. one of another API client, which only
+        its owner may cancel) or that fills meanwhile is returned in the state it is in:
+        the response's statuses say what was cancelled.
+        """
+        await self.wait_synced(self.session.budget(context))
+        await self.refresh(context=context)  # other clients' latest orders too
+        working = [
+            e
+            for e in self.entries()
+            if oc.status_from_ib(e.status) in _WORKING and (not account or _account(e) == account)
+        ]
+        if not working:
+            return []
+        if account:
+            outcomes = await asyncio.gather(
+                *(self.cancel_entry(e, context=context) for e in working),
+                return_exceptions=True,
+            )
+            for entry, outcome in zip(working, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    log.info("cancel-all: order %d not cancelled: %s", entry.order_id, outcome)
+            return working
+        self.session.require_connected()
+        self.ib.reqGlobalCancel()
+        log.info("global cancel sent (%d working order(s) known)", len(working))
+        own = [e for e in working if e.trade.order.clientId == self.session.client_id]
+        budget = self.session.budget(context)
+        await asyncio.gather(*(self._wait(e, _finished_check(e), budget) for e in own))
+        if len(own) < len(working):
+            # TWS tells only each order's owner; other clients' orders are asked for.
+            await self.refresh(context=context)
+        return working
+
+    # ------------------------------------------------------------------ ModifyOrder
+
+    async def modify(
+        self, entry: BookEntry, change: oc.Modification, *, context: _HasTimeRemaining | None
+    ) -> BookEntry:
+        """Send ``entry``'s order again with ``change`` applied (same order id) and wait
+        until TWS reports the new terms, or refuses them (the mapped IB error; the order
+        keeps working on its old terms).
+        """
+        self._refuse_if_finished(entry)
+        if entry.status == "Inactive" or entry.rejection is not None:
+            raise GatewayError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "ORDER_NOT_WORKING",
+                f"order {entry.order_id} is not working (status {entry.status})",
+                metadata={**_key_metadata(entry), "status": entry.status},
+            )
+        trade = entry.trade
+        if trade.order.clientId != self.session.client_id:
+            raise GatewayError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "ORDER_OF_OTHER_CLIENT",
+                f"order {entry.order_id} was placed by API client {trade.order.clientId}; "
+                "TWS lets only that client modify it",
+                metadata={**_key_metadata(entry), "owner_client_id": str(trade.order.clientId)},
+            )
+        new, violations = oc.modified_order(trade.order, change)
+        if violations:
+            raise errors.invalid_argument(violations)
+        self.session.require_connected()
+        order_key = (trade.order.clientId, entry.order_id)
+        self._messages.pop(order_key, None)
+        expected = oc.terms_of(new)
+        previous_status = trade.orderStatus.status
+        answered = False
+
+        def on_open_order(t: Trade) -> None:
+            nonlocal answered
+            if t is trade:
+                answered = True
+
+        def refused() -> tuple[int, str] | None:
+            message = self._messages.get(order_key)
+            if message is not None and not oc.is_informational(message[0]):
+                return message
+            return None
+
+        def settled() -> bool:
+            return (
+                refused() is not None
+                or (answered and oc.order_terms(trade) == expected)
+                or oc.is_done(trade)
+            )
+
+        self.ib.openOrderEvent += on_open_order
+        try:
+            self.ib.placeOrder(trade.contract, new)
+            log.info(
+                "order %s (id %d) modify sent: %s", entry.client_order_id, entry.order_id, expected
+            )
+            ok = await self._wait(entry, settled, self.session.budget(context))
+        finally:
+            self.ib.openOrderEvent -= on_open_order
+        refusal = refused()
+        if refusal is not None:
+            if trade.orderStatus.status in _CANCELLED and previous_status not in _CANCELLED:
+                # ib_insync marks an order cancelled on any error about it; TWS refused
+                # only the change, the order keeps working.
+                trade.orderStatus.status = previous_status
+            err = errors.from_ib_error(*refusal)
+            err.metadata.update(_key_metadata(entry))
+            raise err
+        if oc.is_done(trade) and oc.order_terms(trade) != expected:
+            self._refuse_if_finished(entry)
+        if not ok:
+            if not self.session.connected:
+                raise errors.not_connected(
+                    f"connection to TWS lost while modifying order {entry.order_id}; "
+                    "GetOrder shows its terms once connected"
+                )
+            raise GatewayError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "MODIFY_NOT_ACKNOWLEDGED",
+                f"TWS did not acknowledge the modification of order {entry.order_id} in "
+                "time; GetOrder shows whether it took effect",
+                metadata=_key_metadata(entry),
+            )
+        # ib_insync copies only quantity, type and prices from TWS's openOrder.
+        trade.order.tif = new.tif
+        trade.order.outsideRth = new.outsideRth
+        trade.order.trailingPercent = new.trailingPercent
+        trade.order.trailStopPrice = new.trailStopPrice
+        return entry
+
+    # ------------------------------------------------------------------ ListExecutions
+
+    async def executions(self, *, context: _HasTimeRemaining | None = None) -> list[Fill]:
+        """Today's executions, fresh from TWS, with the commission reports received."""
+        fresh = await self.session.request(
+            lambda: self.ib.reqExecutionsAsync(), what="executions", context=context
+        )
+        known = {f.execution.execId: f for f in self.ib.fills()}
+        fills = {f.execution.execId: known.get(f.execution.execId, f) for f in fresh}
+        for exec_id, fill in known.items():
+            fills.setdefault(exec_id, fill)
+        return list(fills.values())
+
+    def order_ref_of(self, fill: Fill) -> str:
+        """The client_order_id of a fill's order (executions may not carry it)."""
+        perm = fill.execution.permId
+        for trade in self.ib.trades():
+            if perm and perm_id_of(trade) == perm:
+                return trade.order.orderRef or ""
+        return ""
 
     def _refuse_if_finished(self, entry: BookEntry) -> None:
         status = entry.status
@@ -521,7 +690,7 @@ class OrderBook:
         """Ask TWS again for every client's open orders, the completed orders and the
         executions: TWS only pushes *this* client's order updates, so orders placed by
         other clients since the connect are only seen this way."""
-        await asyncio.gather(
+        _, completed = await asyncio.gather(
             self.session.shared(
                 "openOrders",
                 lambda: self.ib.reqAllOpenOrdersAsync(),
@@ -535,6 +704,7 @@ class OrderBook:
                 context=context,
             ),
         )
+        self._apply_completed(completed)
         # Executions come after the orders, so that each finds its order.
         await self.session.request(
             lambda: self.ib.reqExecutionsAsync(), what="executions", context=context
@@ -543,6 +713,18 @@ class OrderBook:
         self._reindex()
         if self._synced.is_set():
             self.tracker.sync()  # e.g. orders of other clients seen for the first time
+
+    def _apply_completed(self, completed: list[Trade]) -> None:
+        """ib_insync keeps the first Trade it saw of an order and ignores a completed
+        order's state for it; orders of other clients (whose updates TWS does not push to
+        this client) would stay working forever. Take the final status from TWS."""
+        by_perm = {perm_id_of(t): t for t in self.ib.trades() if perm_id_of(t)}
+        for done in completed:
+            trade = by_perm.get(perm_id_of(done))
+            if trade is None or trade is done or oc.is_done(trade) or not oc.is_done(done):
+                continue
+            trade.orderStatus.status = done.orderStatus.status
+            trade.orderStatus.remaining = 0.0
 
     async def locate(
         self, key: str | int, *, context: _HasTimeRemaining | None = None
@@ -667,6 +849,17 @@ def _created(trade: Trade) -> datetime:
     if trade.log and isinstance(trade.log[0].time, datetime):
         return trade.log[0].time
     return datetime.now(UTC)
+
+
+def _finished_check(entry: BookEntry) -> Callable[[], bool]:
+    return lambda: entry.status in _FINAL_AFTER_CANCEL
+
+
+def _account(entry: BookEntry) -> str:
+    trade = entry.trade
+    return trade.order.account or next(
+        (f.execution.acctNumber for f in trade.fills if f.execution.acctNumber), ""
+    )
 
 
 def _key_metadata(entry: BookEntry) -> dict[str, str]:

@@ -14,9 +14,10 @@ Nothing here touches the network or the clock.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -24,7 +25,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ibgateway.v1 import common_pb2, orders_pb2
 from ibgateway_server import convert
-from ibgateway_server.ib_api import UNSET_DOUBLE, Fill, Order, Trade
+from ibgateway_server.ib_api import UNSET_DOUBLE, Fill, Order, OrderState, Trade
 from ibgateway_server.validation import Violations, check_contract, parse_decimal
 
 # The idempotency key: short, and safe to store in IB's orderRef and to show in logs.
@@ -221,6 +222,13 @@ def _enum_names(enum: object) -> list[str]:
 def validate_order_key(key: orders_pb2.OrderKey, field: str) -> str | int:
     """The client_order_id (str) or IB order id (int) an OrderKey names."""
     v = Violations()
+    result = check_order_key(key, field, v)
+    v.raise_if_any()
+    return result
+
+
+def check_order_key(key: orders_pb2.OrderKey, field: str, v: Violations) -> str | int:
+    """Like :func:`validate_order_key`, collecting violations into ``v``."""
     which = key.WhichOneof("key")
     result: str | int = ""
     if which == "client_order_id":
@@ -231,7 +239,6 @@ def validate_order_key(key: orders_pb2.OrderKey, field: str) -> str | int:
         result = key.order_id
     else:
         v.add(field, "required: set order.client_order_id or order.order_id")
-    v.raise_if_any()
     return result
 
 
@@ -343,16 +350,7 @@ def is_informational(code: int) -> bool:
 def order_terms(trade: Trade) -> tuple[str, ...]:
     """What TWS reports back of an order's terms (type, quantity and the prices its type
     uses), in exact decimal text: a change means the order was modified."""
-    order = trade.order
-    order_type = order.orderType or ""
-    limit = convert.decimal_text(order.lmtPrice) if order_type in _LIMIT_TYPES else ""
-    aux = (
-        convert.decimal_text(order.auxPrice)
-        if order_type in _STOP_TYPES or order_type == "TRAIL"
-        else ""
-    )
-    percent = convert.decimal_text(order.trailingPercent) if order_type == "TRAIL" else ""
-    return (order_type, convert.decimal_text(order.totalQuantity), limit, aux, percent)
+    return terms_of(trade.order)
 
 
 def status_from_ib(status: str) -> orders_pb2.OrderStatus.ValueType:
@@ -539,3 +537,201 @@ def last_update_time(trade: Trade) -> datetime | None:
     times: list[datetime] = [e.time for e in trade.log if isinstance(e.time, datetime)]
     times += [t for t in (_fill_time(f) for f in trade.fills) if t is not None]
     return max(times, key=lambda t: t.timestamp()) if times else None
+
+
+# ------------------------------------------------------------------- ModifyOrder
+
+
+@dataclass(frozen=True)
+class Modification:
+    """A validated ModifyOrderRequest: the order it names and the fields to change
+    (None keeps the current value)."""
+
+    key: str | int
+    quantity: Decimal | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    trailing_amount: Decimal | None = None
+    trailing_percent: Decimal | None = None
+    tif: str | None = None
+    outside_rth: bool | None = None
+
+
+def validate_modify_order(request: orders_pb2.ModifyOrderRequest) -> Modification:
+    """The request as a Modification; INVALID_ARGUMENT listing every violation otherwise."""
+    v = Violations()
+    key = check_order_key(request.order, "order", v)
+    quantity = parse_decimal(request.quantity, "quantity", v, positive=True)
+    limit = parse_decimal(request.limit_price, "limit_price", v, positive=True)
+    stop = parse_decimal(request.stop_price, "stop_price", v, positive=True)
+    amount = parse_decimal(request.trailing_amount, "trailing_amount", v, positive=True)
+    percent = parse_decimal(request.trailing_percent, "trailing_percent", v, positive=True)
+    if percent is not None and percent >= 100:
+        v.add("trailing_percent", f"must be less than 100 (got {percent})")
+    if amount is not None and percent is not None:
+        v.add("trailing_percent", "give trailing_amount or trailing_percent, not both")
+    tif: str | None = None
+    if request.time_in_force not in _KNOWN_TIFS:
+        v.add("time_in_force", f"unknown time in force {request.time_in_force}")
+    elif request.time_in_force != orders_pb2.TIME_IN_FORCE_UNSPECIFIED:
+        tif = TIF_TO_IB[request.time_in_force]
+    outside_rth = request.outside_rth if request.HasField("outside_rth") else None
+    changes = (quantity, limit, stop, amount, percent, tif, outside_rth)
+    if key != "" and all(c is None for c in changes):
+        v.add("quantity", "nothing to change: set at least one field besides order")
+    v.raise_if_any()
+    return Modification(key, quantity, limit, stop, amount, percent, tif, outside_rth)
+
+
+def modified_order(order: Order, change: Modification) -> tuple[Order, list[tuple[str, str]]]:
+    """A copy of ``order`` with ``change`` applied, and the field violations of fields
+    its order type does not use (the copy is what goes to TWS; the Trade's own order is
+    only updated once TWS acknowledges)."""
+    order_type = order.orderType or ""
+    violations: list[tuple[str, str]] = []
+    new = copy.copy(order)
+    if change.quantity is not None:
+        new.totalQuantity = float(change.quantity)
+    if change.limit_price is not None:
+        if order_type in _LIMIT_TYPES:
+            new.lmtPrice = float(change.limit_price)
+        else:
+            violations.append(("limit_price", f"not used by {_type_name(order_type)} orders"))
+    if change.stop_price is not None:
+        if order_type in _STOP_TYPES:
+            new.auxPrice = float(change.stop_price)
+        elif order_type == "TRAIL":
+            new.trailStopPrice = float(change.stop_price)
+        else:
+            violations.append(("stop_price", f"not used by {_type_name(order_type)} orders"))
+    for name, value in (
+        ("trailing_amount", change.trailing_amount),
+        ("trailing_percent", change.trailing_percent),
+    ):
+        if value is None:
+            continue
+        if order_type != "TRAIL":
+            violations.append(
+                (name, f"only used by TRAILING_STOP orders, not {_type_name(order_type)}")
+            )
+        elif name == "trailing_amount":
+            new.auxPrice, new.trailingPercent = float(value), UNSET_DOUBLE
+        else:
+            new.auxPrice, new.trailingPercent = UNSET_DOUBLE, float(value)
+    if change.tif is not None:
+        new.tif = change.tif
+    if change.outside_rth is not None:
+        new.outsideRth = change.outside_rth
+    return new, violations
+
+
+def terms_of(order: Order) -> tuple[str, ...]:
+    """:func:`order_terms` of a bare Order."""
+    order_type = order.orderType or ""
+    limit = convert.decimal_text(order.lmtPrice) if order_type in _LIMIT_TYPES else ""
+    aux = (
+        convert.decimal_text(order.auxPrice)
+        if order_type in _STOP_TYPES or order_type == "TRAIL"
+        else ""
+    )
+    percent = convert.decimal_text(order.trailingPercent) if order_type == "TRAIL" else ""
+    return (order_type, convert.decimal_text(order.totalQuantity), limit, aux, percent)
+
+
+# ------------------------------------------------------------------- PreviewOrder
+
+
+def validate_preview_order(request: orders_pb2.PreviewOrderRequest) -> OrderIntent:
+    """PlaceOrder's validation, minus the idempotency key (a preview places nothing)."""
+    as_place = orders_pb2.PlaceOrderRequest(
+        client_order_id="preview",  # a valid placeholder; never sent
+        side=request.side,
+        order_type=request.order_type,
+        time_in_force=request.time_in_force,
+        outside_rth=request.outside_rth,
+        account_id=request.account_id,
+    )
+    for name in (
+        "contract",
+        "quantity",
+        "limit_price",
+        "stop_price",
+        "trailing_amount",
+        "trailing_percent",
+    ):
+        if request.HasField(name):
+            getattr(as_place, name).CopyFrom(getattr(request, name))
+    return replace(validate_place_order(as_place), client_order_id="")
+
+
+def ib_amount(value: str | float | None) -> str:
+    """One of IB's what-if figures as exact decimal text; IB's "unset" (the largest
+    double, as text or float) and empty values become ""."""
+    text = convert.decimal_text(value)
+    if not text:
+        return ""
+    if abs(Decimal(text)) >= _IB_UNSET_DECIMAL:
+        return ""
+    return text
+
+
+_IB_UNSET_DECIMAL = Decimal(repr(UNSET_DOUBLE))
+
+
+def preview_to_proto(
+    state: OrderState, contract: common_pb2.Contract, account: str
+) -> orders_pb2.PreviewOrderResponse:
+    """The PreviewOrderResponse of TWS's what-if answer."""
+
+    def impact(before: str, change: str, after: str) -> orders_pb2.MarginImpact:
+        return orders_pb2.MarginImpact(
+            before=common_pb2.Decimal(value=ib_amount(before)),
+            change=common_pb2.Decimal(value=ib_amount(change)),
+            after=common_pb2.Decimal(value=ib_amount(after)),
+        )
+
+    return orders_pb2.PreviewOrderResponse(
+        contract=contract,
+        account_id=account,
+        initial_margin=impact(
+            state.initMarginBefore, state.initMarginChange, state.initMarginAfter
+        ),
+        maintenance_margin=impact(
+            state.maintMarginBefore, state.maintMarginChange, state.maintMarginAfter
+        ),
+        equity_with_loan=impact(
+            state.equityWithLoanBefore, state.equityWithLoanChange, state.equityWithLoanAfter
+        ),
+        commission=common_pb2.Decimal(value=ib_amount(state.commission)),
+        min_commission=common_pb2.Decimal(value=ib_amount(state.minCommission)),
+        max_commission=common_pb2.Decimal(value=ib_amount(state.maxCommission)),
+        commission_currency=state.commissionCurrency or "",
+        warning_text=state.warningText or "",
+    )
+
+
+# ------------------------------------------------------------------- ListExecutions
+
+
+def execution_to_proto(fill: Fill, order_ref: str = "") -> orders_pb2.Execution:
+    """One execution with its order's ids; ``order_ref`` when the fill does not carry it."""
+    execution = fill.execution
+    return orders_pb2.Execution(
+        fill=fill_to_proto(fill),
+        client_order_id=execution.orderRef or order_ref,
+        order_id=execution.orderId or 0,
+        perm_id=execution.permId or 0,
+        account_id=execution.acctNumber or "",
+        contract=convert.contract_to_proto(fill.contract),
+        side=SIDE_FROM_IB.get(_side_of(execution.side), orders_pb2.ORDER_SIDE_UNSPECIFIED),
+    )
+
+
+def _side_of(side: str) -> str:
+    """Executions say "BOT" / "SLD"; orders say "BUY" / "SELL"."""
+    side = (side or "").upper()
+    return {"BOT": "BUY", "SLD": "SELL"}.get(side, side)
+
+
+def execution_time(fill: Fill) -> datetime | None:
+    return _fill_time(fill)

@@ -1,14 +1,17 @@
-"""OrderService: PlaceOrder, CancelOrder, GetOrder, ListOrders, StreamOrderEvents.
+"""OrderService: PlaceOrder, CancelOrder, GetOrder, ListOrders, StreamOrderEvents,
+ModifyOrder, PreviewOrder, CancelAllOrders, ListExecutions.
 
 Thin: check safety → validate → ask the :class:`~ibgateway_server.order_book.OrderBook`
 → convert. Safety rules (a user of a trading gateway wants these spelled out):
 
-* Read-only mode (IBGW_READ_ONLY): PlaceOrder and CancelOrder are PERMISSION_DENIED
-  (``READ_ONLY_MODE``); GetOrder and ListOrders still work, since they change nothing.
+* Read-only mode (IBGW_READ_ONLY): PlaceOrder, CancelOrder, ModifyOrder and
+  CancelAllOrders are PERMISSION_DENIED (``READ_ONLY_MODE``); GetOrder, ListOrders,
+  ListExecutions and PreviewOrder still work, since they change nothing.
 * Live accounts: an account that is not a paper account (IB paper account ids start with
   "D": DU… individual, DF… advisor; live ones with U, F or I) is PERMISSION_DENIED
-  (``LIVE_TRADING_DISABLED``) for PlaceOrder and CancelOrder unless
-  IBGW_ALLOW_LIVE_TRADING is set.
+  (``LIVE_TRADING_DISABLED``) for PlaceOrder, CancelOrder, ModifyOrder and CancelAllOrders
+  (without account_id: if any managed account is live) unless IBGW_ALLOW_LIVE_TRADING is
+  set. PreviewOrder is allowed on live accounts: a what-if order places nothing.
 * An account the login does not manage is INVALID_ARGUMENT with a field violation; an
   omitted account is fine only when it is unambiguous (IBKR_ACCOUNT, or one managed
   account).
@@ -23,6 +26,7 @@ shuts down (then it ends with OK). Read-only mode does not refuse it.
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -141,6 +145,77 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             epoch=request.epoch,
             account=account,
             heartbeat=heartbeat,
+        )
+
+    async def ModifyOrder(
+        self, request: orders_pb2.ModifyOrderRequest, context: Context
+    ) -> orders_pb2.ModifyOrderResponse:
+        self._refuse_if_read_only("ModifyOrder")
+        change = oc.validate_modify_order(request)
+        self.session.require_connected()
+        entry = await self.book.locate(change.key, context=context)
+        self._refuse_if_live(self._account_of(entry), "ModifyOrder")
+        entry = await self.book.modify(entry, change, context=context)
+        return orders_pb2.ModifyOrderResponse(order=entry.to_proto())
+
+    async def PreviewOrder(
+        self, request: orders_pb2.PreviewOrderRequest, context: Context
+    ) -> orders_pb2.PreviewOrderResponse:
+        # Neither read-only mode nor a live account refuses a preview: it places nothing.
+        intent = oc.validate_preview_order(request)
+        self.session.require_connected()
+        account = self._order_account(intent.account)
+        contract = await self.session.qualify(
+            convert.contract_from_proto(request.contract), context=context
+        )
+        order = oc.build_ib_order(intent, account)
+        state = await self.session.request(
+            lambda: self.session.ib.whatIfOrderAsync(contract, order),
+            what="order preview (what-if)",
+            context=context,
+        )
+        return oc.preview_to_proto(state, convert.contract_to_proto(contract), account)
+
+    async def CancelAllOrders(
+        self, request: orders_pb2.CancelAllOrdersRequest, context: Context
+    ) -> orders_pb2.CancelAllOrdersResponse:
+        self._refuse_if_read_only("CancelAllOrders")
+        self.session.require_connected()
+        if request.account_id:
+            account = self.session.resolve_account(request.account_id, field="account_id")
+            self._refuse_if_live(account, "CancelAllOrders")
+        else:
+            account = ""
+            for managed in self.session.accounts:
+                self._refuse_if_live(managed, "CancelAllOrders")
+        entries = await self.book.cancel_all(account, context=context)
+        return orders_pb2.CancelAllOrdersResponse(orders=[e.to_proto() for e in entries])
+
+    async def ListExecutions(
+        self, request: orders_pb2.ListExecutionsRequest, context: Context
+    ) -> orders_pb2.ListExecutionsResponse:
+        self.session.require_connected()
+        account = (
+            self.session.resolve_account(request.account_id, field="account_id")
+            if request.account_id
+            else ""
+        )
+        symbol = request.symbol.strip().upper()
+        since = request.since_time.ToDatetime(UTC) if request.HasField("since_time") else None
+        fills = await self.book.executions(context=context)
+        chosen = []
+        for fill in fills:
+            when = oc.execution_time(fill)
+            if account and fill.execution.acctNumber != account:
+                continue
+            if symbol and (fill.contract.symbol or "").upper() != symbol:
+                continue
+            if since is not None and (when is None or when < since):
+                continue
+            chosen.append((when.timestamp() if when else 0.0, fill.execution.execId, fill))
+        chosen.sort(key=lambda item: (item[0], item[1]))
+        return orders_pb2.ListExecutionsResponse(
+            executions=[oc.execution_to_proto(f, self.book.order_ref_of(f)) for *_, f in chosen]
         )
 
     # ------------------------------------------------------------------ safety
