@@ -152,12 +152,7 @@ def validate_place_order(request: orders_pb2.PlaceOrderRequest) -> OrderIntent:
         v.add("time_in_force", f"unknown time in force {request.time_in_force}")
 
     quantity = parse_decimal(request.quantity, "quantity", v, required=True, positive=True)
-    limit = parse_decimal(request.limit_price, "limit_price", v, positive=True)
-    stop = parse_decimal(request.stop_price, "stop_price", v, positive=True)
-    amount = parse_decimal(request.trailing_amount, "trailing_amount", v, positive=True)
-    percent = parse_decimal(request.trailing_percent, "trailing_percent", v, positive=True)
-    if percent is not None and percent >= 100:
-        v.add("trailing_percent", f"must be less than 100 (got {percent})")
+    limit, stop, amount, percent = _parse_prices(request, v)
 
     if order_type:
         _check_prices_for_type(request, order_type, v)
@@ -557,17 +552,25 @@ class Modification:
     outside_rth: bool | None = None
 
 
-def validate_modify_order(request: orders_pb2.ModifyOrderRequest) -> Modification:
-    """The request as a Modification; INVALID_ARGUMENT listing every violation otherwise."""
-    v = Violations()
-    key = check_order_key(request.order, "order", v)
-    quantity = parse_decimal(request.quantity, "quantity", v, positive=True)
+def _parse_prices(
+    request: orders_pb2.PlaceOrderRequest | orders_pb2.ModifyOrderRequest, v: Violations
+) -> tuple[Decimal | None, Decimal | None, Decimal | None, Decimal | None]:
+    """Limit, stop, trailing amount and trailing percent, each positive when given."""
     limit = parse_decimal(request.limit_price, "limit_price", v, positive=True)
     stop = parse_decimal(request.stop_price, "stop_price", v, positive=True)
     amount = parse_decimal(request.trailing_amount, "trailing_amount", v, positive=True)
     percent = parse_decimal(request.trailing_percent, "trailing_percent", v, positive=True)
     if percent is not None and percent >= 100:
         v.add("trailing_percent", f"must be less than 100 (got {percent})")
+    return limit, stop, amount, percent
+
+
+def validate_modify_order(request: orders_pb2.ModifyOrderRequest) -> Modification:
+    """The request as a Modification; INVALID_ARGUMENT listing every violation otherwise."""
+    v = Violations()
+    key = check_order_key(request.order, "order", v)
+    quantity = parse_decimal(request.quantity, "quantity", v, positive=True)
+    limit, stop, amount, percent = _parse_prices(request, v)
     if amount is not None and percent is not None:
         v.add("trailing_percent", "give trailing_amount or trailing_percent, not both")
     tif: str | None = None
