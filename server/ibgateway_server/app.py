@@ -2,7 +2,7 @@
 interceptors, metrics, graceful shutdown and the embedded TWS simulator.
 
     async with Gateway(settings) as gw:      # listening on gw.address
-        await gw.wait_for_shutdown()         # or: await run(settings) for SIGTERM/SIGINT
+        await gw.wait_stopped()              # or: await run(settings) for SIGTERM/SIGINT
 """
 
 from __future__ import annotations
@@ -92,7 +92,6 @@ class Gateway:
         self.settings = settings
         self.metrics = GatewayMetrics()
         self.health = GatewayHealth()
-        self.shutting_down = asyncio.Event()
         self.simulator: TwsSimulator | None = None
         self.session: IbSession | None = None
         self.hub: QuoteHub | None = None
@@ -268,7 +267,6 @@ class Gateway:
                 return
             grace = self.settings.shutdown_grace if grace is None else grace
             log.info("ibgateway shutting down (grace %.1fs)", grace)
-            self.shutting_down.set()
             await self.health.enter_graceful_shutdown()
             await asyncio.sleep(0.05)  # let Watch streams send NOT_SERVING, then end them
             self.health.watches_end.set()

@@ -249,7 +249,9 @@ async def check_direct(settings: Settings, symbol: str) -> tuple[str, bool]:
     default=None,
     help="The gateway to check [IBGW_LISTEN, 127.0.0.1:50051]",
 )
-@click.option("--symbol", default="AAPL", show_default=True, help="Market data sample symbol.")
+@click.option(
+    "--symbol", default=None, help="Market data sample symbol [the gateway's IBGW_CHECK_SYMBOL]."
+)
 @click.option("--timeout", "rpc_timeout", default=30.0, show_default=True, help="Seconds.")
 @click.option("--token", envvar="IBGW_TOKEN", help="Bearer token, if the gateway wants one.")
 @click.option(
@@ -265,7 +267,7 @@ async def check_direct(settings: Settings, symbol: str) -> tuple[str, bool]:
 @_connection_options
 def check(
     address: str | None,
-    symbol: str,
+    symbol: str | None,
     rpc_timeout: float,
     token: str | None,
     tls_ca: Path | None,
@@ -276,7 +278,7 @@ def check(
     settings = settings_or_exit(**flags)
     setup_logging(settings.log_level if flags.get("log_level") else "WARNING")
     if direct:
-        report, ok = asyncio.run(check_direct(settings, symbol))
+        report, ok = asyncio.run(check_direct(settings, symbol or settings.check_symbol))
     else:
         target = address or settings.listen
         host, _, port = target.rpartition(":")
@@ -289,7 +291,7 @@ def check(
             channel = grpc.insecure_channel(target)
         metadata = [("authorization", f"Bearer {token}")] if token else []
         with channel:
-            report, ok = check_via_gateway(channel, symbol, rpc_timeout, metadata=metadata)
+            report, ok = check_via_gateway(channel, symbol or "", rpc_timeout, metadata=metadata)
         report = report.replace("ibgw check: gateway", f"ibgw check: gateway {target}", 1)
     click.echo(report)
     sys.exit(0 if ok else 1)

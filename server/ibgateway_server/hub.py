@@ -808,6 +808,11 @@ class QuoteHub:
                 except TimeoutError:
                     if line.quote is not None:
                         break
+        except BaseException:
+            # The caller never gets the line (its client left, or it was cancelled):
+            # give the reference back, or the line would hold a budget slot forever.
+            self.release(line)
+            raise
         finally:
             self._snapshot_waiters -= 1
         return line

@@ -184,7 +184,7 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
     ) -> None:
         if isinstance(exc, grpc.aio.AbortError):
             raise exc  # the servicer aborted with its own status
-        if context.cancelled() or type(exc).__name__ == "ExecuteBatchError":
+        if context.cancelled() or context.done() or type(exc).__name__ == "ExecuteBatchError":
             # The call is already over (the client left mid-send): no status can reach
             # anyone, so end it as a cancellation rather than logging an internal error.
             log.debug("%s ended by the client: %r", method, exc)

@@ -280,6 +280,12 @@ class IbSession:
             self.host, self.port, self.client_id = target
             try:
                 await self._attempt()
+            except asyncio.CancelledError:
+                # The caller left (client cancel or deadline): the background reconnect
+                # was cancelled above, so hand the target over to it again.
+                if self._want_connected:
+                    self._ensure_reconnecting()
+                raise
             except Exception as exc:
                 self._ensure_reconnecting()
                 raise self._connect_error(exc) from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
 from .instruments import MARKET_RULES, Instrument, Universe
@@ -74,7 +74,49 @@ def parse_contract(fields: list[str], start: int) -> ContractSpec:
     )
 
 
-def candidates(universe: Universe, spec: ContractSpec) -> list[Instrument]:
+class ContractFields(Protocol):
+    """The contract block any request carries (ContractSpec here, placeOrder's too)."""
+
+    @property
+    def con_id(self) -> int: ...
+
+    @property
+    def symbol(self) -> str: ...
+
+    @property
+    def sec_type(self) -> str: ...
+
+    @property
+    def last_trade_date(self) -> str: ...
+
+    @property
+    def strike(self) -> float: ...
+
+    @property
+    def right(self) -> str: ...
+
+    @property
+    def multiplier(self) -> str: ...
+
+    @property
+    def exchange(self) -> str: ...
+
+    @property
+    def primary_exchange(self) -> str: ...
+
+    @property
+    def currency(self) -> str: ...
+
+    @property
+    def local_symbol(self) -> str: ...
+
+    @property
+    def trading_class(self) -> str: ...
+
+
+def candidates(universe: Universe, spec: ContractFields) -> list[Instrument]:
+    """The instruments a (partial) contract matches; "?" and "0" rights mean unset, as
+    ib_insync sends them for contracts it rebuilt from TWS's own messages."""
     right = "" if spec.right in ("", "0", "?") else spec.right
     return universe.match(
         spec.con_id,

@@ -508,6 +508,8 @@ def _compact(value: float | None, unset: str = "") -> str:
     """A double written without a trailing ".0" when integral ("0", "1.08725")."""
     if value is None:
         return unset
+    if not math.isfinite(value):  # a client may send "Infinite"/"nan"; never int() those
+        return fmt_float(value)
     if value == int(value) and abs(value) < 1e16:
         return str(int(value))
     return repr(value)

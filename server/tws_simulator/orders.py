@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from .account import INITIAL_MARGIN_RATE
+from .contracts import candidates
 from .instruments import Instrument
 from .market import Quote
 from .matching import (
@@ -253,21 +254,7 @@ class OrderDesk:
         self._accept(conn, req, instrument, quote)
 
     def _resolve(self, req: OrderRequest) -> Instrument | Rejection:
-        c = req.contract
-        matches = self.sim.universe.match(
-            c.con_id,
-            c.symbol,
-            c.sec_type,
-            c.exchange,
-            c.currency,
-            primary_exchange=c.primary_exchange,
-            local_symbol=c.local_symbol,
-            trading_class=c.trading_class,
-            last_trade_date=c.last_trade_date,
-            strike=c.strike,
-            right=c.right,
-            multiplier=c.multiplier,
-        )
+        matches = candidates(self.sim.universe, req.contract)
         if not matches:
             return NO_SECURITY_DEFINITION
         if len(matches) > 1:

@@ -4,6 +4,7 @@ single-flight requests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import grpc.aio
 
@@ -102,3 +103,20 @@ async def test_concurrent_calls_share_one_positions_request(
         *(stub.ListPositions(portfolio_pb2.ListPositionsRequest(), timeout=5) for _ in range(20))
     )
     assert len(responses) == 20  # none was orphaned by ib_insync's fixed request key
+
+
+async def test_a_cancelled_connect_leaves_the_session_reconnecting(simulator: TwsSimulator) -> None:
+    """Connect cancelled mid-attempt (client cancel / deadline) must not strand the session:
+    the background reconnect takes the target over and gets there."""
+    session = IbSession(gateway_settings(simulator, reconnect_initial_delay=0.1))
+    simulator.faults.set_delay(1.0)  # the handshake hangs: connect() is mid-attempt
+    attempt = asyncio.ensure_future(session.connect())
+    await asyncio.sleep(0.2)
+    attempt.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await attempt
+    simulator.faults.set_delay(0.0)
+    try:
+        assert await session.wait_connected(10), session.state
+    finally:
+        await session.stop()

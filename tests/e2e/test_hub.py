@@ -477,3 +477,20 @@ async def test_heartbeat_on_a_quiet_stream(simulator: TwsSimulator, md_stub) -> 
         assert not busy.heartbeats
     finally:
         await busy.close()
+
+
+async def test_a_snapshot_abandoned_mid_wait_gives_its_line_back(
+    simulator: TwsSimulator, quotes_gateway: QuotesGateway
+) -> None:
+    """A GetQuotes whose client leaves while it waits for a quote must not keep the line
+    (it would hold a budget slot and an IB line forever)."""
+    hub = hub_of(quotes_gateway)
+    contract = await hub.resolve(common_pb2.Contract(symbol="TSLA"), max_wait=5)
+    simulator.faults.set_delay(2.0)  # TWS answers nothing for a while: the snapshot waits
+    waiting = asyncio.ensure_future(hub.snapshot(contract, 0, max_wait=10))
+    await wait_for(lambda: hub.stats().lines == 1)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    simulator.faults.set_delay(0.0)
+    await wait_for(lambda: hub.stats().lines == 0)  # released, then gone after its linger

@@ -21,7 +21,6 @@ from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib_api import Stock, Ticker
 from ibgateway_server.services.account import AccountSummaries
 from ibgateway_server.services.portfolio import fetch_positions
-from ibgateway_server.services.streaming import quiet_if_client_left
 from ibgateway_server.session import IbSession, SessionEvent, SessionStatus, StateChange
 from ibgateway_server.validation import Violations, heartbeat_seconds
 
@@ -186,8 +185,7 @@ class ConnectionServicer(connection_pb2_grpc.ConnectionServiceServicer):
         if self._closed:
             feed.end()
         try:
-            with quiet_if_client_left(context):
-                await self._run_watch(feed, first, heartbeat, context)
+            await self._run_watch(feed, first, heartbeat, context)
         finally:
             remove_listener()
             self._feeds.discard(feed)

@@ -24,7 +24,6 @@ from ibgateway_server.hub import (
     failure_of,
     state_for_error,
 )
-from ibgateway_server.services.streaming import quiet_if_client_left
 from ibgateway_server.session import IbSession
 from ibgateway_server.validation import Violations, check_contract, heartbeat_seconds
 
@@ -216,9 +215,8 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
         self.session.require_connected()
         stream = QuoteStream(self.hub, request.contracts, request.market_data_type, heartbeat)
         try:
-            with quiet_if_client_left(context):
-                await stream.open()
-                await stream.run(context.write)
+            await stream.open()
+            await stream.run(context.write)
         finally:
             stream.close()
 

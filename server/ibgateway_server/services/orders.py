@@ -38,7 +38,6 @@ from ibgateway_server.config import Settings
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.order_book import BookEntry, OrderBook
 from ibgateway_server.order_events import OrderEventStream
-from ibgateway_server.services.streaming import quiet_if_client_left
 from ibgateway_server.session import IbSession
 from ibgateway_server.validation import Violations, heartbeat_seconds
 
@@ -119,8 +118,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     ) -> None:
         stream = self.open_event_stream(request)
         try:
-            with quiet_if_client_left(context):
-                await stream.run(context.write)
+            await stream.run(context.write)
         finally:
             stream.close()
 

@@ -8,7 +8,16 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from ib_insync import IB, ExecutionFilter, Forex, LimitOrder, MarketOrder, StopOrder, Trade
+from ib_insync import (
+    IB,
+    Contract,
+    ExecutionFilter,
+    Forex,
+    LimitOrder,
+    MarketOrder,
+    StopOrder,
+    Trade,
+)
 
 from tws_simulator import TwsSimulator
 
@@ -294,3 +303,23 @@ async def test_order_ref_is_returned_byte_for_byte(
     [completed] = await observer.reqCompletedOrdersAsync(apiOnly=True)
     assert completed.order.orderRef == key
     assert [f.execution.orderRef for f in observer.fills()] == [key]
+
+
+async def test_modify_with_a_contract_as_tws_echoed_it(simulator: TwsSimulator, ib: IB) -> None:
+    """ib_insync rebuilds contracts from openOrder with right "?" (e.g. after a reconnect);
+    a modification sent with such a contract is the same instrument, not error 200."""
+    contract = await aapl(ib)
+    order = LimitOrder("BUY", 100, away_from_market(simulator, contract.conId), orderRef="m-2")
+    trade = await reaches(ib.placeOrder(contract, order), "Submitted")
+    echoed = Contract(
+        conId=contract.conId,
+        symbol="AAPL",
+        secType="STK",
+        right="?",
+        exchange="SMART",
+        currency="USD",
+    )
+    order.totalQuantity = 120
+    ib.placeOrder(echoed, order)
+    assert await wait_until(lambda: trade.orderStatus.remaining == 120)
+    assert not any(e.errorCode == 200 for e in trade.log)

@@ -728,3 +728,12 @@ def test_ib_async_reads_our_order_messages(ib_async_results: dict[str, Any], ver
         2,
         pending,
     ]
+
+
+def test_non_finite_doubles_a_client_sent_encode_without_crashing() -> None:
+    """placeOrder accepts "Infinite"/"nan" doubles; echoing them back must not raise."""
+    from tws_simulator.order_codec import _compact
+
+    assert _compact(float("inf")) == "Infinity"
+    assert _compact(float("nan")) == "NaN"
+    assert _compact(2.0) == "2"
