@@ -87,6 +87,14 @@ class BookEntry:
         return self.trade.order.orderRef or ""
 
     @property
+    def account(self) -> str:
+        """The order's account (from its fills when TWS left the order's own field empty)."""
+        trade = self.trade
+        return trade.order.account or next(
+            (f.execution.acctNumber for f in trade.fills if f.execution.acctNumber), ""
+        )
+
+    @property
     def order_id(self) -> int:
         return int(self.trade.order.orderId or self.trade.orderStatus.orderId or 0)
 
@@ -242,8 +250,10 @@ class OrderBook:
         client's deadline.
         """
         key = intent.client_order_id
-        await self.wait_synced(self.session.budget(context))
         async with self._key_lock(key, context):
+            # Checked under the key's lock: a re-sync that began while this call waited for
+            # the lock must finish first, or a key TWS already holds could look free.
+            await self.wait_synced(self.session.budget(context))
             existing = self._by_key.get(key)
             if existing is not None:
                 return await self._replay(existing, intent, context)
@@ -418,7 +428,7 @@ class OrderBook:
         working = [
             e
             for e in self.entries()
-            if oc.status_from_ib(e.status) in _WORKING and (not account or _account(e) == account)
+            if oc.status_from_ib(e.status) in _WORKING and (not account or e.account == account)
         ]
         if not working:
             return []
@@ -853,13 +863,6 @@ def _created(trade: Trade) -> datetime:
 
 def _finished_check(entry: BookEntry) -> Callable[[], bool]:
     return lambda: entry.status in _FINAL_AFTER_CANCEL
-
-
-def _account(entry: BookEntry) -> str:
-    trade = entry.trade
-    return trade.order.account or next(
-        (f.execution.acctNumber for f in trade.fills if f.execution.acctNumber), ""
-    )
 
 
 def _key_metadata(entry: BookEntry) -> dict[str, str]:

@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
+from tws_simulator import versions
 from tws_simulator.message_ids import Out
 from tws_simulator.wire import (
     UNSET_DOUBLE,
@@ -36,16 +37,6 @@ from tws_simulator.wire import (
     UNSET_INTEGER_TEXT,
     fmt_float,
 )
-
-# IB's MIN_SERVER_VER_* gates used by the order messages.
-V_DURATION = 158
-V_POST_TO_ATS = 160
-V_AUTO_CANCEL_PARENT = 162
-V_ADVANCED_ORDER_REJECT = 166
-V_MANUAL_ORDER_TIME = 169
-V_PEGBEST_PEGMID_OFFSETS = 170
-V_FA_PROFILE_DESUPPORT = 177
-V_PENDING_PRICE_REVISION = 178
 
 # Number of wire fields (condition type included) of each order condition type, as
 # ib_insync/ib_async send them: price, time, margin, execution, volume, percent change.
@@ -310,7 +301,7 @@ def decode_place_order(
     o.fa_group = r.text()
     o.fa_method = r.text()
     o.fa_percentage = r.text()
-    if server_version < V_FA_PROFILE_DESUPPORT:
+    if server_version < versions.FA_PROFILE_DESUPPORT:
         r.text()  # faProfile
     o.model_code = r.text()
     o.short_sale_slot = r.integer()
@@ -387,17 +378,17 @@ def decode_place_order(
     o.discretionary_up_to_limit_price = r.flag()
     use_price_mgmt = r.text()
     o.use_price_mgmt_algo = None if use_price_mgmt == "" else use_price_mgmt not in ("0", "")
-    if server_version >= V_DURATION:
+    if server_version >= versions.DURATION:
         o.duration = r.integer_max()
-    if server_version >= V_POST_TO_ATS:
+    if server_version >= versions.POST_TO_ATS:
         o.post_to_ats = r.integer_max()
-    if server_version >= V_AUTO_CANCEL_PARENT:
+    if server_version >= versions.AUTO_CANCEL_PARENT:
         o.auto_cancel_parent = r.flag()
-    if server_version >= V_ADVANCED_ORDER_REJECT:
+    if server_version >= versions.ADVANCED_ORDER_REJECT:
         o.advanced_error_override = r.text()
-    if server_version >= V_MANUAL_ORDER_TIME:
+    if server_version >= versions.MANUAL_ORDER_TIME:
         o.manual_order_time = r.text()
-    if server_version >= V_PEGBEST_PEGMID_OFFSETS:
+    if server_version >= versions.PEGBEST_PEGMID_OFFSETS:
         if c.exchange == "IBKRATS":
             o.min_trade_qty = r.integer_max()
         if o.order_type in ("PEG BEST", "PEGBEST"):
@@ -425,7 +416,7 @@ def decode_cancel_order(fields: list[str], server_version: int) -> CancelRequest
     r = _Reader(fields)
     r.text()  # message version
     order_id = r.integer()
-    manual_time = r.text() if server_version >= V_MANUAL_ORDER_TIME and fields[2:] else ""
+    manual_time = r.text() if server_version >= versions.MANUAL_ORDER_TIME and fields[2:] else ""
     return CancelRequest(order_id, manual_time)
 
 
@@ -591,7 +582,7 @@ def encode_open_order(
         o.fa_method,
         o.fa_percentage,
     ]
-    if server_version < V_FA_PROFILE_DESUPPORT:
+    if server_version < versions.FA_PROFILE_DESUPPORT:
         f.append("")  # faProfile
     f += [
         o.model_code,
@@ -700,13 +691,13 @@ def encode_open_order(
         _bool(o.discretionary_up_to_limit_price),
         _bool(bool(o.use_price_mgmt_algo)),
     ]
-    if server_version >= V_DURATION:
+    if server_version >= versions.DURATION:
         f.append(_opt_int(o.duration))
-    if server_version >= V_POST_TO_ATS:
+    if server_version >= versions.POST_TO_ATS:
         f.append(_opt_int(o.post_to_ats))
-    if server_version >= V_AUTO_CANCEL_PARENT:
+    if server_version >= versions.AUTO_CANCEL_PARENT:
         f.append(_bool(o.auto_cancel_parent))
-    if server_version >= V_PEGBEST_PEGMID_OFFSETS:
+    if server_version >= versions.PEGBEST_PEGMID_OFFSETS:
         f += [
             _opt_int(o.min_trade_qty),
             _opt_int(o.min_compete_size),
@@ -796,7 +787,7 @@ def encode_exec_details(
         ex.model_code,
         str(ex.last_liquidity),
     ]
-    if server_version >= V_PENDING_PRICE_REVISION:
+    if server_version >= versions.PENDING_PRICE_REVISION:
         f.append("0")  # pendingPriceRevision
     return f
 
@@ -858,7 +849,7 @@ def encode_completed_order(
         o.fa_method,
         o.fa_percentage,
     ]
-    if server_version < V_FA_PROFILE_DESUPPORT:
+    if server_version < versions.FA_PROFILE_DESUPPORT:
         f.append("")  # faProfile
     f += [
         o.model_code,
@@ -937,7 +928,7 @@ def encode_completed_order(
         completed_time,
         completed_status,
     ]
-    if server_version >= V_PEGBEST_PEGMID_OFFSETS:
+    if server_version >= versions.PEGBEST_PEGMID_OFFSETS:
         f += [
             _opt_int(o.min_trade_qty),
             _opt_int(o.min_compete_size),

@@ -36,7 +36,7 @@ from ibgateway_server import convert
 from ibgateway_server import orders_convert as oc
 from ibgateway_server.config import Settings
 from ibgateway_server.errors import GatewayError
-from ibgateway_server.order_book import BookEntry, OrderBook
+from ibgateway_server.order_book import OrderBook
 from ibgateway_server.order_events import OrderEventStream
 from ibgateway_server.session import IbSession
 from ibgateway_server.validation import Violations, heartbeat_seconds
@@ -79,7 +79,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         key = oc.validate_order_key(request.order, "order")
         self.session.require_connected()
         entry = await self.book.locate(key, context=context)
-        self._refuse_if_live(self._account_of(entry), "CancelOrder")
+        self._refuse_if_live(entry.account, "CancelOrder")
         entry = await self.book.cancel(key, context=context)
         return orders_pb2.CancelOrderResponse(order=entry.to_proto())
 
@@ -152,7 +152,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         change = oc.validate_modify_order(request)
         self.session.require_connected()
         entry = await self.book.locate(change.key, context=context)
-        self._refuse_if_live(self._account_of(entry), "ModifyOrder")
+        self._refuse_if_live(entry.account, "ModifyOrder")
         entry = await self.book.modify(entry, change, context=context)
         return orders_pb2.ModifyOrderResponse(order=entry.to_proto())
 
@@ -252,13 +252,6 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
                 field_violations=[("account_id", "required when several accounts are managed")],
             )
         return self.session.resolve_account("", field="account_id")
-
-    @staticmethod
-    def _account_of(entry: BookEntry) -> str:
-        trade = entry.trade
-        return trade.order.account or next(
-            (f.execution.acctNumber for f in trade.fills if f.execution.acctNumber), ""
-        )
 
 
 _OPEN = frozenset(
