@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2
 
 from bench.common import cpu_seconds, emit, instruments, rss_kb, serve_commands
 from ibgateway.v1 import common_pb2, market_data_pb2
-from ibgateway_server.quotes_convert import price_text, size_text
+from ibgateway_server.market_data.convert import price_text, size_text
 
 SERVICE = "ibgateway.v1.MarketDataService"
 

@@ -32,22 +32,22 @@ from ibgateway.v1 import (
     portfolio_pb2,
     portfolio_pb2_grpc,
 )
-from ibgateway_server.config import Settings
-from ibgateway_server.hub import QuoteHub
-from ibgateway_server.interceptors import (
+from ibgateway_server.api.account import AccountServicer, AccountSummaries
+from ibgateway_server.api.connection import ConnectionServicer
+from ibgateway_server.api.interceptors import (
     AccessLogInterceptor,
     AuthInterceptor,
     ErrorMappingInterceptor,
     GatewayMetrics,
     MetricsInterceptor,
 )
-from ibgateway_server.order_book import OrderBook
-from ibgateway_server.services.account import AccountServicer, AccountSummaries
-from ibgateway_server.services.connection import ConnectionServicer
-from ibgateway_server.services.market_data import MarketDataServicer, add_market_data_service
-from ibgateway_server.services.orders import OrderServicer
-from ibgateway_server.services.portfolio import PortfolioServicer
-from ibgateway_server.session import IbSession, SessionEvent, SessionState, StateChange
+from ibgateway_server.api.market_data import MarketDataServicer, add_market_data_service
+from ibgateway_server.api.orders import OrderServicer
+from ibgateway_server.api.portfolio import PortfolioServicer
+from ibgateway_server.config import Settings
+from ibgateway_server.ib.session import IbSession, SessionEvent, SessionState, StateChange
+from ibgateway_server.market_data.hub import QuoteHub
+from ibgateway_server.orders.book import OrderBook
 from tws_simulator import SimulatorConfig, TwsSimulator
 
 log = logging.getLogger(__name__)

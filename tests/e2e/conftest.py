@@ -26,7 +26,7 @@ from grpc_status import rpc_status
 
 from ibgateway_server.app import Gateway
 from ibgateway_server.config import Settings
-from ibgateway_server.session import SessionState
+from ibgateway_server.ib.session import SessionState
 from tests.polling import wait_until
 from tws_simulator import SimulatorConfig, TwsSimulator
 

@@ -110,7 +110,7 @@ async def test_connect_rejects_bad_arguments(channel: grpc.aio.Channel) -> None:
 async def test_client_id_in_use_is_unavailable_with_ib_code(
     channel: grpc.aio.Channel, simulator: TwsSimulator
 ) -> None:
-    from ibgateway_server.ib_api import IB
+    from ibgateway_server.ib.insync import IB
 
     squatter = IB()
     await squatter.connectAsync(simulator.host, simulator.port, clientId=42)

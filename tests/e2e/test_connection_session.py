@@ -10,7 +10,7 @@ import grpc.aio
 
 from ibgateway.v1 import portfolio_pb2, portfolio_pb2_grpc
 from ibgateway_server.app import Gateway
-from ibgateway_server.session import IbSession, SessionEvent, SessionState, StateChange
+from ibgateway_server.ib.session import IbSession, SessionEvent, SessionState, StateChange
 from tests.e2e.conftest import gateway_settings, wait_until
 from tws_simulator import TwsSimulator
 

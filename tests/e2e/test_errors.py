@@ -12,15 +12,15 @@ import grpc.aio
 import pytest
 
 from ibgateway.v1 import portfolio_pb2, portfolio_pb2_grpc
-from ibgateway_server.app import Gateway
-from ibgateway_server.errors import GatewayError
-from ibgateway_server.ib_api import RequestError
-from ibgateway_server.interceptors import (
+from ibgateway_server.api.interceptors import (
     AccessLogInterceptor,
     ErrorMappingInterceptor,
     GatewayMetrics,
     MetricsInterceptor,
 )
+from ibgateway_server.app import Gateway
+from ibgateway_server.errors import GatewayError
+from ibgateway_server.ib.insync import RequestError
 from tests.e2e.conftest import GatewayFactory, expect_error, gateway_channel
 from tws_simulator import TwsSimulator
 

@@ -256,7 +256,7 @@ async def test_ib_line_limit_101_is_retried_after_a_reconnect(
 ) -> None:
     """Another API client holds IB's only line; once it is gone (here: TWS restarts), the
     gateway's reconnect gives the waiting contract its line."""
-    from ibgateway_server.ib_api import IB, Stock
+    from ibgateway_server.ib.insync import IB, Stock
 
     other = IB()
     await other.connectAsync(simulator.host, simulator.port, clientId=77)

@@ -17,7 +17,7 @@ import pytest
 
 from ibgateway.v1 import common_pb2, market_data_pb2, market_data_pb2_grpc
 from ibgateway_server.app import Gateway
-from ibgateway_server.hub import QuoteHub
+from ibgateway_server.market_data.hub import QuoteHub
 from tests.e2e.conftest import GatewayFactory, gateway_channel, wait_until
 
 SYMBOLS = ("AAPL", "MSFT", "TSLA", "GOOGL", "AMZN", "NVDA", "SPY", "QQQ")

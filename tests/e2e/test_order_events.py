@@ -15,7 +15,7 @@ import pytest
 
 from ibgateway.v1 import orders_pb2, orders_pb2_grpc
 from ibgateway_server.app import Gateway
-from ibgateway_server.ib_api import IB, LimitOrder, MarketOrder, Stock
+from ibgateway_server.ib.insync import IB, LimitOrder, MarketOrder, Stock
 from tests.e2e.conftest import GatewayFactory, expect_error, gateway_channel
 from tests.e2e.test_order_events_support import (
     ACKNOWLEDGED,

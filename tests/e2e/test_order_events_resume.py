@@ -13,10 +13,10 @@ import grpc.aio
 import pytest
 
 from ibgateway.v1 import common_pb2, orders_pb2, orders_pb2_grpc
-from ibgateway_server import order_events
 from ibgateway_server.app import Gateway
-from ibgateway_server.order_events import OrderEventLog
-from ibgateway_server.session import SessionState
+from ibgateway_server.ib.session import SessionState
+from ibgateway_server.orders import events as order_events
+from ibgateway_server.orders.events import OrderEventLog
 from tests.e2e.conftest import (
     GatewayFactory,
     expect_error,

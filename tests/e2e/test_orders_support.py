@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ibgateway.v1 import common_pb2, orders_pb2, orders_pb2_grpc
-from ibgateway_server.ib_api import IB, Trade
+from ibgateway_server.ib.insync import IB, Trade
 from tws_simulator import TwsSimulator
 
 ACCOUNT = "DU1234567"  # the simulator's default paper account

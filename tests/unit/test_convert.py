@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from ibgateway.v1 import common_pb2
-from ibgateway_server import convert
-from ibgateway_server.ib_api import UNSET_DOUBLE, UNSET_INTEGER, Contract, PortfolioItem, Stock
+from ibgateway_server.ib import convert
+from ibgateway_server.ib.insync import UNSET_DOUBLE, UNSET_INTEGER, Contract, PortfolioItem, Stock
 
 
 @pytest.mark.parametrize(

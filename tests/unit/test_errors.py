@@ -8,7 +8,7 @@ from google.rpc import code_pb2, error_details_pb2
 
 from ibgateway_server import errors
 from ibgateway_server.errors import GatewayError
-from ibgateway_server.ib_api import RequestError
+from ibgateway_server.ib.insync import RequestError
 
 
 @pytest.mark.parametrize(

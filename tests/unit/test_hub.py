@@ -14,7 +14,9 @@ import grpc
 
 from ibgateway.v1 import common_pb2, market_data_pb2
 from ibgateway_server.errors import GatewayError, from_ib_error
-from ibgateway_server.hub import (
+from ibgateway_server.ib.insync import Contract, Ticker
+from ibgateway_server.ib.session import SessionEvent, SessionState, StateChange
+from ibgateway_server.market_data.hub import (
     ACTIVE,
     AMBIGUOUS,
     FAILED,
@@ -27,8 +29,6 @@ from ibgateway_server.hub import (
     QuoteStream,
     state_for_error,
 )
-from ibgateway_server.ib_api import Contract, Ticker
-from ibgateway_server.session import SessionEvent, SessionState, StateChange
 
 
 def make_line(con_id: int, symbol: str) -> tuple[Line, Ticker]:

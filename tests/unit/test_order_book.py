@@ -16,11 +16,11 @@ import pytest
 from eventkit import Event
 
 from ibgateway.v1 import common_pb2, orders_pb2
-from ibgateway_server import orders_convert as oc
 from ibgateway_server.errors import GatewayError
-from ibgateway_server.ib_api import Contract, Fill, Order, OrderStatus, Trade, TradeLogEntry
-from ibgateway_server.order_book import OrderBook
-from ibgateway_server.session import IbSession, SessionEvent, SessionState, StateChange
+from ibgateway_server.ib.insync import Contract, Fill, Order, OrderStatus, Trade, TradeLogEntry
+from ibgateway_server.ib.session import IbSession, SessionEvent, SessionState, StateChange
+from ibgateway_server.orders import convert as oc
+from ibgateway_server.orders.book import OrderBook
 
 T = TypeVar("T")
 CLIENT_ID = 1

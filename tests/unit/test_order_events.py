@@ -12,7 +12,7 @@ import pytest
 
 from ibgateway.v1 import common_pb2, orders_pb2
 from ibgateway_server.errors import GatewayError
-from ibgateway_server.order_events import OrderEventLog, OrderEventStream, Resume, plan_resume
+from ibgateway_server.orders.events import OrderEventLog, OrderEventStream, Resume, plan_resume
 
 Response = orders_pb2.StreamOrderEventsResponse
 FILLED = orders_pb2.ORDER_EVENT_TYPE_FILLED

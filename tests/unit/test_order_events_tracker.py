@@ -9,8 +9,7 @@ from typing import cast
 from eventkit import Event
 
 from ibgateway.v1 import orders_pb2
-from ibgateway_server import orders_convert as oc
-from ibgateway_server.ib_api import (
+from ibgateway_server.ib.insync import (
     IB,
     CommissionReport,
     Contract,
@@ -21,8 +20,9 @@ from ibgateway_server.ib_api import (
     Trade,
     TradeLogEntry,
 )
-from ibgateway_server.order_events import OrderEventLog
-from ibgateway_server.order_tracker import OrderTracker
+from ibgateway_server.orders import convert as oc
+from ibgateway_server.orders.events import OrderEventLog
+from ibgateway_server.orders.tracker import OrderTracker
 
 CLIENT_ID = 1
 AAPL = Contract(conId=265598, symbol="AAPL", secType="STK", exchange="SMART", currency="USD")

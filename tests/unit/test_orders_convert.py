@@ -10,9 +10,8 @@ import grpc
 import pytest
 
 from ibgateway.v1 import common_pb2, orders_pb2
-from ibgateway_server import orders_convert as oc
 from ibgateway_server.errors import GatewayError
-from ibgateway_server.ib_api import (
+from ibgateway_server.ib.insync import (
     UNSET_DOUBLE,
     CommissionReport,
     Contract,
@@ -23,6 +22,7 @@ from ibgateway_server.ib_api import (
     Trade,
     TradeLogEntry,
 )
+from ibgateway_server.orders import convert as oc
 
 D = common_pb2.Decimal
 

@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from ibgateway.v1 import common_pb2, orders_pb2
-from ibgateway_server import orders_convert as oc
 from ibgateway_server.errors import GatewayError
-from ibgateway_server.ib_api import (
+from ibgateway_server.ib.insync import (
     UNSET_DOUBLE,
     CommissionReport,
     Contract,
@@ -18,6 +17,7 @@ from ibgateway_server.ib_api import (
     Order,
     OrderState,
 )
+from ibgateway_server.orders import convert as oc
 
 
 def dec(value: str) -> common_pb2.Decimal:

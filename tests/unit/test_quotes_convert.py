@@ -9,8 +9,8 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from ibgateway.v1 import common_pb2, market_data_pb2
-from ibgateway_server import quotes_convert as qc
-from ibgateway_server.ib_api import UNSET_DOUBLE, Contract, Ticker
+from ibgateway_server.ib.insync import UNSET_DOUBLE, Contract, Ticker
+from ibgateway_server.market_data import convert as qc
 
 NAN = float("nan")
 CONTRACT = common_pb2.Contract(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from ibgateway.v1 import common_pb2, connection_pb2
-from ibgateway_server.services.connection import MAX_PENDING_UPDATES, StatusFeed
+from ibgateway_server.api.connection import MAX_PENDING_UPDATES, StatusFeed
 
 
 def update(n: int) -> connection_pb2.WatchConnectionStatusResponse:

@@ -7,9 +7,9 @@ from typing import Any
 import grpc
 
 from ibgateway.v1 import portfolio_pb2, portfolio_pb2_grpc
-from ibgateway_server import convert
-from ibgateway_server.ib_api import PortfolioItem, Position
-from ibgateway_server.session import IbSession
+from ibgateway_server.ib import convert
+from ibgateway_server.ib.insync import PortfolioItem, Position
+from ibgateway_server.ib.session import IbSession
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

@@ -8,10 +8,10 @@ from typing import Any
 import grpc
 
 from ibgateway.v1 import account_pb2, account_pb2_grpc
-from ibgateway_server import convert
 from ibgateway_server.errors import GatewayError
-from ibgateway_server.ib_api import AccountValue, PnL, RequestError
-from ibgateway_server.session import IbSession
+from ibgateway_server.ib import convert
+from ibgateway_server.ib.insync import AccountValue, PnL, RequestError
+from ibgateway_server.ib.session import IbSession
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

@@ -16,13 +16,14 @@ import grpc
 from google.protobuf import duration_pb2
 
 from ibgateway.v1 import connection_pb2, connection_pb2_grpc
-from ibgateway_server import convert, errors
+from ibgateway_server import errors
+from ibgateway_server.api.account import AccountSummaries
+from ibgateway_server.api.portfolio import fetch_positions
+from ibgateway_server.api.validation import Violations, heartbeat_seconds
 from ibgateway_server.errors import GatewayError
-from ibgateway_server.ib_api import Stock, Ticker
-from ibgateway_server.services.account import AccountSummaries
-from ibgateway_server.services.portfolio import fetch_positions
-from ibgateway_server.session import IbSession, SessionEvent, SessionStatus, StateChange
-from ibgateway_server.validation import Violations, heartbeat_seconds
+from ibgateway_server.ib import convert
+from ibgateway_server.ib.insync import Stock, Ticker
+from ibgateway_server.ib.session import IbSession, SessionEvent, SessionStatus, StateChange
 
 log = logging.getLogger(__name__)
 

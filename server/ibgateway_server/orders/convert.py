@@ -24,9 +24,9 @@ from decimal import Decimal
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ibgateway.v1 import common_pb2, orders_pb2
-from ibgateway_server import convert
-from ibgateway_server.ib_api import UNSET_DOUBLE, Fill, Order, OrderState, Trade
-from ibgateway_server.validation import Violations, check_contract, parse_decimal
+from ibgateway_server.api.validation import Violations, check_contract, parse_decimal
+from ibgateway_server.ib import convert
+from ibgateway_server.ib.insync import UNSET_DOUBLE, Fill, Order, OrderState, Trade
 
 # The idempotency key: short, and safe to store in IB's orderRef and to show in logs.
 CLIENT_ORDER_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,40}")

@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from ibgateway.v1 import common_pb2
-from ibgateway_server.convert import decimal_text
-from ibgateway_server.ib_api import UNSET_DOUBLE, Ticker
+from ibgateway_server.ib.convert import decimal_text
+from ibgateway_server.ib.insync import UNSET_DOUBLE, Ticker
 
 # --- wire constants ----------------------------------------------------------------------
 _WIRE_VARINT = 0

@@ -33,8 +33,8 @@ from typing import TypeAlias
 import grpc
 
 from ibgateway.v1 import common_pb2, orders_pb2
-from ibgateway_server import convert
 from ibgateway_server.errors import GatewayError, invalid_argument
+from ibgateway_server.ib import convert
 
 DEFAULT_RETENTION = 10_000  # events held for resuming streams
 MAX_CONNECTION_CHANGES = 16  # connection-state changes held for streams that lag

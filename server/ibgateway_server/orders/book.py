@@ -37,13 +37,14 @@ from typing import Protocol
 import grpc
 
 from ibgateway.v1 import common_pb2, orders_pb2
-from ibgateway_server import convert, errors
-from ibgateway_server import orders_convert as oc
+from ibgateway_server import errors
 from ibgateway_server.errors import GatewayError
-from ibgateway_server.ib_api import Contract, Fill, Order, Trade
-from ibgateway_server.order_events import OrderEventLog
-from ibgateway_server.order_tracker import OrderTracker
-from ibgateway_server.session import IbSession, SessionEvent, StateChange
+from ibgateway_server.ib import convert
+from ibgateway_server.ib.insync import Contract, Fill, Order, Trade
+from ibgateway_server.ib.session import IbSession, SessionEvent, StateChange
+from ibgateway_server.orders import convert as oc
+from ibgateway_server.orders.events import OrderEventLog
+from ibgateway_server.orders.tracker import OrderTracker
 
 log = logging.getLogger(__name__)
 

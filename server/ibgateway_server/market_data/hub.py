@@ -40,10 +40,10 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from ibgateway.v1 import common_pb2, market_data_pb2
-from ibgateway_server import convert
 from ibgateway_server.errors import GatewayError, deadline_exceeded, from_exception
-from ibgateway_server.ib_api import Contract, Ticker
-from ibgateway_server.quotes_convert import (
+from ibgateway_server.ib import convert
+from ibgateway_server.ib.insync import Contract, Ticker
+from ibgateway_server.market_data.convert import (
     QuoteEncoder,
     market_data_type_to_ib,
     quote_batch_message,
@@ -51,7 +51,7 @@ from ibgateway_server.quotes_convert import (
 )
 
 if TYPE_CHECKING:
-    from ibgateway_server.session import IbSession, StateChange
+    from ibgateway_server.ib.session import IbSession, StateChange
 
 log = logging.getLogger(__name__)
 
@@ -665,7 +665,7 @@ class QuoteHub:
                 member.line_status(line, state, message, ib_code)
 
     def _on_state_change(self, change: StateChange) -> None:
-        from ibgateway_server.session import SessionEvent, SessionState
+        from ibgateway_server.ib.session import SessionEvent, SessionState
 
         event = change.event
         state = convert.connection_state_to_proto(change.state)

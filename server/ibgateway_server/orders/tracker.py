@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from ibgateway.v1 import orders_pb2
-from ibgateway_server import orders_convert as oc
-from ibgateway_server.ib_api import IB, Fill, Trade
-from ibgateway_server.order_events import EventType, OrderEventLog
+from ibgateway_server.ib.insync import IB, Fill, Trade
+from ibgateway_server.orders import convert as oc
+from ibgateway_server.orders.events import EventType, OrderEventLog
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """OrderService: PlaceOrder, CancelOrder, GetOrder, ListOrders, StreamOrderEvents,
 ModifyOrder, PreviewOrder, CancelAllOrders, ListExecutions.
 
-Thin: check safety → validate → ask the :class:`~ibgateway_server.order_book.OrderBook`
+Thin: check safety → validate → ask the :class:`~ibgateway_server.orders.book.OrderBook`
 → convert. Safety rules (a user of a trading gateway wants these spelled out):
 
 * Read-only mode (IBGW_READ_ONLY): PlaceOrder, CancelOrder, ModifyOrder and
@@ -32,14 +32,14 @@ from typing import Any
 import grpc
 
 from ibgateway.v1 import orders_pb2, orders_pb2_grpc
-from ibgateway_server import convert
-from ibgateway_server import orders_convert as oc
+from ibgateway_server.api.validation import Violations, heartbeat_seconds
 from ibgateway_server.config import Settings
 from ibgateway_server.errors import GatewayError
-from ibgateway_server.order_book import OrderBook
-from ibgateway_server.order_events import OrderEventStream
-from ibgateway_server.session import IbSession
-from ibgateway_server.validation import Violations, heartbeat_seconds
+from ibgateway_server.ib import convert
+from ibgateway_server.ib.session import IbSession
+from ibgateway_server.orders import convert as oc
+from ibgateway_server.orders.book import OrderBook
+from ibgateway_server.orders.events import OrderEventStream
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

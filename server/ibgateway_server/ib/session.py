@@ -27,7 +27,7 @@ import grpc
 from ibgateway_server import errors
 from ibgateway_server.config import Settings
 from ibgateway_server.errors import GatewayError
-from ibgateway_server.ib_api import IB, Contract, ContractDetails, RequestError
+from ibgateway_server.ib.insync import IB, Contract, ContractDetails, RequestError
 
 log = logging.getLogger(__name__)
 

@@ -15,17 +15,17 @@ from typing import Any
 import grpc
 
 from ibgateway.v1 import common_pb2, market_data_pb2, market_data_pb2_grpc
-from ibgateway_server import convert
+from ibgateway_server.api.validation import Violations, check_contract, heartbeat_seconds
 from ibgateway_server.errors import GatewayError, deadline_exceeded
-from ibgateway_server.hub import (
+from ibgateway_server.ib import convert
+from ibgateway_server.ib.session import IbSession
+from ibgateway_server.market_data.hub import (
     FAILED,
     QuoteHub,
     QuoteStream,
     failure_of,
     state_for_error,
 )
-from ibgateway_server.session import IbSession
-from ibgateway_server.validation import Violations, check_contract, heartbeat_seconds
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from google.protobuf import timestamp_pb2
 
 from ibgateway.v1 import account_pb2, common_pb2, portfolio_pb2
-from ibgateway_server.ib_api import UNSET_DOUBLE, UNSET_INTEGER, Contract, PortfolioItem
+from ibgateway_server.ib.insync import UNSET_DOUBLE, UNSET_INTEGER, Contract, PortfolioItem
 
 if TYPE_CHECKING:
-    from ibgateway_server.session import StateChange
+    from ibgateway_server.ib.session import StateChange
 
 Number = float | int | Decimal | str | None
 

@@ -1,0 +1,1 @@
+"""Market data: quote lines shared between streams (the hub) and their conversions."""

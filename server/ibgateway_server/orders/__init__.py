@@ -1,0 +1,1 @@
+"""Orders: the order book (idempotency keys), the order tracker, the event log and conversions."""
