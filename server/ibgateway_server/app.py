@@ -32,7 +32,7 @@ from ibgateway.v1 import (
     portfolio_pb2,
     portfolio_pb2_grpc,
 )
-from ibgateway_server.api.account import AccountServicer, AccountSummaries
+from ibgateway_server.api.account import AccountServicer
 from ibgateway_server.api.connection import ConnectionServicer
 from ibgateway_server.api.interceptors import (
     AccessLogInterceptor,
@@ -48,6 +48,7 @@ from ibgateway_server.config import Settings
 from ibgateway_server.ib.session import IbSession, SessionEvent, SessionState, StateChange
 from ibgateway_server.market_data.hub import QuoteHub
 from ibgateway_server.orders.book import OrderBook
+from ibgateway_server.portfolio.accounts import AccountSummaries
 from tws_simulator import SimulatorConfig, TwsSimulator
 
 log = logging.getLogger(__name__)

@@ -224,9 +224,9 @@ def check_via_gateway(
 
 async def check_direct(settings: Settings, symbol: str) -> tuple[str, bool]:
     """The same checks straight against TWS / IB Gateway, without a gateway."""
-    from ibgateway_server.api.account import AccountSummaries
     from ibgateway_server.api.connection import Diagnostics, status_to_proto
     from ibgateway_server.ib.session import IbSession
+    from ibgateway_server.portfolio.accounts import AccountSummaries
 
     session = IbSession(settings)
     try:

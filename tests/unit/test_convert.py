@@ -11,6 +11,7 @@ import pytest
 from ibgateway.v1 import common_pb2
 from ibgateway_server.ib import convert
 from ibgateway_server.ib.insync import UNSET_DOUBLE, UNSET_INTEGER, Contract, PortfolioItem, Stock
+from ibgateway_server.portfolio import convert as portfolio_convert
 
 
 @pytest.mark.parametrize(
@@ -97,15 +98,15 @@ def test_position_with_pnl_percent() -> None:
         realizedPNL=0.0,
         account="DU1",
     )
-    pos = convert.position_to_proto(item)
+    pos = portfolio_convert.position_to_proto(item)
     assert pos.quantity.value == "-20"
     assert pos.unrealized_pnl_percent.value == "10"  # 200 on a 2000 cost basis
     unvalued = item._replace(unrealizedPNL=math.nan, marketPrice=math.nan)
-    pos = convert.position_to_proto(unvalued)
+    pos = portfolio_convert.position_to_proto(unvalued)
     assert pos.unrealized_pnl_percent.value == "" and pos.market_price.value == ""
 
 
 def test_paper_accounts() -> None:
-    assert convert.is_paper_account("DU1234567")
-    assert convert.is_paper_account("DF99")
-    assert not convert.is_paper_account("U1234567")
+    assert portfolio_convert.is_paper_account("DU1234567")
+    assert portfolio_convert.is_paper_account("DF99")
+    assert not portfolio_convert.is_paper_account("U1234567")

@@ -16,11 +16,13 @@ import pytest
 from eventkit import Event
 
 from ibgateway.v1 import common_pb2, orders_pb2
+from ibgateway_server.api import order_requests
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib.insync import Contract, Fill, Order, OrderStatus, Trade, TradeLogEntry
 from ibgateway_server.ib.session import IbSession, SessionEvent, SessionState, StateChange
-from ibgateway_server.orders import convert as oc
+from ibgateway_server.orders import ib_orders
 from ibgateway_server.orders.book import OrderBook
+from ibgateway_server.orders.intent import OrderIntent
 
 T = TypeVar("T")
 CLIENT_ID = 1
@@ -133,7 +135,7 @@ class ScriptedSession:
             listener(StateChange(event=event, state=state, message=event.value))
 
 
-def intent(key: str = "k1", quantity: str = "10") -> tuple[oc.OrderIntent, Contract, Order]:
+def intent(key: str = "k1", quantity: str = "10") -> tuple[OrderIntent, Contract, Order]:
     req = orders_pb2.PlaceOrderRequest(
         client_order_id=key,
         contract=common_pb2.Contract(symbol="AAPL"),
@@ -142,8 +144,8 @@ def intent(key: str = "k1", quantity: str = "10") -> tuple[oc.OrderIntent, Contr
         quantity=common_pb2.Decimal(value=quantity),
         limit_price=common_pb2.Decimal(value="150.1"),
     )
-    validated = oc.validate_place_order(req)
-    return validated, Contract(symbol="AAPL"), oc.build_ib_order(validated, "DU1")
+    validated = order_requests.validate_place_order(req)
+    return validated, Contract(symbol="AAPL"), ib_orders.build_ib_order(validated, "DU1")
 
 
 async def make_book(ib_timeout: float = 1.0) -> tuple[OrderBook, ScriptedIB, ScriptedSession]:

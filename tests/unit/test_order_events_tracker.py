@@ -21,7 +21,9 @@ from ibgateway_server.ib.insync import (
     TradeLogEntry,
 )
 from ibgateway_server.orders import convert as oc
+from ibgateway_server.orders import ib_terms
 from ibgateway_server.orders.events import OrderEventLog
+from ibgateway_server.orders.intent import order_terms
 from ibgateway_server.orders.tracker import OrderTracker
 
 CLIENT_ID = 1
@@ -310,14 +312,14 @@ def test_order_terms_compare_what_each_type_uses() -> None:
     ib = FakeIB()
     market = ib.place(1, order_type="MKT")
     limit = ib.place(2)
-    assert oc.order_terms(market) == ("MKT", "10", "", "", "")
-    assert oc.order_terms(limit) == ("LMT", "10", "100", "", "")
+    assert order_terms(market) == ("MKT", "10", "", "", "")
+    assert order_terms(limit) == ("LMT", "10", "100", "", "")
     market.order.lmtPrice = 0.0  # TWS's spelling of "no limit" differs: not a change
-    assert oc.order_terms(market) == ("MKT", "10", "", "", "")
+    assert order_terms(market) == ("MKT", "10", "", "", "")
     limit.order.totalQuantity = 12.0
-    assert oc.order_terms(limit) == ("LMT", "12", "100", "", "")
+    assert order_terms(limit) == ("LMT", "12", "100", "", "")
     trail = ib.place(3, order_type="TRAIL")
     trail.order.trailingPercent, trail.order.trailStopPrice = 1.5, 95.0  # the stop moves
-    assert oc.order_terms(trail) == ("TRAIL", "10", "", "", "1.5")
-    assert oc.is_informational(202) and oc.is_informational(2104)
-    assert not oc.is_informational(201) and not oc.is_informational(110)
+    assert order_terms(trail) == ("TRAIL", "10", "", "", "1.5")
+    assert ib_terms.is_informational(202) and ib_terms.is_informational(2104)
+    assert not ib_terms.is_informational(201) and not ib_terms.is_informational(110)

@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from ibgateway.v1 import common_pb2, orders_pb2
+from ibgateway_server.api import order_requests
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib.insync import (
     UNSET_DOUBLE,
@@ -23,6 +24,8 @@ from ibgateway_server.ib.insync import (
     TradeLogEntry,
 )
 from ibgateway_server.orders import convert as oc
+from ibgateway_server.orders import ib_orders, ib_terms
+from ibgateway_server.orders.intent import intent_differences
 
 D = common_pb2.Decimal
 
@@ -43,7 +46,7 @@ def request(**overrides: Any) -> orders_pb2.PlaceOrderRequest:
 
 def violations(req: orders_pb2.PlaceOrderRequest) -> dict[str, str]:
     with pytest.raises(GatewayError) as caught:
-        oc.validate_place_order(req)
+        order_requests.validate_place_order(req)
     err = caught.value
     assert err.code is grpc.StatusCode.INVALID_ARGUMENT
     assert err.reason == "INVALID_ARGUMENT"
@@ -54,7 +57,7 @@ def violations(req: orders_pb2.PlaceOrderRequest) -> dict[str, str]:
 
 
 def test_valid_limit_order() -> None:
-    intent = oc.validate_place_order(request())
+    intent = order_requests.validate_place_order(request())
     assert intent.action == "BUY"
     assert intent.order_type == "LMT"
     assert intent.quantity == Decimal("10")
@@ -65,7 +68,7 @@ def test_valid_limit_order() -> None:
 
 @pytest.mark.parametrize("key", ["a", "A" * 40, "2024-06-11:strategy_7.leg-1", "x:y.z_w-0"])
 def test_client_order_id_accepted(key: str) -> None:
-    assert oc.validate_place_order(request(client_order_id=key)).client_order_id == key
+    assert order_requests.validate_place_order(request(client_order_id=key)).client_order_id == key
 
 
 @pytest.mark.parametrize("key", ["A" * 41, "has space", "semi;colon", "ü", "a/b", "a\n"])
@@ -83,7 +86,9 @@ def test_contract_required() -> None:
 
 
 def test_con_id_alone_is_enough() -> None:
-    intent = oc.validate_place_order(request(contract=common_pb2.Contract(con_id=265598)))
+    intent = order_requests.validate_place_order(
+        request(contract=common_pb2.Contract(con_id=265598))
+    )
     assert intent.contract.con_id == 265598
 
 
@@ -126,7 +131,7 @@ def test_stop_needs_stop_price() -> None:
 def test_stop_limit_needs_both() -> None:
     found = violations(request(order_type=orders_pb2.ORDER_TYPE_STOP_LIMIT, limit_price=None))
     assert set(found) == {"limit_price", "stop_price"}
-    ok = oc.validate_place_order(
+    ok = order_requests.validate_place_order(
         request(order_type=orders_pb2.ORDER_TYPE_STOP_LIMIT, stop_price=D(value="151"))
     )
     assert (ok.limit_price, ok.stop_price) == (Decimal("150.1"), Decimal("151"))
@@ -137,8 +142,8 @@ def test_trail_needs_exactly_one_offset() -> None:
     assert "trailing_amount" in violations(request(**trail))
     both = violations(request(**trail, trailing_amount=D(value="1"), trailing_percent=D(value="2")))
     assert "not both" in both["trailing_percent"]
-    assert oc.validate_place_order(request(**trail, trailing_amount=D(value="1.5")))
-    assert oc.validate_place_order(request(**trail, trailing_percent=D(value="0.5")))
+    assert order_requests.validate_place_order(request(**trail, trailing_amount=D(value="1.5")))
+    assert order_requests.validate_place_order(request(**trail, trailing_percent=D(value="0.5")))
 
 
 def test_trail_percent_range() -> None:
@@ -164,7 +169,7 @@ def test_fields_that_do_not_belong_to_the_type() -> None:
 
 def test_empty_decimal_means_not_set() -> None:
     # A Decimal message with an empty value is "not available", not a price.
-    intent = oc.validate_place_order(
+    intent = order_requests.validate_place_order(
         request(order_type=orders_pb2.ORDER_TYPE_MARKET, limit_price=D(value=""))
     )
     assert intent.limit_price is None
@@ -178,8 +183,11 @@ def test_every_violation_is_reported_at_once() -> None:
 
 
 def test_order_key() -> None:
-    assert oc.validate_order_key(orders_pb2.OrderKey(client_order_id="k1"), "order") == "k1"
-    assert oc.validate_order_key(orders_pb2.OrderKey(order_id=7), "order") == 7
+    assert (
+        order_requests.validate_order_key(orders_pb2.OrderKey(client_order_id="k1"), "order")
+        == "k1"
+    )
+    assert order_requests.validate_order_key(orders_pb2.OrderKey(order_id=7), "order") == 7
     for key, field in [
         (orders_pb2.OrderKey(), "order"),
         (orders_pb2.OrderKey(order_id=0), "order.order_id"),
@@ -187,22 +195,24 @@ def test_order_key() -> None:
         (orders_pb2.OrderKey(client_order_id="bad key"), "order.client_order_id"),
     ]:
         with pytest.raises(GatewayError) as caught:
-            oc.validate_order_key(key, "order")
+            order_requests.validate_order_key(key, "order")
         assert [f for f, _ in caught.value.field_violations] == [field]
 
 
 def test_list_orders_filter() -> None:
-    oc.validate_list_orders(orders_pb2.ListOrdersRequest(filter=orders_pb2.ORDER_FILTER_OPEN))
+    order_requests.validate_list_orders(
+        orders_pb2.ListOrdersRequest(filter=orders_pb2.ORDER_FILTER_OPEN)
+    )
     with pytest.raises(GatewayError):
-        oc.validate_list_orders(orders_pb2.ListOrdersRequest(filter=9))  # type: ignore[arg-type]
+        order_requests.validate_list_orders(orders_pb2.ListOrdersRequest(filter=9))  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ request → IB
 
 
 def build(**overrides: Any) -> Order:
-    intent = oc.validate_place_order(request(**overrides))
-    return oc.build_ib_order(intent, "DU1234567")
+    intent = order_requests.validate_place_order(request(**overrides))
+    return ib_orders.build_ib_order(intent, "DU1234567")
 
 
 def test_build_limit_order() -> None:
@@ -262,14 +272,14 @@ def placed_trade(order: Order, **contract: Any) -> Trade:
 
 
 def test_same_request_has_no_differences() -> None:
-    intent = oc.validate_place_order(request())
-    assert oc.intent_differences(intent, placed_trade(oc.build_ib_order(intent, "DU1"))) == []
+    intent = order_requests.validate_place_order(request())
+    assert intent_differences(intent, placed_trade(ib_orders.build_ib_order(intent, "DU1"))) == []
 
 
 def test_differences_are_named() -> None:
-    first = oc.validate_place_order(request())
-    trade = placed_trade(oc.build_ib_order(first, "DU1"))
-    retry = oc.validate_place_order(
+    first = order_requests.validate_place_order(request())
+    trade = placed_trade(ib_orders.build_ib_order(first, "DU1"))
+    retry = order_requests.validate_place_order(
         request(
             quantity=D(value="11"),
             limit_price=D(value="150.10"),  # same number, other spelling: no difference
@@ -278,24 +288,26 @@ def test_differences_are_named() -> None:
             account_id="DU2",
         )
     )
-    assert oc.intent_differences(retry, trade) == ["contract.symbol", "side", "quantity",
+    assert intent_differences(retry, trade) == ["contract.symbol", "side", "quantity",
                                                    "account_id"]  # fmt: skip
 
 
 def test_omitted_account_matches_the_default() -> None:
-    intent = oc.validate_place_order(request())
-    trade = placed_trade(oc.build_ib_order(intent, "DU1234567"))
-    assert oc.intent_differences(intent, trade) == []
+    intent = order_requests.validate_place_order(request())
+    trade = placed_trade(ib_orders.build_ib_order(intent, "DU1234567"))
+    assert intent_differences(intent, trade) == []
 
 
 def test_trailing_offset_kind_is_compared() -> None:
     trail = {"order_type": orders_pb2.ORDER_TYPE_TRAILING_STOP, "limit_price": None}
-    by_amount = oc.validate_place_order(request(**trail, trailing_amount=D(value="1")))
-    by_percent = oc.validate_place_order(request(**trail, trailing_percent=D(value="1")))
-    trade = placed_trade(oc.build_ib_order(by_amount, "DU1"))
+    by_amount = order_requests.validate_place_order(request(**trail, trailing_amount=D(value="1")))
+    by_percent = order_requests.validate_place_order(
+        request(**trail, trailing_percent=D(value="1"))
+    )
+    trade = placed_trade(ib_orders.build_ib_order(by_amount, "DU1"))
     trade.order.trailStopPrice = 148.37  # the moving stop is not part of the request
-    assert oc.intent_differences(by_amount, trade) == []
-    assert oc.intent_differences(by_percent, trade) == ["trailing_amount", "trailing_percent"]
+    assert intent_differences(by_amount, trade) == []
+    assert intent_differences(by_percent, trade) == ["trailing_amount", "trailing_percent"]
 
 
 # ------------------------------------------------------------------- IB → proto
@@ -423,7 +435,7 @@ def test_prices_by_order_type(
 ) -> None:
     base: dict[str, Any] = {"lmtPrice": UNSET_DOUBLE, "auxPrice": UNSET_DOUBLE}
     msg = oc.trade_to_proto(trade(orderType=ib_type, **{**base, **fields}))
-    assert msg.order_type == oc.TYPE_FROM_IB[ib_type]
+    assert msg.order_type == ib_terms.TYPE_FROM_IB[ib_type]
     got = (msg.limit_price.value, msg.stop_price.value, msg.trailing_amount.value,
            msg.trailing_percent.value)  # fmt: skip
     assert got == expected
@@ -446,7 +458,7 @@ def test_prices_by_order_type(
     ],
 )
 def test_status_mapping(ib: str, proto: int) -> None:
-    assert oc.status_from_ib(ib) == proto
+    assert ib_terms.status_from_ib(ib) == proto
 
 
 def test_status_message_from_the_log_or_given() -> None:

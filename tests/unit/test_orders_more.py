@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
 from ibgateway.v1 import common_pb2, orders_pb2
+from ibgateway_server.api import order_requests
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib.insync import (
     UNSET_DOUBLE,
@@ -18,6 +20,8 @@ from ibgateway_server.ib.insync import (
     OrderState,
 )
 from ibgateway_server.orders import convert as oc
+from ibgateway_server.orders import ib_orders
+from ibgateway_server.orders.intent import Modification, terms_of
 
 
 def dec(value: str) -> common_pb2.Decimal:
@@ -30,21 +34,21 @@ def violations(exc: pytest.ExceptionInfo[GatewayError]) -> set[str]:
 
 def test_modify_validation_collects_every_problem() -> None:
     with pytest.raises(GatewayError) as exc:
-        oc.validate_modify_order(
+        order_requests.validate_modify_order(
             orders_pb2.ModifyOrderRequest(
                 quantity=dec("-1"), limit_price=dec("abc"), trailing_percent=dec("100")
             )
         )
     assert violations(exc) == {"order", "quantity", "limit_price", "trailing_percent"}
     with pytest.raises(GatewayError) as exc:
-        oc.validate_modify_order(
+        order_requests.validate_modify_order(
             orders_pb2.ModifyOrderRequest(order=orders_pb2.OrderKey(order_id=3))
         )
     assert violations(exc) == {"quantity"}  # nothing to change
 
 
 def test_modify_validation_keeps_unset_fields() -> None:
-    change = oc.validate_modify_order(
+    change = order_requests.validate_modify_order(
         orders_pb2.ModifyOrderRequest(
             order=orders_pb2.OrderKey(client_order_id="k-1"),
             limit_price=dec("101.25"),
@@ -59,30 +63,30 @@ def test_modify_validation_keeps_unset_fields() -> None:
 
 def test_modified_order_is_a_copy_with_type_checks() -> None:
     order = Order(orderType="LMT", totalQuantity=5.0, lmtPrice=100.0, tif="DAY", orderRef="k")
-    change = oc.Modification(key="k", quantity=None, limit_price=None)
-    new, problems = oc.modified_order(
+    change = Modification(key="k", quantity=None, limit_price=None)
+    new, problems = ib_orders.modified_order(
         order,
-        oc.Modification(
+        Modification(
             key="k",
-            limit_price=oc.Decimal("101.5"),
-            stop_price=oc.Decimal("99"),
+            limit_price=Decimal("101.5"),
+            stop_price=Decimal("99"),
             tif="GTC",
         ),
     )
     assert problems == [("stop_price", "not used by LIMIT orders")]
     assert new.lmtPrice == 101.5 and new.tif == "GTC" and new.orderRef == "k"
     assert order.lmtPrice == 100.0 and order.tif == "DAY"  # the original is untouched
-    assert oc.terms_of(new) == ("LMT", "5", "101.5", "", "")
-    trail, problems = oc.modified_order(
+    assert terms_of(new) == ("LMT", "5", "101.5", "", "")
+    trail, problems = ib_orders.modified_order(
         Order(orderType="TRAIL", totalQuantity=1.0, auxPrice=2.0),
-        oc.Modification(key="k", trailing_percent=oc.Decimal("1.5")),
+        Modification(key="k", trailing_percent=Decimal("1.5")),
     )
     assert not problems and change.key == "k"
     assert trail.trailingPercent == 1.5 and trail.auxPrice == UNSET_DOUBLE
 
 
 def test_preview_validation_is_place_order_without_a_key() -> None:
-    intent = oc.validate_preview_order(
+    intent = order_requests.validate_preview_order(
         orders_pb2.PreviewOrderRequest(
             contract=common_pb2.Contract(symbol="AAPL"),
             side=orders_pb2.ORDER_SIDE_SELL,
@@ -91,9 +95,9 @@ def test_preview_validation_is_place_order_without_a_key() -> None:
         )
     )
     assert intent.client_order_id == "" and intent.action == "SELL"
-    assert oc.build_ib_order(intent, "DU1").orderRef == ""
+    assert ib_orders.build_ib_order(intent, "DU1").orderRef == ""
     with pytest.raises(GatewayError) as exc:
-        oc.validate_preview_order(orders_pb2.PreviewOrderRequest())
+        order_requests.validate_preview_order(orders_pb2.PreviewOrderRequest())
     assert violations(exc) == {"contract.symbol", "side", "order_type", "quantity"}
 
 

@@ -17,13 +17,13 @@ from google.protobuf import duration_pb2
 
 from ibgateway.v1 import connection_pb2, connection_pb2_grpc
 from ibgateway_server import errors
-from ibgateway_server.api.account import AccountSummaries
-from ibgateway_server.api.portfolio import fetch_positions
 from ibgateway_server.api.validation import Violations, heartbeat_seconds
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib import convert
 from ibgateway_server.ib.insync import Stock, Ticker
 from ibgateway_server.ib.session import IbSession, SessionEvent, SessionStatus, StateChange
+from ibgateway_server.portfolio.accounts import AccountSummaries
+from ibgateway_server.portfolio.positions import fetch_positions
 
 log = logging.getLogger(__name__)
 

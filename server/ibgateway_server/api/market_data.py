@@ -19,6 +19,7 @@ from ibgateway_server.api.validation import Violations, check_contract, heartbea
 from ibgateway_server.errors import GatewayError, deadline_exceeded
 from ibgateway_server.ib import convert
 from ibgateway_server.ib.session import IbSession
+from ibgateway_server.market_data.contracts import details_to_proto, match_to_proto
 from ibgateway_server.market_data.hub import (
     FAILED,
     QuoteHub,
@@ -49,34 +50,6 @@ def validate_contracts(contracts: Any, violations: Violations) -> None:
 def validate_market_data_type(value: int, violations: Violations) -> None:
     if value not in _MARKET_DATA_TYPES:
         violations.add("market_data_type", f"unknown market data type {value}")
-
-
-def details_to_proto(details: Any) -> market_data_pb2.ContractDetails:
-    """The proto ContractDetails of an ib_insync ContractDetails."""
-
-    def split(text: str | None) -> list[str]:
-        return [part for part in (text or "").split(",") if part]
-
-    return market_data_pb2.ContractDetails(
-        long_name=details.longName or "",
-        min_tick=convert.to_decimal(details.minTick or None),
-        time_zone_id=details.timeZoneId or "",
-        trading_hours=details.tradingHours or "",
-        liquid_hours=details.liquidHours or "",
-        valid_exchanges=split(details.validExchanges),
-        order_types=split(details.orderTypes),
-    )
-
-
-def match_to_proto(description: Any) -> market_data_pb2.ContractMatch:
-    """The proto ContractMatch of an ib_insync ContractDescription."""
-    contract = description.contract
-    return market_data_pb2.ContractMatch(
-        contract=convert.contract_to_proto(contract) if contract is not None else None,
-        derivative_sec_types=list(description.derivativeSecTypes or []),
-        # TWS sends a description from server version 176 on
-        description=(getattr(contract, "description", "") or "") if contract else "",
-    )
 
 
 def _status(

@@ -32,14 +32,17 @@ from typing import Any
 import grpc
 
 from ibgateway.v1 import orders_pb2, orders_pb2_grpc
+from ibgateway_server.api import order_requests
 from ibgateway_server.api.validation import Violations, heartbeat_seconds
 from ibgateway_server.config import Settings
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib import convert
 from ibgateway_server.ib.session import IbSession
 from ibgateway_server.orders import convert as oc
+from ibgateway_server.orders import ib_orders, ib_terms
 from ibgateway_server.orders.book import OrderBook
 from ibgateway_server.orders.events import OrderEventStream
+from ibgateway_server.portfolio.convert import is_paper_account
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -58,14 +61,14 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         self, request: orders_pb2.PlaceOrderRequest, context: Context
     ) -> orders_pb2.PlaceOrderResponse:
         self._refuse_if_read_only("PlaceOrder")
-        intent = oc.validate_place_order(request)
+        intent = order_requests.validate_place_order(request)
         self.session.require_connected()
         account = self._order_account(intent.account)
         self._refuse_if_live(account, "PlaceOrder")
         placement = await self.book.place(
             intent,
             convert.contract_from_proto(request.contract),
-            oc.build_ib_order(intent, account),
+            ib_orders.build_ib_order(intent, account),
             context=context,
         )
         return orders_pb2.PlaceOrderResponse(
@@ -76,7 +79,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         self, request: orders_pb2.CancelOrderRequest, context: Context
     ) -> orders_pb2.CancelOrderResponse:
         self._refuse_if_read_only("CancelOrder")
-        key = oc.validate_order_key(request.order, "order")
+        key = order_requests.validate_order_key(request.order, "order")
         self.session.require_connected()
         entry = await self.book.locate(key, context=context)
         self._refuse_if_live(entry.account, "CancelOrder")
@@ -86,7 +89,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     async def GetOrder(
         self, request: orders_pb2.GetOrderRequest, context: Context
     ) -> orders_pb2.GetOrderResponse:
-        key = oc.validate_order_key(request.order, "order")
+        key = order_requests.validate_order_key(request.order, "order")
         self.session.require_connected()
         entry = await self.book.locate(key, context=context)
         return orders_pb2.GetOrderResponse(order=entry.to_proto())
@@ -94,7 +97,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     async def ListOrders(
         self, request: orders_pb2.ListOrdersRequest, context: Context
     ) -> orders_pb2.ListOrdersResponse:
-        oc.validate_list_orders(request)
+        order_requests.validate_list_orders(request)
         self.session.require_connected()
         account = (
             self.session.resolve_account(request.account_id, field="account_id")
@@ -149,7 +152,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         self, request: orders_pb2.ModifyOrderRequest, context: Context
     ) -> orders_pb2.ModifyOrderResponse:
         self._refuse_if_read_only("ModifyOrder")
-        change = oc.validate_modify_order(request)
+        change = order_requests.validate_modify_order(request)
         self.session.require_connected()
         entry = await self.book.locate(change.key, context=context)
         self._refuse_if_live(entry.account, "ModifyOrder")
@@ -160,13 +163,13 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         self, request: orders_pb2.PreviewOrderRequest, context: Context
     ) -> orders_pb2.PreviewOrderResponse:
         # Neither read-only mode nor a live account refuses a preview: it places nothing.
-        intent = oc.validate_preview_order(request)
+        intent = order_requests.validate_preview_order(request)
         self.session.require_connected()
         account = self._order_account(intent.account)
         contract = await self.session.qualify(
             convert.contract_from_proto(request.contract), context=context
         )
-        order = oc.build_ib_order(intent, account)
+        order = ib_orders.build_ib_order(intent, account)
         state = await self.session.request(
             lambda: self.session.ib.whatIfOrderAsync(contract, order),
             what="order preview (what-if)",
@@ -228,7 +231,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             )
 
     def _refuse_if_live(self, account: str, rpc: str) -> None:
-        if account and not convert.is_paper_account(account) and not self.config.allow_live_trading:
+        if account and not is_paper_account(account) and not self.config.allow_live_trading:
             raise GatewayError(
                 grpc.StatusCode.PERMISSION_DENIED,
                 "LIVE_TRADING_DISABLED",
@@ -269,5 +272,5 @@ def _passes(status: orders_pb2.OrderStatus.ValueType, wanted: int) -> bool:
     if wanted == orders_pb2.ORDER_FILTER_OPEN:
         return status in _OPEN
     if wanted == orders_pb2.ORDER_FILTER_COMPLETED:
-        return status in oc.DONE_STATUSES
+        return status in ib_terms.DONE_STATUSES
     return True

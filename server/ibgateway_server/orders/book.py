@@ -43,7 +43,15 @@ from ibgateway_server.ib import convert
 from ibgateway_server.ib.insync import Contract, Fill, Order, Trade
 from ibgateway_server.ib.session import IbSession, SessionEvent, StateChange
 from ibgateway_server.orders import convert as oc
+from ibgateway_server.orders import ib_orders, ib_terms
 from ibgateway_server.orders.events import OrderEventLog
+from ibgateway_server.orders.intent import (
+    Modification,
+    OrderIntent,
+    intent_differences,
+    order_terms,
+    terms_of,
+)
 from ibgateway_server.orders.tracker import OrderTracker
 
 log = logging.getLogger(__name__)
@@ -110,7 +118,7 @@ class BookEntry:
     @property
     def acknowledged(self) -> bool:
         """TWS has answered for the order (a status beyond PendingSubmit, or a perm id)."""
-        return bool(self.perm_id) or self.status not in oc.UNACKNOWLEDGED_IB_STATUSES
+        return bool(self.perm_id) or self.status not in ib_terms.UNACKNOWLEDGED_IB_STATUSES
 
     def to_proto(self) -> orders_pb2.Order:
         return oc.trade_to_proto(self.trade, create_time=self.create_time, message=self.message)
@@ -238,7 +246,7 @@ class OrderBook:
 
     async def place(
         self,
-        intent: oc.OrderIntent,
+        intent: OrderIntent,
         contract: Contract,
         order: Order,
         *,
@@ -276,9 +284,9 @@ class OrderBook:
             return Placement(entry, replayed=False)
 
     async def _replay(
-        self, entry: BookEntry, intent: oc.OrderIntent, context: _HasTimeRemaining | None
+        self, entry: BookEntry, intent: OrderIntent, context: _HasTimeRemaining | None
     ) -> Placement:
-        differences = oc.intent_differences(intent, entry.trade)
+        differences = intent_differences(intent, entry.trade)
         if differences:
             raise GatewayError(
                 grpc.StatusCode.ALREADY_EXISTS,
@@ -347,7 +355,7 @@ class OrderBook:
             return entry.rejection
         trade = entry.trade
         message = self._messages.get((trade.order.clientId, entry.order_id))
-        if message is not None and not oc.is_informational(message[0]):
+        if message is not None and not ib_terms.is_informational(message[0]):
             # An error before TWS took the order, or one that ended it. (ib_insync itself
             # cancels the trade for most codes, but not for 110, an invalid price.)
             if not entry.perm_id or entry.status in (*_CANCELLED, "Inactive"):
@@ -355,7 +363,7 @@ class OrderBook:
         if refused_before_acknowledged(trade):
             for logged in reversed(trade.log):
                 if logged.errorCode:
-                    return logged.errorCode, oc.strip_error_prefix(logged.message)
+                    return logged.errorCode, ib_terms.strip_error_prefix(logged.message)
         return None
 
     def _rejection_error(
@@ -393,14 +401,14 @@ class OrderBook:
 
         def settled() -> bool:
             message = self._messages.get(order_key)
-            refused = message is not None and not oc.is_informational(message[0])
+            refused = message is not None and not ib_terms.is_informational(message[0])
             return refused or entry.status in _FINAL_AFTER_CANCEL
 
         await self._wait(entry, settled, self.session.budget(context))
         message = self._messages.get(order_key)
         if entry.status == "Filled":
             self._refuse_if_finished(entry)
-        if message is not None and not oc.is_informational(message[0]):
+        if message is not None and not ib_terms.is_informational(message[0]):
             if entry.status not in _CANCELLED:
                 err = errors.from_ib_error(*message)
                 err.metadata.update(_key_metadata(entry))
@@ -429,7 +437,8 @@ class OrderBook:
         working = [
             e
             for e in self.entries()
-            if oc.status_from_ib(e.status) in _WORKING and (not account or e.account == account)
+            if ib_terms.status_from_ib(e.status) in _WORKING
+            and (not account or e.account == account)
         ]
         if not working:
             return []
@@ -456,7 +465,7 @@ class OrderBook:
     # ------------------------------------------------------------------ ModifyOrder
 
     async def modify(
-        self, entry: BookEntry, change: oc.Modification, *, context: _HasTimeRemaining | None
+        self, entry: BookEntry, change: Modification, *, context: _HasTimeRemaining | None
     ) -> BookEntry:
         """Send ``entry``'s order again with ``change`` applied (same order id) and wait
         until TWS reports the new terms, or refuses them (the mapped IB error; the order
@@ -479,13 +488,13 @@ class OrderBook:
                 "TWS lets only that client modify it",
                 metadata={**_key_metadata(entry), "owner_client_id": str(trade.order.clientId)},
             )
-        new, violations = oc.modified_order(trade.order, change)
+        new, violations = ib_orders.modified_order(trade.order, change)
         if violations:
             raise errors.invalid_argument(violations)
         self.session.require_connected()
         order_key = (trade.order.clientId, entry.order_id)
         self._messages.pop(order_key, None)
-        expected = oc.terms_of(new)
+        expected = terms_of(new)
         previous_status = trade.orderStatus.status
         answered = False
 
@@ -496,14 +505,14 @@ class OrderBook:
 
         def refused() -> tuple[int, str] | None:
             message = self._messages.get(order_key)
-            if message is not None and not oc.is_informational(message[0]):
+            if message is not None and not ib_terms.is_informational(message[0]):
                 return message
             return None
 
         def settled() -> bool:
             return (
                 refused() is not None
-                or (answered and oc.order_terms(trade) == expected)
+                or (answered and order_terms(trade) == expected)
                 or oc.is_done(trade)
             )
 
@@ -525,7 +534,7 @@ class OrderBook:
             err = errors.from_ib_error(*refusal)
             err.metadata.update(_key_metadata(entry))
             raise err
-        if oc.is_done(trade) and oc.order_terms(trade) != expected:
+        if oc.is_done(trade) and order_terms(trade) != expected:
             self._refuse_if_finished(entry)
         if not ok:
             if not self.session.connected:

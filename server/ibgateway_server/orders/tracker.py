@@ -36,7 +36,9 @@ from decimal import Decimal
 from ibgateway.v1 import orders_pb2
 from ibgateway_server.ib.insync import IB, Fill, Trade
 from ibgateway_server.orders import convert as oc
+from ibgateway_server.orders import ib_terms
 from ibgateway_server.orders.events import EventType, OrderEventLog
+from ibgateway_server.orders.intent import order_terms
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +82,15 @@ def _has_commission(fill: Fill) -> bool:
 
 def _accepted(trade: Trade) -> bool:
     """TWS has taken the order: it reported a status beyond PendingSubmit, or a fill."""
-    return trade.orderStatus.status not in oc.UNACKNOWLEDGED_IB_STATUSES or bool(trade.fills)
+    return trade.orderStatus.status not in ib_terms.UNACKNOWLEDGED_IB_STATUSES or bool(trade.fills)
 
 
 def _logged_rejection(trade: Trade) -> tuple[int, str] | None:
     """The IB error ib_insync ended the order with (its newest log entry), if any."""
     if trade.log:
         entry = trade.log[-1]
-        if entry.errorCode and not oc.is_informational(entry.errorCode):
-            return entry.errorCode, oc.strip_error_prefix(entry.message)
+        if entry.errorCode and not ib_terms.is_informational(entry.errorCode):
+            return entry.errorCode, ib_terms.strip_error_prefix(entry.message)
     return None
 
 
@@ -246,9 +248,9 @@ class OrderTracker:
         executions = {f.execution.execId for f in trade.fills}
         return Reported(
             acknowledged=_accepted(trade) or _logged_rejection(trade) is not None,
-            status=oc.status_from_ib(trade.orderStatus.status),
+            status=ib_terms.status_from_ib(trade.orderStatus.status),
             filled=oc.filled_quantity(trade),
-            terms=oc.order_terms(trade),
+            terms=order_terms(trade),
             fills=set(executions),
             commissions=set(executions),
         )
@@ -256,13 +258,13 @@ class OrderTracker:
     def _reconcile(self, trade: Trade, error: tuple[int, str] | None = None) -> None:
         state = self._state(trade)
         if state is None:
-            state = Reported(terms=oc.order_terms(trade))
+            state = Reported(terms=order_terms(trade))
             self._reported[order_key(trade)] = state
         out = _Emitter(self.log, self.render, trade, state)
-        status = oc.status_from_ib(trade.orderStatus.status)
+        status = ib_terms.status_from_ib(trade.orderStatus.status)
         refusal = _logged_rejection(trade) if status in _ENDED else None
         if error is not None:
-            if oc.is_informational(error[0]):
+            if ib_terms.is_informational(error[0]):
                 state.note = error
             elif refusal is None and not state.acknowledged and not trade.order.permId:
                 # Refused before TWS took it, and ib_insync left it pending (e.g. 110).
@@ -277,17 +279,17 @@ class OrderTracker:
                 out.emit(REJECTED, message=refusal)
                 return
             if not _accepted(trade):
-                state.terms = oc.order_terms(trade)
+                state.terms = order_terms(trade)
                 return  # not acknowledged yet: nothing to say
             state.acknowledged, state.status = True, status
-            state.terms = oc.order_terms(trade)
+            state.terms = order_terms(trade)
             state.filled = oc.filled_quantity(trade)
             out.emit(ACKNOWLEDGED)
 
-        terms = oc.order_terms(trade)
+        terms = order_terms(trade)
         if terms != state.terms:
             state.terms = terms
-            if status not in oc.DONE_STATUSES:
+            if status not in ib_terms.DONE_STATUSES:
                 out.emit(MODIFIED)
 
         for fill in sorted(trade.fills, key=_fill_order):

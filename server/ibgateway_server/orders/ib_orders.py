@@ -1,0 +1,77 @@
+"""Building the IB ``Order`` that goes to TWS: from an intent, or a modified copy."""
+
+from __future__ import annotations
+
+import copy
+
+from ibgateway_server.ib.insync import UNSET_DOUBLE, Order
+from ibgateway_server.orders.ib_terms import LIMIT_TYPES, STOP_TYPES, type_name
+from ibgateway_server.orders.intent import Modification, OrderIntent
+
+
+def build_ib_order(intent: OrderIntent, account: str) -> Order:
+    """The IB Order for an intent; ``orderRef`` carries the idempotency key."""
+    order = Order(
+        action=intent.action,
+        totalQuantity=float(intent.quantity),
+        orderType=intent.order_type,
+        tif=intent.tif,
+        outsideRth=intent.outside_rth,
+        account=account,
+        orderRef=intent.client_order_id,
+        transmit=True,
+    )
+    if intent.limit_price is not None:
+        order.lmtPrice = float(intent.limit_price)
+    if intent.order_type in STOP_TYPES and intent.stop_price is not None:
+        order.auxPrice = float(intent.stop_price)
+    if intent.order_type == "TRAIL":
+        if intent.trailing_amount is not None:
+            order.auxPrice = float(intent.trailing_amount)
+        if intent.trailing_percent is not None:
+            order.trailingPercent = float(intent.trailing_percent)
+        if intent.stop_price is not None:
+            order.trailStopPrice = float(intent.stop_price)
+    return order
+
+
+def modified_order(order: Order, change: Modification) -> tuple[Order, list[tuple[str, str]]]:
+    """A copy of ``order`` with ``change`` applied, and the field violations of fields
+    its order type does not use (the copy is what goes to TWS; the Trade's own order is
+    only updated once TWS acknowledges)."""
+    order_type = order.orderType or ""
+    violations: list[tuple[str, str]] = []
+    new = copy.copy(order)
+    if change.quantity is not None:
+        new.totalQuantity = float(change.quantity)
+    if change.limit_price is not None:
+        if order_type in LIMIT_TYPES:
+            new.lmtPrice = float(change.limit_price)
+        else:
+            violations.append(("limit_price", f"not used by {type_name(order_type)} orders"))
+    if change.stop_price is not None:
+        if order_type in STOP_TYPES:
+            new.auxPrice = float(change.stop_price)
+        elif order_type == "TRAIL":
+            new.trailStopPrice = float(change.stop_price)
+        else:
+            violations.append(("stop_price", f"not used by {type_name(order_type)} orders"))
+    for name, value in (
+        ("trailing_amount", change.trailing_amount),
+        ("trailing_percent", change.trailing_percent),
+    ):
+        if value is None:
+            continue
+        if order_type != "TRAIL":
+            violations.append(
+                (name, f"only used by TRAILING_STOP orders, not {type_name(order_type)}")
+            )
+        elif name == "trailing_amount":
+            new.auxPrice, new.trailingPercent = float(value), UNSET_DOUBLE
+        else:
+            new.auxPrice, new.trailingPercent = UNSET_DOUBLE, float(value)
+    if change.tif is not None:
+        new.tif = change.tif
+    if change.outside_rth is not None:
+        new.outsideRth = change.outside_rth
+    return new, violations

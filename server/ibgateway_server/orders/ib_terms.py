@@ -1,0 +1,123 @@
+"""IB's order vocabulary and the proto enums it maps to: sides, types, time in force,
+statuses, and which IB message codes about an order are information rather than refusal.
+
+Pure: nothing here touches the network or the clock.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+from ibgateway.v1 import orders_pb2
+from ibgateway_server.ib import convert
+from ibgateway_server.ib.insync import Order
+
+SIDE_TO_IB: dict[orders_pb2.OrderSide.ValueType, str] = {
+    orders_pb2.ORDER_SIDE_BUY: "BUY",
+    orders_pb2.ORDER_SIDE_SELL: "SELL",
+}
+
+# IB also reports "SSHORT" (short sale) for sells.
+SIDE_FROM_IB: dict[str, orders_pb2.OrderSide.ValueType] = {
+    "BUY": orders_pb2.ORDER_SIDE_BUY,
+    "SELL": orders_pb2.ORDER_SIDE_SELL,
+    "SSHORT": orders_pb2.ORDER_SIDE_SELL,
+}
+
+TYPE_TO_IB: dict[orders_pb2.OrderType.ValueType, str] = {
+    orders_pb2.ORDER_TYPE_MARKET: "MKT",
+    orders_pb2.ORDER_TYPE_LIMIT: "LMT",
+    orders_pb2.ORDER_TYPE_STOP: "STP",
+    orders_pb2.ORDER_TYPE_STOP_LIMIT: "STP LMT",
+    orders_pb2.ORDER_TYPE_TRAILING_STOP: "TRAIL",
+}
+
+TYPE_FROM_IB: dict[str, orders_pb2.OrderType.ValueType] = {
+    ib: proto for proto, ib in TYPE_TO_IB.items()
+}
+
+TIF_TO_IB: dict[orders_pb2.TimeInForce.ValueType, str] = {
+    orders_pb2.TIME_IN_FORCE_UNSPECIFIED: "DAY",
+    orders_pb2.TIME_IN_FORCE_DAY: "DAY",
+    orders_pb2.TIME_IN_FORCE_GTC: "GTC",
+    orders_pb2.TIME_IN_FORCE_IOC: "IOC",
+}
+
+TIF_FROM_IB: dict[str, orders_pb2.TimeInForce.ValueType] = {
+    "DAY": orders_pb2.TIME_IN_FORCE_DAY,
+    "GTC": orders_pb2.TIME_IN_FORCE_GTC,
+    "IOC": orders_pb2.TIME_IN_FORCE_IOC,
+}
+
+STATUS_FROM_IB: dict[str, orders_pb2.OrderStatus.ValueType] = {
+    "PendingSubmit": orders_pb2.ORDER_STATUS_PENDING_SUBMIT,
+    "ApiPending": orders_pb2.ORDER_STATUS_PENDING_SUBMIT,
+    "PreSubmitted": orders_pb2.ORDER_STATUS_PRE_SUBMITTED,
+    "Submitted": orders_pb2.ORDER_STATUS_SUBMITTED,
+    "PendingCancel": orders_pb2.ORDER_STATUS_PENDING_CANCEL,
+    "Cancelled": orders_pb2.ORDER_STATUS_CANCELLED,
+    "ApiCancelled": orders_pb2.ORDER_STATUS_CANCELLED,
+    "Filled": orders_pb2.ORDER_STATUS_FILLED,
+    "Inactive": orders_pb2.ORDER_STATUS_INACTIVE,
+}
+
+# Finished orders: nothing is working any more (ListOrders' COMPLETED filter).
+DONE_STATUSES = frozenset(
+    {
+        orders_pb2.ORDER_STATUS_CANCELLED,
+        orders_pb2.ORDER_STATUS_FILLED,
+        orders_pb2.ORDER_STATUS_INACTIVE,
+    }
+)
+
+# Statuses that mean TWS has not acknowledged the order yet.
+UNACKNOWLEDGED_IB_STATUSES = frozenset({"PendingSubmit", "ApiPending", ""})
+
+# IB messages about an order that are information, not a refusal (202: cancelled as asked;
+# 399/404/434: warnings; 10167: delayed data; 10349: order TIF changed).
+INFORMATIONAL_CODES = frozenset({202, 399, 404, 434, 10167, 10349})
+
+LIMIT_TYPES = frozenset({"LMT", "STP LMT"})
+
+STOP_TYPES = frozenset({"STP", "STP LMT"})
+
+
+def is_informational(code: int) -> bool:
+    """An IB message about an order that does not refuse or end it."""
+    return code in INFORMATIONAL_CODES or 2100 <= code < 2200
+
+
+def status_from_ib(status: str) -> orders_pb2.OrderStatus.ValueType:
+    """IB's order status string as the proto enum (unknown → UNSPECIFIED)."""
+    return STATUS_FROM_IB.get(status or "", orders_pb2.ORDER_STATUS_UNSPECIFIED)
+
+
+def type_name(order_type: str) -> str:
+    proto = TYPE_FROM_IB.get(order_type)
+    return orders_pb2.OrderType.Name(proto).removeprefix("ORDER_TYPE_") if proto else order_type
+
+
+def ib_number(value: float | Decimal | None) -> Decimal | None:
+    """An IB number as an exact Decimal; None for unset / NaN / infinite."""
+    text = convert.decimal_text(value)
+    return Decimal(text) if text else None
+
+
+_ERROR_PREFIX = re.compile(r"^(Error|Warning) -?\d+, reqId -?\d+: ")
+
+
+def strip_error_prefix(text: str) -> str:
+    """ib_insync logs "Error 201, reqId 7: <IB's text>"; keep IB's text."""
+    return _ERROR_PREFIX.sub("", text or "", count=1)
+
+
+def trailing_offsets(order: Order) -> tuple[str, str]:
+    """(trailing_amount, trailing_percent) of a TRAIL order: exactly one is set."""
+    percent = ib_number(order.trailingPercent)
+    if percent is not None and percent > 0:
+        return "", convert.decimal_text(percent)
+    amount = ib_number(order.auxPrice)
+    if amount is not None and amount > 0:
+        return convert.decimal_text(amount), ""
+    return "", ""
