@@ -10,7 +10,7 @@ protobuf decoder (generated stubs, grpcurl via reflection) reads the result as a
 ``StreamQuotesResponse``; the unit tests check that against the generated classes.
 
 The field numbers below must match ``protos/ibgateway/v1/market_data.proto`` and
-``common.proto``; ``tests/unit/test_quotes_convert.py`` checks them against the
+``common.proto``; ``tests/unit/market_data/test_quotes_convert.py`` checks them against the
 descriptors so that a proto change cannot silently break the encoding.
 """
 

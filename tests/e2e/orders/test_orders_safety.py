@@ -10,7 +10,7 @@ import pytest
 from ibgateway.v1 import orders_pb2, orders_pb2_grpc
 from ibgateway_server.app import Gateway
 from tests.e2e.conftest import expect_error, gateway_channel
-from tests.e2e.test_orders_support import AAPL_CON_ID, order_request, simulator_orders
+from tests.e2e.orders.test_orders_support import AAPL_CON_ID, order_request, simulator_orders
 from tws_simulator import TwsSimulator
 
 pytestmark = pytest.mark.timeout(60)

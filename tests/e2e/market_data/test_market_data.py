@@ -16,9 +16,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from ibgateway.v1 import common_pb2, market_data_pb2
-from tests.e2e import test_market_data_support as support
 from tests.e2e.conftest import expect_error, gateway_channel
-from tests.e2e.test_market_data_support import (
+from tests.e2e.market_data import test_market_data_support as support
+from tests.e2e.market_data.test_market_data_support import (
     QuotesGateway,
     StreamReader,
     contracts,

@@ -13,9 +13,9 @@ import grpc.aio
 import pytest
 
 from ibgateway.v1 import common_pb2, market_data_pb2, market_data_pb2_grpc
-from tests.e2e import test_market_data_support as support
 from tests.e2e.conftest import gateway_channel
-from tests.e2e.test_market_data_support import (
+from tests.e2e.market_data import test_market_data_support as support
+from tests.e2e.market_data.test_market_data_support import (
     QuotesGateway,
     StreamReader,
     contracts,

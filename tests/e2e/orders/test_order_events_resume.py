@@ -24,7 +24,7 @@ from tests.e2e.conftest import (
     rich_error,
     wait_for_state,
 )
-from tests.e2e.test_order_events_support import (
+from tests.e2e.orders.test_order_events_support import (
     ACKNOWLEDGED,
     COMMISSION,
     FILLED,
@@ -38,7 +38,7 @@ from tests.e2e.test_order_events_support import (
     place_resting_limit,
     stream_request,
 )
-from tests.e2e.test_orders_support import AAPL_CON_ID, ACCOUNT
+from tests.e2e.orders.test_orders_support import AAPL_CON_ID, ACCOUNT
 from tests.polling import wait_until
 from tws_simulator import TwsSimulator
 

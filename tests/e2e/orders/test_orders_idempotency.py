@@ -17,7 +17,7 @@ from ibgateway.v1 import orders_pb2, orders_pb2_grpc
 from ibgateway_server.app import Gateway
 from ibgateway_server.ib.session import SessionState
 from tests.e2e.conftest import expect_error, gateway_channel, wait_for_state
-from tests.e2e.test_orders_support import (
+from tests.e2e.orders.test_orders_support import (
     AAPL_CON_ID,
     get_order,
     order_request,

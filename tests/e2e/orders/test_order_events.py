@@ -17,7 +17,7 @@ from ibgateway.v1 import orders_pb2, orders_pb2_grpc
 from ibgateway_server.app import Gateway
 from ibgateway_server.ib.insync import IB, LimitOrder, MarketOrder, Stock
 from tests.e2e.conftest import GatewayFactory, expect_error, gateway_channel
-from tests.e2e.test_order_events_support import (
+from tests.e2e.orders.test_order_events_support import (
     ACKNOWLEDGED,
     COMMISSION,
     FILLED,
@@ -33,7 +33,7 @@ from tests.e2e.test_order_events_support import (
     place_resting_limit,
     stream_request,
 )
-from tests.e2e.test_orders_support import AAPL_CON_ID, ACCOUNT, order_request
+from tests.e2e.orders.test_orders_support import AAPL_CON_ID, ACCOUNT, order_request
 from tests.polling import wait_until
 from tws_simulator import TwsSimulator
 

@@ -17,7 +17,7 @@ import grpc.aio
 from google.protobuf.duration_pb2 import Duration
 
 from ibgateway.v1 import orders_pb2, orders_pb2_grpc
-from tests.e2e.test_orders_support import AAPL_CON_ID, order_request
+from tests.e2e.orders.test_orders_support import AAPL_CON_ID, order_request
 from tws_simulator import TwsSimulator
 
 Response = orders_pb2.StreamOrderEventsResponse
