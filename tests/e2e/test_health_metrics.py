@@ -1,18 +1,34 @@
-"""Prometheus metrics on 127.0.0.1:IBGW_METRICS_PORT: calls by method and code, latency,
-IB connection state."""
+"""Prometheus metrics on 127.0.0.1:IBGW_METRICS_PORT: go-grpc-prometheus' names and labels
+(so existing gRPC dashboards work), and the gateway's own ibgw_* metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import urllib.request
 
-from ibgateway.v1 import account_pb2, account_pb2_grpc
+from google.protobuf.duration_pb2 import Duration
+from prometheus_client.parser import text_string_to_metric_families
+
+from ibgateway.v1 import account_pb2, account_pb2_grpc, connection_pb2, connection_pb2_grpc
 from tests.e2e.conftest import GatewayFactory, expect_error, gateway_channel
 
 
 def _scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         return str(response.read().decode())
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _rpc(kind: str, service: str, method: str, **more: str) -> frozenset[tuple[str, str]]:
+    labels = {"grpc_type": kind, "grpc_service": f"ibgateway.v1.{service}", "grpc_method": method}
+    return frozenset({**labels, **more}.items())
 
 
 async def test_metrics_count_calls_and_show_the_session(make_gateway: GatewayFactory) -> None:
@@ -23,17 +39,37 @@ async def test_metrics_count_calls_and_show_the_session(make_gateway: GatewayFac
         await accounts.ListAccounts(account_pb2.ListAccountsRequest())
         await accounts.ListAccounts(account_pb2.ListAccountsRequest())
         await expect_error(accounts.GetBalance(account_pb2.GetBalanceRequest(account_id="U1")))
+        # a server stream: the current status, then heartbeats every 0.2 s; read three
+        watch = connection_pb2_grpc.ConnectionServiceStub(channel).WatchConnectionStatus(
+            connection_pb2.WatchConnectionStatusRequest(
+                heartbeat_interval=Duration(nanos=200_000_000)
+            )
+        )
+        for _ in range(3):
+            await watch.read()
+        watch.cancel()
+        await asyncio.sleep(0.2)  # the server notices the cancellation
 
     text = await asyncio.get_running_loop().run_in_executor(None, _scrape, gw.metrics_port)
-    service = 'grpc_service="ibgateway.v1.AccountService"'
-    assert (
-        f'ibgw_grpc_server_handled_total{{grpc_code="OK",grpc_method="ListAccounts",{service}}} 2.0'
-        in text
+    samples = _samples(text)
+    list_accounts = _rpc("unary", "AccountService", "ListAccounts")
+    assert samples[("grpc_server_started_total", list_accounts)] == 2
+    assert samples[("grpc_server_msg_received_total", list_accounts)] == 2
+    assert samples[("grpc_server_msg_sent_total", list_accounts)] == 2
+    ok = _rpc("unary", "AccountService", "ListAccounts", grpc_code="OK")
+    assert samples[("grpc_server_handled_total", ok)] == 2
+    bad = _rpc("unary", "AccountService", "GetBalance", grpc_code="INVALID_ARGUMENT")
+    assert samples[("grpc_server_handled_total", bad)] == 1
+    assert samples[("grpc_server_handling_seconds_count", list_accounts)] == 2
+
+    watch_labels = _rpc("server_stream", "ConnectionService", "WatchConnectionStatus")
+    assert samples[("grpc_server_started_total", watch_labels)] == 1
+    assert samples[("grpc_server_msg_received_total", watch_labels)] == 1
+    assert samples[("grpc_server_msg_sent_total", watch_labels)] >= 3
+    cancelled = _rpc(
+        "server_stream", "ConnectionService", "WatchConnectionStatus", grpc_code="CANCELLED"
     )
-    assert (
-        "ibgw_grpc_server_handled_total"
-        f'{{grpc_code="INVALID_ARGUMENT",grpc_method="GetBalance",{service}}} 1.0' in text
-    )
-    assert "ibgw_grpc_server_handling_seconds_bucket" in text
-    assert "ibgw_ib_connected 1.0" in text
-    assert 'ibgw_ib_session_state{state="connected"} 1.0' in text
+    assert samples[("grpc_server_handled_total", cancelled)] == 1
+
+    assert samples[("ibgw_ib_connected", frozenset())] == 1
+    assert samples[("ibgw_ib_session_state", frozenset({("state", "connected")}))] == 1

@@ -359,27 +359,46 @@ class AccessLogInterceptor(_WrappingInterceptor):
 
 
 class GatewayMetrics:
-    """Prometheus metrics of one gateway (own registry, so several can coexist)."""
+    """Prometheus metrics of one gateway (own registry, so several can coexist).
+
+    The gRPC ones carry go-grpc-prometheus' names and labels (``grpc_server_*``,
+    ``grpc_type/grpc_service/grpc_method/grpc_code``), so existing gRPC dashboards work;
+    the gateway's own metrics are named ``ibgw_*``.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.handled = Counter(
-            "ibgw_grpc_server_handled",
-            "gRPC calls completed, by method and status code",
-            ["grpc_service", "grpc_method", "grpc_code"],
+        rpc = ["grpc_type", "grpc_service", "grpc_method"]
+        self.started = Counter(
+            "grpc_server_started",
+            "Total number of RPCs started on the server.",
+            rpc,
             registry=self.registry,
         )
-        self.started = Counter(
-            "ibgw_grpc_server_started",
-            "gRPC calls started, by method",
-            ["grpc_service", "grpc_method", "grpc_type"],
+        self.handled = Counter(
+            "grpc_server_handled",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            [*rpc, "grpc_code"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "ibgw_grpc_server_handling_seconds",
-            "Time to complete a gRPC call (a stream: its whole life)",
-            ["grpc_service", "grpc_method", "grpc_type"],
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been application-level "
+            "handled by the server (a stream: its whole life).",
+            rpc,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+            registry=self.registry,
+        )
+        self.msg_received = Counter(
+            "grpc_server_msg_received",
+            "Total number of RPC stream messages received on the server.",
+            rpc,
+            registry=self.registry,
+        )
+        self.msg_sent = Counter(
+            "grpc_server_msg_sent",
+            "Total number of gRPC stream messages sent by the server.",
+            rpc,
             registry=self.registry,
         )
         self.ib_connected = Gauge(
@@ -398,8 +417,25 @@ class GatewayMetrics:
         )
 
 
+class _CountingContext:
+    """A servicer context whose ``write`` counts the messages it sends; everything else
+    is the call's own context."""
+
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], sent: Any) -> None:
+        self._context = context
+        self._sent = sent
+
+    async def write(self, message: Any) -> None:
+        await self._context.write(message)
+        self._sent.inc()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
 class MetricsInterceptor(_WrappingInterceptor):
-    """Counts and times every call by method and final status code."""
+    """Counts and times every call by method and final status code, and counts messages
+    (request streams are not used by this API: one message received per call)."""
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
@@ -414,14 +450,21 @@ class MetricsInterceptor(_WrappingInterceptor):
     ) -> Any:
         outcome = _current_outcome()
         start = time.perf_counter()
-        self._started(method, kind)
+        labels = (kind, *split_method(method))
+        self._started(labels)
+        sent = self.metrics.msg_sent.labels(*labels)
         try:
-            return await behavior(request, context)
+            if kind == "unary":
+                response = await behavior(request, context)
+                sent.inc()
+                return response
+            # a stream written with `await context.write(...)`: count what it writes
+            return await behavior(request, _CountingContext(context, sent))
         except asyncio.CancelledError:
             outcome.code = outcome.code or grpc.StatusCode.CANCELLED
             raise
         finally:
-            self._done(method, kind, context, outcome, start)
+            self._done(labels, context, outcome, start)
 
     async def stream(
         self,
@@ -433,29 +476,30 @@ class MetricsInterceptor(_WrappingInterceptor):
     ) -> AsyncIterator[Any]:
         outcome = _current_outcome()
         start = time.perf_counter()
-        self._started(method, kind)
+        labels = (kind, *split_method(method))
+        self._started(labels)
+        sent = self.metrics.msg_sent.labels(*labels)  # looked up once, not per message
         try:
             async for item in behavior(request, context):
+                sent.inc()
                 yield item
         except (asyncio.CancelledError, GeneratorExit):
             # the client went away (or the server is stopping)
             outcome.code = outcome.code or grpc.StatusCode.CANCELLED
             raise
         finally:
-            self._done(method, kind, context, outcome, start)
+            self._done(labels, context, outcome, start)
 
-    def _started(self, method: str, kind: str) -> None:
-        service, name = split_method(method)
-        self.metrics.started.labels(service, name, kind).inc()
+    def _started(self, labels: tuple[str, str, str]) -> None:
+        self.metrics.started.labels(*labels).inc()
+        self.metrics.msg_received.labels(*labels).inc()
 
     def _done(
         self,
-        method: str,
-        kind: str,
+        labels: tuple[str, str, str],
         context: grpc.aio.ServicerContext[Any, Any],
         outcome: RpcOutcome,
         start: float,
     ) -> None:
-        service, name = split_method(method)
-        self.metrics.handled.labels(service, name, _final_code(outcome, context)).inc()
-        self.metrics.latency.labels(service, name, kind).observe(time.perf_counter() - start)
+        self.metrics.handled.labels(*labels, _final_code(outcome, context)).inc()
+        self.metrics.latency.labels(*labels).observe(time.perf_counter() - start)
