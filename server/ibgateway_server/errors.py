@@ -18,8 +18,6 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from ibgateway_server.ib.insync import RequestError
-
 DOMAIN = "ibgateway"
 
 # What to check when the gateway cannot reach TWS; appended to every "not connected" error.
@@ -207,11 +205,12 @@ def deadline_exceeded(what: str, seconds: float) -> GatewayError:
 
 
 def from_exception(exc: BaseException) -> GatewayError | None:
-    """The GatewayError for a known failure, or None for an unexpected one (→ INTERNAL)."""
+    """The GatewayError for a known failure, or None for an unexpected one (→ INTERNAL).
+
+    IB's own RequestError is mapped by :func:`ibgateway_server.ib.failures.from_exception`.
+    """
     if isinstance(exc, GatewayError):
         return exc
-    if isinstance(exc, RequestError):
-        return from_ib_error(exc.code, exc.message)
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return GatewayError(_S.DEADLINE_EXCEEDED, "IB_TIMEOUT", "no answer from TWS in time")
     if isinstance(exc, ConnectionError):

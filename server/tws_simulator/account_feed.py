@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .account import Account, PortfolioItem, Position
+from .dispatch import RequestError
 from .instruments import Instrument
 from .message_ids import In, Out
-from .server import RequestError
 
 if TYPE_CHECKING:
     from .server import ClientConnection, Simulator

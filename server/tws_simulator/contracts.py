@@ -12,9 +12,9 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
+from .dispatch import RequestError
 from .instruments import MARKET_RULES, Instrument, Universe
 from .message_ids import In, Out
-from .server import RequestError
 from .versions import BOND_ISSUERID, SIZE_RULES
 
 if TYPE_CHECKING:

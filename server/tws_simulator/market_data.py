@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .contracts import format_tick, parse_contract, resolve
+from .dispatch import RequestError
 from .instruments import Instrument
 from .market import Quote
 from .message_ids import In, Out
-from .server import RequestError
 from .wire import fmt, fmt_float
 
 if TYPE_CHECKING:

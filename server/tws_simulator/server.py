@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import inspect
 import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from . import wire
 from .account import Account
 from .config import SimulatorConfig
+from .dispatch import DispatchTable, Handler, RequestError, request_id
 from .faults import PACING_VIOLATION, Faults
 from .instruments import Universe
 from .market import Market
@@ -33,84 +33,10 @@ from .wire import HANDSHAKE_PREFIX
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[["ClientConnection", list[str]], Awaitable[None] | None]
 ConnectionListener = Callable[["ClientConnection"], None]
 
 # A client that stops reading gets cut off rather than growing our memory without bound.
 MAX_WRITE_BUFFER = 64 * 1024 * 1024
-
-# Where the request id sits among a request's fields (after the message id), so an error
-# about a request can name it and the client's pending call fails instead of hanging.
-REQ_ID_INDEX: dict[int, int] = {
-    In.REQ_MKT_DATA: 1,
-    In.CANCEL_MKT_DATA: 1,
-    In.PLACE_ORDER: 0,
-    In.CANCEL_ORDER: 1,
-    In.REQ_EXECUTIONS: 1,
-    In.REQ_CONTRACT_DATA: 1,
-    In.REQ_MKT_DEPTH: 1,
-    In.CANCEL_MKT_DEPTH: 1,
-    In.REQ_HISTORICAL_DATA: 0,
-    In.EXERCISE_OPTIONS: 1,
-    In.REQ_SCANNER_SUBSCRIPTION: 0,
-    In.CANCEL_SCANNER_SUBSCRIPTION: 1,
-    In.CANCEL_HISTORICAL_DATA: 1,
-    In.REQ_REAL_TIME_BARS: 1,
-    In.CANCEL_REAL_TIME_BARS: 1,
-    In.REQ_FUNDAMENTAL_DATA: 1,
-    In.CANCEL_FUNDAMENTAL_DATA: 1,
-    In.REQ_CALC_IMPLIED_VOLAT: 1,
-    In.REQ_CALC_OPTION_PRICE: 1,
-    In.REQ_ACCOUNT_SUMMARY: 1,
-    In.CANCEL_ACCOUNT_SUMMARY: 1,
-    In.REQ_POSITIONS_MULTI: 1,
-    In.CANCEL_POSITIONS_MULTI: 1,
-    In.REQ_ACCOUNT_UPDATES_MULTI: 1,
-    In.CANCEL_ACCOUNT_UPDATES_MULTI: 1,
-    In.REQ_SEC_DEF_OPT_PARAMS: 0,
-    In.REQ_SOFT_DOLLAR_TIERS: 0,
-    In.REQ_MATCHING_SYMBOLS: 0,
-    In.REQ_SMART_COMPONENTS: 0,
-    In.REQ_NEWS_ARTICLE: 0,
-    In.REQ_HISTORICAL_NEWS: 0,
-    In.REQ_HEAD_TIMESTAMP: 0,
-    In.REQ_HISTOGRAM_DATA: 0,
-    In.CANCEL_HISTOGRAM_DATA: 0,
-    In.CANCEL_HEAD_TIMESTAMP: 0,
-    In.REQ_PNL: 0,
-    In.CANCEL_PNL: 0,
-    In.REQ_PNL_SINGLE: 0,
-    In.CANCEL_PNL_SINGLE: 0,
-    In.REQ_HISTORICAL_TICKS: 0,
-    In.REQ_TICK_BY_TICK_DATA: 0,
-    In.CANCEL_TICK_BY_TICK_DATA: 0,
-    In.REQ_WSH_META_DATA: 0,
-    In.CANCEL_WSH_META_DATA: 0,
-    In.REQ_WSH_EVENT_DATA: 0,
-    In.CANCEL_WSH_EVENT_DATA: 0,
-    In.REQ_USER_INFO: 0,
-}
-
-
-def request_id(msg_id: int, fields: list[str]) -> int:
-    """The request id a request carries, or -1 when it has none (or it cannot be read)."""
-    index = REQ_ID_INDEX.get(msg_id)
-    if index is None or index >= len(fields):
-        return -1
-    try:
-        return int(fields[index])
-    except ValueError:
-        return -1
-
-
-class RequestError(Exception):
-    """A request TWS would refuse: answered with this IB error code and text."""
-
-    def __init__(self, code: int, message: str, req_id: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.req_id = req_id
 
 
 def parse_version_range(text: str) -> tuple[int, int] | None:
@@ -340,7 +266,7 @@ class Simulator:
         self.faults = Faults(self)
         self.clients: list[ClientConnection] = []
         self.next_order_id = self.config.first_order_id  # kept ahead of every order id seen
-        self._handlers: dict[int, Handler] = {}
+        self.handlers = DispatchTable()  # message id → handler, filled by the feature modules
         self._disconnect_listeners: list[ConnectionListener] = []
         self._data_lost_listeners: list[Callable[[], None]] = []
         self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
@@ -352,25 +278,21 @@ class Simulator:
         self._install_features()
 
     def _install_features(self) -> None:
-        from . import account_feed, contracts, market_data, session
+        # Each feature module registers its handlers on our dispatch table; they import
+        # nothing from here at run time (only types), so the arrows point one way.
+        from . import account_feed, contracts, market_data, orders, session
 
         session.install(self)
         contracts.install(self)
         self.market_data = market_data.install(self)
         self.account_feed = account_feed.install(self)
-        try:
-            orders = importlib.import_module(f"{__package__}.orders")
-        except ModuleNotFoundError:
-            return
-        install = getattr(orders, "install", None)
-        if install is not None:
-            install(self)
+        orders.install(self)
 
     # -- wiring for feature modules ------------------------------------------------------
 
     def register(self, msg_id: int, handler: Handler) -> None:
         """Serve requests with this message id with ``handler`` (replacing any earlier one)."""
-        self._handlers[int(msg_id)] = handler
+        self.handlers.register(msg_id, handler)
 
     def add_disconnect_listener(self, fn: ConnectionListener) -> None:
         """Call ``fn(conn)`` when a client connection ends, for any reason."""
@@ -436,7 +358,7 @@ class Simulator:
             self.faults.pacing_violations -= 1
             conn.send_error(request_id(msg_id, args), *PACING_VIOLATION)
             return
-        handler = self._handlers.get(msg_id)
+        handler = self.handlers.get(msg_id)
         if handler is None:
             log.warning("%r sent unsupported message %d: %s", conn, msg_id, args[:6])
             conn.send_error(

@@ -10,8 +10,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from .dispatch import RequestError
 from .message_ids import In, Out
-from .server import RequestError
 
 if TYPE_CHECKING:
     from .server import ClientConnection, Simulator

@@ -8,6 +8,7 @@ from google.rpc import code_pb2, error_details_pb2
 
 from ibgateway_server import errors
 from ibgateway_server.errors import GatewayError
+from ibgateway_server.ib import failures
 from ibgateway_server.ib.insync import RequestError
 
 
@@ -79,13 +80,13 @@ def test_unknown_is_not_allowed() -> None:
 
 
 def test_exceptions_map_or_are_internal() -> None:
-    nf = errors.from_exception(RequestError(3, 200, "No security definition"))
+    nf = failures.from_exception(RequestError(3, 200, "No security definition"))
     assert nf is not None and nf.code is grpc.StatusCode.NOT_FOUND and nf.ib_code == 200
-    timeout = errors.from_exception(TimeoutError())
+    timeout = failures.from_exception(TimeoutError())
     assert timeout is not None and timeout.code is grpc.StatusCode.DEADLINE_EXCEEDED
-    lost = errors.from_exception(ConnectionResetError("reset"))
+    lost = failures.from_exception(ConnectionResetError("reset"))
     assert lost is not None and lost.code is grpc.StatusCode.UNAVAILABLE
-    assert errors.from_exception(ZeroDivisionError()) is None
+    assert failures.from_exception(ZeroDivisionError()) is None
     assert errors.internal_error().code is grpc.StatusCode.INTERNAL
 
 

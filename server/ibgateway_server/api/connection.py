@@ -19,7 +19,7 @@ from ibgateway.v1 import connection_pb2, connection_pb2_grpc
 from ibgateway_server import errors
 from ibgateway_server.api.validation import Violations, heartbeat_seconds
 from ibgateway_server.errors import GatewayError
-from ibgateway_server.ib import convert
+from ibgateway_server.ib import convert, failures
 from ibgateway_server.ib.insync import Stock, Ticker
 from ibgateway_server.ib.session import IbSession, SessionEvent, SessionStatus, StateChange
 from ibgateway_server.portfolio.accounts import AccountSummaries
@@ -279,7 +279,7 @@ class Diagnostics:
         try:
             await step(result)
         except Exception as exc:
-            err = errors.from_exception(exc) or errors.internal_error()
+            err = failures.from_exception(exc) or errors.internal_error()
             result.outcome = connection_pb2.CHECK_OUTCOME_FAILED
             result.detail = err.message
             result.ib_code = err.ib_code or int(err.metadata.get("last_ib_code", "0") or 0)

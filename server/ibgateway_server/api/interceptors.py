@@ -25,6 +25,7 @@ import grpc.aio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ibgateway_server import errors
+from ibgateway_server.ib import failures
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("ibgateway_server.access")
@@ -190,7 +191,7 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
             log.debug("%s ended by the client: %r", method, exc)
             _current_outcome().code = grpc.StatusCode.CANCELLED
             raise asyncio.CancelledError() from exc
-        err = errors.from_exception(exc)
+        err = failures.from_exception(exc)
         if err is None:
             log.error("unexpected error in %s", method, exc_info=exc)
             err = errors.internal_error()

@@ -40,8 +40,9 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from ibgateway.v1 import common_pb2, market_data_pb2
-from ibgateway_server.errors import GatewayError, deadline_exceeded, from_exception
+from ibgateway_server.errors import GatewayError, deadline_exceeded
 from ibgateway_server.ib import convert
+from ibgateway_server.ib.failures import from_exception
 from ibgateway_server.ib.insync import Contract, Ticker
 from ibgateway_server.market_data.convert import (
     QuoteEncoder,
