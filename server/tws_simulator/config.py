@@ -15,6 +15,9 @@ class SimulatorConfig:
 
     ``tick_interval`` is the time between two market steps; every step moves every
     instrument, so the universe changes ``len(universe) / tick_interval`` quotes a second.
+    ``step_size`` > 0 makes a step move only that many instruments, round robin (the way
+    IB's feed looks: updates spread out in time, a contract at a time); the rate is then
+    ``step_size / tick_interval`` quote changes a second.
     ``positions`` maps a symbol ("AAPL", "EUR.USD") to (quantity, average cost).
     ``instruments`` replaces the built-in universe (e.g. to add an ambiguous twin).
     """
@@ -23,6 +26,7 @@ class SimulatorConfig:
     port: int = 0  # 0: the OS picks a free port (read it back from ``sim.port``)
     seed: int | None = None
     tick_interval: float = 0.25
+    step_size: int = 0  # instruments moved per step; 0: all of them
     cash: float = 1_000_000.0
     positions: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     account_id: str = "DU1234567"

@@ -17,8 +17,12 @@ log = logging.getLogger(__name__)
 
 QuoteListener = Callable[[int, "Quote"], None]
 
-# Most batches stay tiny; this bounds the catch-up work after the loop was blocked.
-_MAX_STEPS_PER_WAKE = 200
+# The most time the market spends moving prices in one pass of the event loop. When the
+# steps that fell due take longer (the loop was blocked, or the rate is more than this
+# process can make), the rest are dropped and the market carries on from its latest
+# prices, as a real feed does when its consumer falls behind: the loop stays shared
+# with everything else in the process (an embedded gateway's gRPC senders, for one).
+MAX_WORK_PER_WAKE = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +181,12 @@ class _Walker:
 class Market:
     """Quotes for every instrument of the universe, moved by a random walk on a timer.
 
-    ``tick_interval`` is the time between two steps; each step updates every instrument,
-    so the total rate of quote changes is ``len(universe) / tick_interval`` per second.
-    Listeners are called synchronously on every change; keep them cheap.
+    ``tick_interval`` is the time between two steps; each step updates every instrument
+    (or ``step_size`` of them, round robin), so the total rate of quote changes is
+    ``len(universe) / tick_interval`` (``step_size / tick_interval``) per second.
+    Listeners are called synchronously on every change; keep them cheap. Steps that the
+    process cannot make in time are dropped (see :data:`MAX_WORK_PER_WAKE`); ``dropped``
+    counts them.
     """
 
     def __init__(
@@ -188,12 +195,16 @@ class Market:
         *,
         seed: int | None = None,
         tick_interval: float = 0.25,
+        step_size: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if tick_interval <= 0:
             raise ValueError("tick_interval must be positive")
+        if step_size < 0:
+            raise ValueError("step_size must be 0 (every instrument) or positive")
         self.universe = universe
         self.tick_interval = tick_interval
+        self.step_size = step_size
         self.paused = False  # the offline fault: prices freeze and nothing is published
         self._clock = clock
         rng = random.Random(seed)
@@ -204,9 +215,14 @@ class Market:
             for inst in universe.instruments
         }
         self._walker_list = list(self._walkers.values())
+        # the round-robin order of a partial step (shuffled: neighbours are unrelated)
+        self._order = list(self._walker_list)
+        random.Random(rng.getrandbits(64)).shuffle(self._order)
+        self._next = 0
         self._listeners: list[QuoteListener] = []
         self._task: asyncio.Task[None] | None = None
         self.steps = 0
+        self.dropped = 0  # steps skipped because the process could not keep up
 
     # -- reading -------------------------------------------------------------------------
 
@@ -226,10 +242,18 @@ class Market:
     # -- moving --------------------------------------------------------------------------
 
     def step(self) -> None:
-        """Advance every instrument by one random-walk step and publish the new quotes."""
+        """Advance every instrument (or the next ``step_size``) by one random-walk step
+        and publish the new quotes."""
         now = int(self._clock())
         self.steps += 1
-        for walker in self._walker_list:
+        if not self.step_size:
+            for walker in self._walker_list:
+                self._publish(walker.inst.con_id, walker.step(now))
+            return
+        order = self._order
+        for _ in range(min(self.step_size, len(order))):
+            walker = order[self._next]
+            self._next = (self._next + 1) % len(order)
             self._publish(walker.inst.con_id, walker.step(now))
 
     def move_to(self, con_id: int, price: float) -> Quote:
@@ -264,18 +288,22 @@ class Market:
         loop = asyncio.get_running_loop()
         interval = self.tick_interval
         next_time = loop.time() + interval
+        clock = time.perf_counter
         while True:
             delay = next_time - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            # Steps that fell due while we slept run back to back, so high rates hold.
+            # (a zero sleep still yields: the loop's other work runs between passes)
+            await asyncio.sleep(max(0.0, delay))
+            # Steps that fell due while we slept run back to back, so high rates hold,
+            # within a time budget per pass; what does not fit is dropped.
             now = loop.time()
             due = int((now - next_time) / interval) + 1
-            if due > _MAX_STEPS_PER_WAKE:
-                due = _MAX_STEPS_PER_WAKE
-                next_time = now
             next_time += due * interval
             if self.paused:
                 continue
-            for _ in range(due):
+            deadline = clock() + MAX_WORK_PER_WAKE
+            for done in range(due):
                 self.step()
+                if clock() > deadline and done + 1 < due:
+                    self.dropped += due - done - 1
+                    next_time = max(next_time, now + interval)
+                    break

@@ -3,6 +3,11 @@
 The per-tick path is the hot one (thousands of quote changes a second): each quote change
 is encoded once into reqId-free pieces, then every subscription only splices its request
 id in and writes the bytes.
+
+A client that does not read its socket fast enough (its unsent bytes pass
+:data:`CONGESTED_BYTES`) is not sent every change: its subscriptions skip ticks and, once
+the socket drains, get one catch-up diff from the last quote they were sent to the newest,
+the way a real feed conflates for a slow consumer instead of queueing without bound.
 """
 
 from __future__ import annotations
@@ -74,6 +79,8 @@ SUPPORTED_GENERIC = {
     "588",
 }
 BBO_EXCHANGE = "9c0001"
+# Unsent bytes to a client above which its ticks are conflated (see the module docstring).
+CONGESTED_BYTES = 256 * 1024
 SNAPSHOT_PERMISSIONS = 3
 
 _LEN = struct.Struct(">I")
@@ -99,6 +106,7 @@ class Subscription:
     data_type: int  # the type actually served (LIVE/FROZEN/DELAYED/DELAYED_FROZEN)
     generic: frozenset[str] = frozenset()
     rid: bytes = b""  # the encoded request id field, spliced into every tick
+    behind: Quote | None = None  # the last quote sent, while ticks are being skipped
 
     def __post_init__(self) -> None:
         self.rid = f"{self.req_id}\0".encode()
@@ -231,7 +239,19 @@ class MarketDataFeed:
         delayed: list[tuple[bytes, bytes]] | None = None
         rt: tuple[bytes, bytes] | None = None
         traded = old is not None and quote.last_time != old.last_time and not inst.is_cash
+        congested: dict[ClientConnection, bool] = {}
         for sub in streams:
+            conn = sub.conn
+            busy = congested.get(conn)
+            if busy is None:
+                busy = congested[conn] = conn.unsent_bytes() > CONGESTED_BYTES
+            if busy:
+                if sub.behind is None:
+                    sub.behind = old
+                continue
+            if sub.behind is not None:
+                self._catch_up(sub, sub.behind, quote)
+                continue
             if sub.delayed:
                 if delayed is None:
                     delayed = _changes(inst, old, quote, True)
@@ -247,6 +267,16 @@ class MarketDataFeed:
                 data += _frames((rt,), sub.rid)
             if data:
                 sub.conn.send_raw(data)
+
+    def _catch_up(self, sub: Subscription, sent: Quote, quote: Quote) -> None:
+        """One diff from the last quote ``sub`` was sent to the newest one."""
+        sub.behind = None
+        data = _frames(_changes(sub.instrument, sent, quote, sub.delayed), sub.rid)
+        traded = quote.last_time != sent.last_time and not sub.instrument.is_cash
+        if traded and "233" in sub.generic:
+            data += _frames(((_TICK_STRING, _rt_volume(quote)),), sub.rid)
+        if data:
+            sub.conn.send_raw(data)
 
     def _tick_by_tick(self, subs: list[TickByTick], old: Quote | None, quote: Quote) -> None:
         now = int(time.time())

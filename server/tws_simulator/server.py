@@ -86,6 +86,7 @@ class ClientConnection:
         # Writes within one loop iteration are joined into one socket write (ticks come in
         # bursts: one per instrument per market step).
         self._out: list[bytes] = []
+        self._out_bytes = 0
         self._write_scheduled = False
         self._loop = asyncio.get_running_loop()
 
@@ -112,6 +113,10 @@ class ClientConnection:
                 self._flush_delayed(), name=f"delay-{self.number}"
             )
 
+    def unsent_bytes(self) -> int:
+        """Bytes sent but not yet taken by the client's socket (buffered here)."""
+        return self._transport.get_write_buffer_size() + self._out_bytes
+
     def send_error(self, req_id: int, code: int, message: str, advanced_json: str = "") -> None:
         """An error/info message; its layout follows the negotiated version (see 2104 capture)."""
         fields: list[object] = [Out.ERR_MSG, 2, req_id, code, message]
@@ -121,12 +126,14 @@ class ClientConnection:
 
     def _write(self, data: bytes) -> None:
         self._out.append(data)
+        self._out_bytes += len(data)
         if not self._write_scheduled:
             self._write_scheduled = True
             self._loop.call_soon(self._flush_writes)
 
     def _flush_writes(self) -> None:
         self._write_scheduled = False
+        self._out_bytes = 0
         if self.closed or not self._out:
             self._out.clear()
             return
@@ -254,7 +261,10 @@ class Simulator:
         self.config = config or SimulatorConfig()
         self.universe = Universe(self.config.instruments)
         self.market = Market(
-            self.universe, seed=self.config.seed, tick_interval=self.config.tick_interval
+            self.universe,
+            seed=self.config.seed,
+            tick_interval=self.config.tick_interval,
+            step_size=self.config.step_size,
         )
         self.account = Account(
             self.config.account_id,

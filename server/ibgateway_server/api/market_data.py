@@ -22,6 +22,7 @@ from ibgateway_server.ib.session import IbSession
 from ibgateway_server.market_data.contracts import details_to_proto, match_to_proto
 from ibgateway_server.market_data.hub import (
     FAILED,
+    MAX_SEND_WINDOW,
     QuoteHub,
     QuoteStream,
     failure_of,
@@ -50,6 +51,19 @@ def validate_contracts(contracts: Any, violations: Violations) -> None:
 def validate_market_data_type(value: int, violations: Violations) -> None:
     if value not in _MARKET_DATA_TYPES:
         violations.add("market_data_type", f"unknown market data type {value}")
+
+
+def send_window_seconds(request: Any, violations: Violations) -> float | None:
+    """A StreamQuotes send window in seconds; None (unset) means the gateway's default."""
+    if not request.HasField("send_window"):
+        return None
+    window = request.send_window
+    seconds = window.seconds + window.nanos / 1e9
+    if not 0 <= seconds <= MAX_SEND_WINDOW:
+        violations.add(
+            "send_window", f"must be between 0 and {MAX_SEND_WINDOW:g}s (got {seconds:g}s)"
+        )
+    return seconds
 
 
 def _status(
@@ -184,9 +198,12 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
             self.heartbeat_seconds,
             violations,
         )
+        window = send_window_seconds(request, violations)
         violations.raise_if_any()
         self.session.require_connected()
-        stream = QuoteStream(self.hub, request.contracts, request.market_data_type, heartbeat)
+        stream = QuoteStream(
+            self.hub, request.contracts, request.market_data_type, heartbeat, window
+        )
         try:
             await stream.open()
             await stream.run(context.write)

@@ -27,7 +27,7 @@ import grpc
 from ibgateway_server import errors
 from ibgateway_server.config import Settings
 from ibgateway_server.errors import GatewayError
-from ibgateway_server.ib.insync import IB, Contract, ContractDetails, RequestError
+from ibgateway_server.ib.insync import IB, Contract, ContractDetails, RequestError, pace_ingest
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,8 @@ class IbSession:
     ) -> None:
         self.settings = settings
         self.ib = IB()
+        # TWS data is decoded a bounded amount per loop pass, so gRPC keeps its share
+        self.ingest = pace_ingest(self.ib)
         # Errors tied to a request fail its future with RequestError (IB code kept)
         # instead of silently returning an empty result.
         self.ib.RaiseRequestErrors = True

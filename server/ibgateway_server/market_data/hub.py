@@ -5,7 +5,10 @@ How it fits together:
 * A :class:`Line` is one IB subscription (``reqMktData``) for one (contract, market data
   type). Lines are reference counted by their consumers (streams and snapshot requests),
   linger briefly once unused, and count against the line budget
-  (``IBGW_QUOTE_LINE_BUDGET``). Each IB update is encoded once into ``Quote`` bytes.
+  (``IBGW_QUOTE_LINE_BUDGET``). An IB update only marks the line changed; its ``Quote``
+  bytes are built when a stream sends them (once per change that is actually sent, then
+  shared by every stream), so updates that a newer one replaces before any send cost
+  no encoding.
 * A :class:`QuoteStream` is one StreamQuotes call. Streams asking for the same set of lines
   share a :class:`Group`: the group keeps a bounded log of which lines changed, so a
   stream's next message is "the latest quote of every line changed since my last send",
@@ -14,6 +17,12 @@ How it fits together:
   position in that log (the log is trimmed; a stream that fell behind the trimmed part
   is served from each line's last-change position), so it never grows memory or blocks
   the hub or the others.
+* Each stream has a send window (``send_window`` in the request, default
+  :data:`DEFAULT_SEND_WINDOW`): it sends at most one quote message per window. The cost of
+  gRPC is per message, not per quote, so under IB's spread-out ticks this turns many
+  one-quote messages into few full ones; a quote that finds the stream quiet for a
+  window still goes out at once. Streams whose window has not elapsed are woken by one
+  shared timer per millisecond, not one timer each.
 * Connection changes of the IB session pause every line (streams are told, per contract
   and with a connection-state message), and a reconnect re-subscribes every live line.
 * A contract refused for lack of a line (LIMIT_REACHED: the gateway's budget, or IB's own
@@ -30,6 +39,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -93,6 +103,8 @@ def _generic_ticks(contract: Contract) -> str:
 
 
 DEFAULT_LINGER = 1.0  # seconds an unused line is kept for the next consumer
+DEFAULT_SEND_WINDOW = 0.010  # seconds between two quote messages of one stream
+MAX_SEND_WINDOW = 1.0
 MAX_CONNECTION_EVENTS = 16  # connection changes kept for a stream that does not read
 _QUALIFY_CACHE_SIZE = 10_000
 
@@ -111,17 +123,20 @@ class Line:
 
     __slots__ = (
         "_complete",
+        "_element",
+        "_quote",
+        "_source",
+        "_stale",
         "contract",
         "contract_pb",
-        "element",
         "encoder",
+        "encodes",
         "groups",
         "ib_code",
         "key",
         "linger",
         "md_type",
         "message",
-        "quote",
         "refs",
         "state",
         "statuses",
@@ -139,9 +154,12 @@ class Line:
         self.md_type = md_type
         self.encoder = QuoteEncoder(self.contract_pb)
         self.ticker: Ticker | None = None
-        self.quote: bytes | None = None  # the latest serialized Quote
-        self.element: bytes | None = None  # the same as a QuoteBatch.quotes element
+        self._source: Ticker | None = None  # the ticker of the newest update
+        self._stale = False  # _source changed since _quote was built
+        self._quote: bytes | None = None  # the serialized Quote (when not stale)
+        self._element: bytes | None = None  # the same as a QuoteBatch.quotes element
         self.updates = 0
+        self.encodes = 0
         self.refs = 0
         self.groups: list[Group] = []
         self.state = LineState.PENDING
@@ -164,16 +182,48 @@ class Line:
         """Whether the quote has a market (bid and ask, or last) and the session close."""
         return self._complete
 
+    @property
+    def quote(self) -> bytes | None:
+        """The serialized Quote of the newest update (None before any data)."""
+        if self._stale:
+            self._encode()
+        return self._quote
+
+    @property
+    def element(self) -> bytes | None:
+        """:attr:`quote` as one element of ``QuoteBatch.quotes``."""
+        if self._stale:
+            self._encode()
+        return self._element
+
+    @property
+    def has_data(self) -> bool:
+        return self._quote is not None or self._stale
+
     def update(self, ticker: Ticker) -> None:
-        receive_time = ticker.time or datetime.now(UTC)
-        quote = self.encoder.encode(ticker, receive_time)
-        self.quote = quote
-        self.element = quote_element(quote)
+        """An IB update: only remembered here, encoded when a send needs it."""
+        self._source = ticker
+        self._stale = True
         self.updates += 1
         if not self._complete:
             self._complete = _is_complete(ticker)
-        if self.waiters and self._complete:
-            self.wake_waiters()
+            if self._complete and self.waiters:
+                self.wake_waiters()
+
+    def _encode(self) -> None:
+        ticker = self._source
+        self._stale = False
+        if ticker is None:
+            return
+        quote = self.encoder.encode(ticker, ticker.time or datetime.now(UTC))
+        self._quote = quote
+        self._element = quote_element(quote)
+        self.encodes += 1
+
+    def settle(self) -> None:
+        """Encode a pending update now (before IB's ticker object is let go)."""
+        if self._stale:
+            self._encode()
 
     def status_message(self, index: int, state: int, message: str, ib_code: int) -> bytes:
         """A SubscriptionStatus message about this line (cached: every stream that asks
@@ -218,12 +268,14 @@ class Group:
     """The streams that watch exactly the same lines, and the log of those lines' updates.
 
     ``on_waiting(group)`` is called (once until :meth:`dispatch`) when an update arrives
-    while some member waits for one; the hub then dispatches after the IB event.
+    while some member waits for one; the hub then dispatches after the IB event. A member
+    whose send window has not elapsed is handed to ``defer`` instead of being woken.
     """
 
     __slots__ = (
         "_cache",
         "_cache_end",
+        "_defer",
         "_on_waiting",
         "_snapshot",
         "base",
@@ -244,8 +296,10 @@ class Group:
         on_waiting: Callable[[Group], None],
         *,
         min_cap: int = 256,
+        defer: Callable[[QuoteStream], None] | None = None,
     ) -> None:
         self._on_waiting = on_waiting
+        self._defer = defer
         self.key = key
         self.lines = tuple(key)
         self.log: list[Line] = []
@@ -256,9 +310,9 @@ class Group:
         self.members: set[QuoteStream] = set()
         self.idle: dict[QuoteStream, None] = {}  # members waiting for the next update
         self.queued = False
-        self._cache: dict[int, bytes] = {}
+        self._cache: dict[int, tuple[bytes, int]] = {}
         self._cache_end = -1
-        self._snapshot: tuple[int, bytes] | None = None
+        self._snapshot: tuple[int, bytes, int] | None = None
 
     def push(self, line: Line) -> None:
         log_ = self.log
@@ -276,12 +330,21 @@ class Group:
     def dispatch(self) -> None:
         self.queued = False
         idle, self.idle = self.idle, {}
+        defer = self._defer
+        now = -1.0
         for member in idle:
             member._idle = False
+            if defer is not None and member.next_quote_at > 0:
+                if now < 0:
+                    now = member._loop.time()
+                if member.next_quote_at > now:
+                    defer(member)  # its window is still open: woken when it closes
+                    continue
             member.wake()
 
-    def batch_from(self, pos: int) -> bytes:
-        """The message with every line changed at or after ``pos`` (once, newest quote)."""
+    def batch_from(self, pos: int) -> tuple[bytes, int]:
+        """The message with every line changed at or after ``pos`` (once, newest quote)
+        and how many quotes it holds."""
         end = self.end
         if self._cache_end != end:
             self._cache.clear()
@@ -299,18 +362,20 @@ class Group:
             conflated = end - pos - len(distinct)
         # (a line in the log has been updated, so its element is set)
         message = quote_batch_message([line.element or b"" for line in distinct], conflated)
-        self._cache[pos] = message
-        return message
+        result = (message, len(distinct))
+        self._cache[pos] = result
+        return result
 
-    def snapshot(self) -> bytes | None:
-        """Every line's current quote, for a stream's first message."""
+    def snapshot(self) -> tuple[bytes, int] | None:
+        """Every line's current quote, for a stream's first message (and their count)."""
         if self._snapshot is not None and self._snapshot[0] == self.end:
-            return self._snapshot[1]
-        elements = [line.element for line in self.lines if line.element is not None]
-        message = quote_batch_message(elements) if elements else None
-        if message is not None:
-            self._snapshot = (self.end, message)
-        return message
+            return self._snapshot[1], self._snapshot[2]
+        elements = [e for e in (line.element for line in self.lines) if e is not None]
+        if not elements:
+            return None
+        message = quote_batch_message(elements)
+        self._snapshot = (self.end, message, len(elements))
+        return message, len(elements)
 
 
 @dataclass(frozen=True)
@@ -327,6 +392,9 @@ class HubStats:
     updates: int  # quote updates received from IB since the hub started
     max_lag: int  # updates the slowest stream has not been sent yet (conflated when it is)
     waiting: int  # contracts of open streams waiting for a line (LIMIT_REACHED)
+    quote_messages: int  # quote messages handed to gRPC since the hub started
+    quotes_sent: int  # quotes in those messages
+    encodes: int  # Quote encodings (at most one per update that some stream sends)
 
 
 class QuoteHub:
@@ -339,8 +407,10 @@ class QuoteHub:
         line_budget: int = 100,
         heartbeat_seconds: float = 5.0,
         linger: float = DEFAULT_LINGER,
+        send_window: float = DEFAULT_SEND_WINDOW,
     ) -> None:
         self.session = session
+        self.send_window = send_window
         self.ib = session.ib
         self.line_budget = line_budget
         self.heartbeat_seconds = heartbeat_seconds
@@ -364,6 +434,11 @@ class QuoteHub:
         # streams with contracts waiting for a line; served by QuoteStream.wait_ticket
         self._waiting: set[QuoteStream] = set()
         self._wait_tickets = 0
+        # streams whose send window is open, by the millisecond it closes (one timer each)
+        self._deferred: dict[int, dict[QuoteStream, None]] = {}
+        self.quote_messages = 0
+        self.quotes_sent = 0
+        self._encodes = 0  # of lines already dropped
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -413,6 +488,9 @@ class QuoteHub:
                 (s.group.end - s.pos for s in self._streams if s.group is not None), default=0
             ),
             waiting=sum(len(s.waiting) for s in self._waiting),
+            quote_messages=self.quote_messages,
+            quotes_sent=self.quotes_sent,
+            encodes=self._encodes + sum(line.encodes for line in self._lines.values()),
         )
 
     # ---------------------------------------------------------------- contracts
@@ -583,11 +661,12 @@ class QuoteHub:
             del self._by_ticker[old]
         line.ticker = ticker
         self._by_ticker[ticker] = line
-        line.state = LineState.PENDING if line.quote is None else LineState.ACTIVE
+        line.state = LineState.PENDING if not line.has_data else LineState.ACTIVE
         line.message = ""
         line.ib_code = 0
 
     def _unsubscribe(self, line: Line) -> None:
+        line.settle()
         ticker, line.ticker = line.ticker, None
         if ticker is None:
             return
@@ -605,6 +684,8 @@ class QuoteHub:
             del self._lines[line.key]
         self._by_contract.pop(id(line.contract), None)
         self._unsubscribe(line)
+        self._encodes += line.encodes
+        line.encodes = 0
         line.wake_waiters()
 
     # ------------------------------------------------------------------- events
@@ -705,6 +786,7 @@ class QuoteHub:
         forgotten the subscriptions; when only TWS's link to IB is down they are kept."""
         for line in list(self._lines.values()):
             if socket_lost and line.ticker is not None:
+                line.settle()
                 if self._by_ticker.get(line.ticker) is line:
                     del self._by_ticker[line.ticker]
                 line.ticker = None
@@ -720,7 +802,7 @@ class QuoteHub:
                 # there is nothing to cancel: request it again.
                 self._subscribe(line)
             else:
-                line.state = LineState.ACTIVE if line.quote is not None else LineState.PENDING
+                line.state = LineState.ACTIVE if line.has_data else LineState.PENDING
             if line.state != LineState.PAUSED:
                 line.message, line.ib_code = "", 0
                 self._notify_line(line, ACTIVE, "IB connection restored", 0)
@@ -732,12 +814,26 @@ class QuoteHub:
             return None
         group = self._groups.get(lines)
         if group is None:
-            group = Group(lines, self._group_waiting)
+            group = Group(lines, self._group_waiting, defer=self._defer)
             self._groups[lines] = group
             for line in lines:
                 line.groups.append(group)
         group.members.add(stream)
         return group
+
+    def _defer(self, stream: QuoteStream) -> None:
+        """Wake ``stream`` when its send window closes. Streams that are due in the same
+        millisecond share one timer (thousands of streams, one timer per ms at most)."""
+        key = math.ceil(stream.next_quote_at * 1000)
+        bucket = self._deferred.get(key)
+        if bucket is None:
+            bucket = self._deferred[key] = {}
+            stream._loop.call_at(key / 1000, self._window_closed, key)
+        bucket[stream] = None
+
+    def _window_closed(self, key: int) -> None:
+        for stream in self._deferred.pop(key, ()):
+            stream.wake()
 
     def _group_waiting(self, group: Group) -> None:
         self._dirty.append(group)  # dispatched once the current IB event is processed
@@ -800,14 +896,14 @@ class QuoteHub:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                if line.quote is not None:
+                if line.has_data:
                     remaining = min(remaining, settle)
                 fut: asyncio.Future[None] = loop.create_future()
                 line.waiters.append(fut)
                 try:
                     await asyncio.wait_for(fut, remaining)
                 except TimeoutError:
-                    if line.quote is not None:
+                    if line.has_data:
                         break
         except BaseException:
             # The caller never gets the line (its client left, or it was cancelled):
@@ -861,7 +957,10 @@ Writer = Callable[[bytes], Awaitable[None]]
 
 class QuoteStream:
     """One StreamQuotes call: its lines, its position in its group's log, its control
-    messages (statuses, connection changes) and its heartbeat."""
+    messages (statuses, connection changes), its send window and its heartbeat.
+
+    Control messages go out at once; quote messages at most once per ``send_window``
+    seconds (None: the hub's default; 0: as soon as the stream can send)."""
 
     def __init__(
         self,
@@ -869,11 +968,16 @@ class QuoteStream:
         contracts: Sequence[common_pb2.Contract],
         md_type: int,
         heartbeat: float,
+        send_window: float | None = None,
     ) -> None:
         self.hub = hub
         self.contracts = list(contracts)
         self.md_type = md_type
         self.heartbeat = heartbeat
+        self.send_window = hub.send_window if send_window is None else send_window
+        # loop time before which no quote message is sent (0: no window open)
+        self.next_quote_at = 0.0
+        self.quote_messages = 0
         self.lines: dict[Line, list[int]] = {}  # line → its indices in the request
         # contracts refused for lack of a line (LIMIT_REACHED), by line key, in request
         # order: (qualified contract, its indices in the request)
@@ -1049,22 +1153,36 @@ class QuoteStream:
         self._ended = True
         self.wake()
 
-    def next_message(self) -> bytes | None:
-        """The next message to send, or None when there is nothing new."""
+    def quotes_pending(self) -> bool:
+        group = self.group
+        return group is not None and (self._initial or self.pos < group.end)
+
+    def next_message(self, now: float | None = None) -> bytes | None:
+        """The next message to send, or None when there is nothing new (or the quotes
+        that are new wait for the send window: see :meth:`quotes_pending`)."""
         if self._control:
             return self._control.popitem(last=False)[1]
         group = self.group
-        if group is not None:
-            if self._initial:
-                self._initial = False
-                self.pos = group.end
-                snapshot = group.snapshot()
-                if snapshot is not None:
-                    return snapshot
-            if self.pos < group.end:
-                message = group.batch_from(self.pos)
-                self.pos = group.end
-                return message
+        if group is not None and (self._initial or self.pos < group.end):
+            if now is None:
+                now = self._loop.time()
+            if now >= self.next_quote_at:
+                found: tuple[bytes, int] | None = None
+                if self._initial:
+                    self._initial = False
+                    self.pos = group.end
+                    found = group.snapshot()
+                elif self.pos < group.end:
+                    found = group.batch_from(self.pos)
+                    self.pos = group.end
+                if found is not None:
+                    if self.send_window > 0:
+                        self.next_quote_at = now + self.send_window
+                    self.quote_messages += 1
+                    hub = self.hub
+                    hub.quote_messages += 1
+                    hub.quotes_sent += found[1]
+                    return found[0]
         if self._heartbeat_due:
             self._heartbeat_due = False
             if self._loop.time() - self.last_send >= self.heartbeat * 0.9:
@@ -1075,18 +1193,21 @@ class QuoteStream:
         """Send messages until the stream ends (or the caller is cancelled)."""
         loop = self._loop
         while not self._ended:
-            message = self.next_message()
+            now = loop.time()
+            message = self.next_message(now)
             if message is None:
                 self._wake = loop.create_future()
                 group = self.group
-                if group is not None and not self._idle:
+                if self.quotes_pending():
+                    self.hub._defer(self)  # quotes wait for the send window to close
+                elif group is not None and not self._idle:
                     group.idle[self] = None
                     self._idle = True
                 await self._wake
                 self._wake = None
                 continue
             await write(message)
-            self.last_send = loop.time()
+            self.last_send = now
 
     def close(self) -> None:
         """Release every line and leave the hub (idempotent)."""

@@ -37,9 +37,11 @@ PAUSED = market_data_pb2.SUBSCRIPTION_STATE_PAUSED
 LIMIT_REACHED = market_data_pb2.SUBSCRIPTION_STATE_LIMIT_REACHED
 
 
-def fx_and_stocks() -> market_data_pb2.StreamQuotesRequest:
+def fx_and_stocks(send_window: float | None = None) -> market_data_pb2.StreamQuotesRequest:
     request = stream_request("AAPL", "MSFT")
     request.contracts.add(symbol="EUR", sec_type=common_pb2.SECURITY_TYPE_FOREX)
+    if send_window is not None:
+        request.send_window.FromNanoseconds(int(send_window * 1e9))
     return request
 
 
@@ -316,8 +318,9 @@ async def test_stalled_consumer_is_conflated_and_blocks_nobody(
             stalled_channel
         ).StreamQuotes(fx_and_stocks())
         healthy = StreamReader(
+            # no send window: every update is its own message while the stream keeps up
             market_data_pb2_grpc.MarketDataServiceStub(healthy_channel).StreamQuotes(
-                fx_and_stocks()
+                fx_and_stocks(send_window=0)
             )
         )
         await stalled_call.read()  # the stream is open; now stop reading for a while
@@ -355,6 +358,41 @@ async def test_stalled_consumer_is_conflated_and_blocks_nobody(
         await stalled_channel.close()
         await healthy_channel.close()
     await wait_for(lambda: hub.stats().streams == 0)
+
+
+@pytest.mark.sim_config(tick_interval=0.002, step_size=1)
+async def test_a_send_window_batches_ib_like_spread_out_ticks(
+    simulator: TwsSimulator, quotes_gateway: QuotesGateway, md_stub
+) -> None:
+    """IB's ticks come a contract at a time, spread out (here 500/s over the universe):
+    a stream with a window gets few messages of several quotes each, a stream without one
+    gets each tick as its own message."""
+    request = market_data_pb2.StreamQuotesRequest(
+        contracts=[common_pb2.Contract(con_id=i.con_id) for i in simulator.universe]
+    )
+    windowed_request = market_data_pb2.StreamQuotesRequest()
+    windowed_request.CopyFrom(request)
+    windowed_request.send_window.FromMilliseconds(20)
+    immediate_request = market_data_pb2.StreamQuotesRequest()
+    immediate_request.CopyFrom(request)
+    immediate_request.send_window.FromMilliseconds(0)
+    windowed = StreamReader(md_stub.StreamQuotes(windowed_request))
+    immediate = StreamReader(md_stub.StreamQuotes(immediate_request))
+    try:
+        await wait_for(lambda: len(windowed.batches) > 3 and len(immediate.batches) > 3)
+        windowed.batches.clear()
+        immediate.batches.clear()
+        await asyncio.sleep(1.0)
+
+        def per_message(reader: StreamReader) -> float:
+            return reader.quote_count / max(1, len(reader.batches))
+
+        assert per_message(windowed) > 2.5
+        assert len(windowed.batches) <= 1.0 / 0.020 + 2
+        assert per_message(immediate) < 1.5
+        assert len(immediate.batches) > 3 * len(windowed.batches)
+    finally:
+        await close_all([windowed, immediate])
 
 
 # --------------------------------------------------------------------------- reconnects

@@ -290,6 +290,12 @@ async def test_stream_request_validation(md_stub) -> None:
     )
     assert too_fast.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "heartbeat_interval" in too_fast.violations
+    for seconds in (-0.001, 1.5):
+        bad_window = stream_request("AAPL")
+        bad_window.send_window.FromNanoseconds(int(seconds * 1e9))
+        err = await expect_error(_first(md_stub.StreamQuotes(bad_window)))
+        assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "send_window" in err.violations
 
 
 def _reflective_stream(address: str, count: int) -> list[tuple[str, int, str]]:

@@ -8,7 +8,7 @@ import math
 import pytest
 from ib_insync import IB, Forex, Stock, Ticker
 
-from tws_simulator import TwsSimulator
+from tws_simulator import TwsSimulator, market_data
 
 from .conftest import Connect
 from .helpers import RawClient, contract_of, wait_until
@@ -227,3 +227,25 @@ async def test_tick_by_tick_bid_ask(ib: IB) -> None:
     assert await wait_until(lambda: len(ticks) >= 3)
     assert all(t.bidPrice < t.askPrice and t.bidSize > 0 for t in ticks)
     ib.cancelTickByTickData(eur, "BidAsk")
+
+
+async def test_a_client_that_does_not_keep_up_gets_the_latest_not_every_tick(
+    ib: IB, simulator: TwsSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a client's socket is congested its ticks are skipped; once it drains, one
+    catch-up diff brings every field to the newest quote (a high set while skipping too)."""
+    [msft] = await qualified(ib, Stock("MSFT", "SMART", "USD"))
+    simulator.market.paused = True  # only the moves below change the market
+    ticker = ib.reqMktData(msft)
+    assert await wait_until(lambda: ticker.bid > 0 and ticker.high > 0)
+    start = simulator.market.quote(msft.conId).bid
+    monkeypatch.setattr(market_data, "CONGESTED_BYTES", -1)  # every client is congested
+    simulator.market.move_to(msft.conId, start * 2)  # a new high, never sent
+    simulator.market.move_to(msft.conId, start * 1.5)
+    await asyncio.sleep(0.2)
+    assert ticker.bid < start * 1.2  # nothing was sent
+    monkeypatch.setattr(market_data, "CONGESTED_BYTES", 256 * 1024)
+    newest = simulator.market.move_to(msft.conId, start * 1.2)
+    assert await wait_until(lambda: ticker.bid == newest.bid)
+    assert ticker.high == newest.high >= start * 1.99  # from the catch-up diff
+    ib.cancelMktData(msft)

@@ -46,9 +46,13 @@ def tick(line: Line, ticker: Ticker, bid: float, group: Group | None = None) -> 
         group.push(line)
 
 
-def decode(data: bytes) -> market_data_pb2.QuoteBatch:
+def decode(found: tuple[bytes, int] | None) -> market_data_pb2.QuoteBatch:
+    """A group's (message, quote count) as a QuoteBatch (the count checked)."""
+    assert found is not None
+    data, count = found
     message = market_data_pb2.StreamQuotesResponse.FromString(data)
     assert message.WhichOneof("event") == "quotes"
+    assert len(message.quotes.quotes) == count
     return message.quotes
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import math
+import time
 from decimal import Decimal
 
 import pytest
 
 from tws_simulator.instruments import Universe
-from tws_simulator.market import Market, Quote
+from tws_simulator.market import MAX_WORK_PER_WAKE, Market, Quote
 
 
 def on_grid(price: float, tick: float) -> bool:
@@ -92,3 +95,50 @@ def test_move_to_jumps_the_midpoint() -> None:
 def test_tick_interval_must_be_positive() -> None:
     with pytest.raises(ValueError):
         Market(Universe(), tick_interval=0)
+
+
+def test_a_partial_step_moves_the_next_instruments_round_robin() -> None:
+    universe = Universe()
+    market = Market(universe, seed=5, step_size=2, clock=lambda: 1_700_000_000.0)
+    moved: list[int] = []
+    market.add_listener(lambda con_id, quote: moved.append(con_id))
+    count = len(universe.instruments)
+    for _ in range(count):
+        market.step()
+    # two per step, each instrument twice over ``count`` steps, never twice in a row
+    assert len(moved) == 2 * count
+    assert sorted(moved) == sorted(2 * [i.con_id for i in universe])
+    assert all(a != b for a, b in itertools.pairwise(moved))
+    with pytest.raises(ValueError):
+        Market(universe, step_size=-1)
+
+
+async def test_falling_behind_drops_steps_instead_of_blocking_the_loop() -> None:
+    """A rate the process cannot make: the market's work per loop pass stays bounded
+    (other tasks keep running) and the steps that do not fit are dropped."""
+    universe = Universe()
+    market = Market(universe, seed=1, tick_interval=1e-5)  # far more than it can make
+
+    def busy(con_id: int, quote: Quote) -> None:  # a costly listener (an encoder, a socket)
+        end = time.perf_counter() + 50e-6
+        while time.perf_counter() < end:
+            pass
+
+    market.add_listener(busy)
+    loop = asyncio.get_running_loop()
+    gaps: list[float] = []
+    market.start()
+    try:
+        last = loop.time()
+        for _ in range(100):
+            await asyncio.sleep(0)
+            now = loop.time()
+            gaps.append(now - last)
+            last = now
+    finally:
+        await market.stop()
+    assert market.steps > 10
+    assert market.dropped > 10 * market.steps
+    # one pass of the market: its budget plus at most one step (every instrument × 50 µs)
+    one_step = len(universe.instruments) * 50e-6
+    assert max(gaps) < MAX_WORK_PER_WAKE + one_step + 0.03

@@ -339,6 +339,7 @@ class StreamQuotesRequest(google.protobuf.message.Message):
     CONTRACTS_FIELD_NUMBER: builtins.int
     MARKET_DATA_TYPE_FIELD_NUMBER: builtins.int
     HEARTBEAT_INTERVAL_FIELD_NUMBER: builtins.int
+    SEND_WINDOW_FIELD_NUMBER: builtins.int
     market_data_type: ibgateway.v1.common_pb2.MarketDataType.ValueType
     """The kind of data wanted; unspecified means live."""
     @property
@@ -351,16 +352,26 @@ class StreamQuotesRequest(google.protobuf.message.Message):
         (IBGW_HEARTBEAT_SECONDS).
         """
 
+    @property
+    def send_window(self) -> google.protobuf.duration_pb2.Duration:
+        """The stream's send window: at most one quote message per window, carrying the newest
+        quote of every contract that changed since the previous one. A quote that arrives
+        while the stream has not sent for a window goes out at once; otherwise it waits at
+        most this long. Unset uses the gateway's default (10 ms); zero sends as soon as
+        possible (one message per IB update while the stream keeps up); at most 1 s.
+        """
+
     def __init__(
         self,
         *,
         contracts: collections.abc.Iterable[ibgateway.v1.common_pb2.Contract] | None = ...,
         market_data_type: ibgateway.v1.common_pb2.MarketDataType.ValueType = ...,
         heartbeat_interval: google.protobuf.duration_pb2.Duration | None = ...,
+        send_window: google.protobuf.duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["heartbeat_interval", b"heartbeat_interval"]
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["heartbeat_interval", b"heartbeat_interval", "send_window", b"send_window"]
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["contracts", b"contracts", "heartbeat_interval", b"heartbeat_interval", "market_data_type", b"market_data_type"]
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["contracts", b"contracts", "heartbeat_interval", b"heartbeat_interval", "market_data_type", b"market_data_type", "send_window", b"send_window"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___StreamQuotesRequest: typing_extensions.TypeAlias = StreamQuotesRequest
