@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+from datetime import datetime
 
 import click
 
+from .clock import EASTERN
 from .config import SimulatorConfig
 from .schedule import FaultSchedule, run_schedule
 from .server import Simulator
@@ -71,6 +73,17 @@ async def _serve(config: SimulatorConfig, schedule: FaultSchedule) -> None:
     show_default=True,
     help="Highest API version to negotiate.",
 )
+@click.option(
+    "--trading-hours",
+    is_flag=True,
+    help="Enforce trading hours (RTH / extended), DAY expiry at the close and the auctions.",
+)
+@click.option(
+    "--clock-start",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M"]),
+    default=None,
+    help="Start the simulated clock at this US/Eastern time (e.g. 2026-11-30T15:55).",
+)
 @click.option("--delay", type=float, default=0.0, help="Fault: seconds before every answer.")
 @click.option("--drop-every", type=float, default=None, help="Fault: drop all clients every N s.")
 @click.option(
@@ -95,6 +108,8 @@ def main(
     line_limit: int,
     no_live_data: bool,
     max_version: int,
+    trading_hours: bool,
+    clock_start: datetime | None,
     delay: float,
     drop_every: float | None,
     refuse_for: float,
@@ -120,6 +135,8 @@ def main(
         line_limit=line_limit,
         live_market_data=not no_live_data,
         max_server_version=max_version,
+        trading_hours=trading_hours,
+        clock_start=clock_start.replace(tzinfo=EASTERN).timestamp() if clock_start else None,
     )
     schedule = FaultSchedule(
         delay=delay,

@@ -20,6 +20,12 @@ class SimulatorConfig:
     ``step_size / tick_interval`` quote changes a second.
     ``positions`` maps a symbol ("AAPL", "EUR.USD") to (quantity, average cost).
     ``instruments`` replaces the built-in universe (e.g. to add an ambiguous twin).
+    ``clock_start`` (epoch seconds) starts the simulated clock at another moment than now;
+    it then runs at the wall clock's pace (tests move it with ``sim.clock``).
+    ``trading_hours`` enforces each instrument's sessions (see ``clock.py``): orders work
+    in regular hours (extended hours only with outside-RTH), DAY orders expire at the
+    close, OPG / MOC / LOC orders execute in the open / close auctions. Off (the default)
+    the market never closes, as before: DAY orders do not expire and auctions never run.
     """
 
     host: str = "127.0.0.1"
@@ -37,3 +43,5 @@ class SimulatorConfig:
     pnl_interval: float = 1.0  # how often reqPnL / reqPnLSingle subscribers get an update
     first_order_id: int = 1  # nextValidId of the first connection
     instruments: tuple[Instrument, ...] = DEFAULT_INSTRUMENTS
+    clock_start: float | None = None
+    trading_hours: bool = False

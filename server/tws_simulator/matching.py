@@ -17,9 +17,25 @@ Model (what a paper TWS does, simplified):
 * TRAIL keeps a stop at a fixed amount (``auxPrice``) or percentage
   (``trailingPercent``) behind the best trigger price seen since submission, moving only
   in the order's favour; when hit it becomes a market order.
-* TIF: DAY and GTC rest until filled or cancelled (the simulator has no trading
-  calendar, so DAY orders do not expire); IOC fills what is available on arrival and the
-  rest is cancelled.
+* TRAIL LIMIT trails like TRAIL; when hit it becomes a limit order at the stop plus
+  (buy) or minus (sell) ``lmtPriceOffset``.
+* MIT / LIT wait until the trigger price touches ``auxPrice`` from the other side (a buy
+  when the price falls to it, a sell when it rises to it), then act as MKT / LMT.
+* MIDPRICE fills at the midpoint of the bid and ask, never worse than its optional cap
+  (``lmtPrice``).
+* REL (pegged to primary) is a limit that follows the bid (buy) or ask (sell), moved by
+  an offset (``auxPrice`` amount or ``percentOffset``) towards the other side and capped
+  by its optional ``lmtPrice``; it fills when the market comes through its last peg.
+* MOC / LOC, and MKT / LMT with TIF OPG, take no part in continuous trading: they wait
+  for the closing (opening) auction, which the order desk runs on the simulated clock
+  (:meth:`MatchingEngine.auction`): everything fills at the auction price (a limit only
+  if its price allows), the rest is cancelled.
+* TIF: DAY and GTC rest until filled or cancelled (DAY orders expire at the close, GTD
+  ones at their time; the order desk does that on the simulated clock); IOC fills what
+  is available on arrival and the rest is cancelled; FOK fills its whole quantity on
+  arrival or nothing.
+* ``held`` orders (not transmitted, waiting for a parent, outside trading hours) are not
+  evaluated at all: no trigger, no trail, no fill.
 
 Commissions follow IB's *fixed* pricing plan (https://www.interactivebrokers.com/en/pricing/commissions-stocks.php,
 .../commissions-spot-currencies.php), charged per order and spread over its executions:
@@ -32,15 +48,39 @@ Commissions follow IB's *fixed* pricing plan (https://www.interactivebrokers.com
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import NamedTuple
 
 from tws_simulator.market import Quote
 
-SUPPORTED_ORDER_TYPES = frozenset({"MKT", "LMT", "STP", "STP LMT", "TRAIL"})
-SUPPORTED_TIFS = frozenset({"DAY", "GTC", "IOC"})
-_STOP_TYPES = frozenset({"STP", "STP LMT", "TRAIL"})
+# Each order type and the tag contract details list it under (Instrument.order_types):
+# an instrument supports an order type when its list names the tag, as in TWS.
+ORDER_TYPE_TAGS = {
+    "MKT": "MKT",
+    "LMT": "LMT",
+    "STP": "STP",
+    "STP LMT": "STPLMT",
+    "TRAIL": "TRAIL",
+    "TRAIL LIMIT": "TRAILLMT",
+    "MOC": "MOC",
+    "LOC": "LOC",
+    "MIT": "MIT",
+    "LIT": "LIT",
+    "MIDPRICE": "MIDPX",
+    "REL": "REL",
+}
+SUPPORTED_ORDER_TYPES = frozenset(ORDER_TYPE_TAGS)
+SUPPORTED_TIFS = frozenset({"DAY", "GTC", "IOC", "GTD", "OPG", "FOK"})
+# Orders that wait for a trigger (PreSubmitted until it is hit).
+TRIGGERED_TYPES = frozenset({"STP", "STP LMT", "TRAIL", "TRAIL LIMIT", "MIT", "LIT"})
+TRAILING_TYPES = frozenset({"TRAIL", "TRAIL LIMIT"})
+CLOSE_AUCTION_TYPES = frozenset({"MOC", "LOC"})
+# Types whose price is a limit (lmtPrice required).
+LIMIT_PRICE_TYPES = frozenset({"LMT", "STP LMT", "LIT", "LOC"})
+# Types that may work outside regular trading hours when outsideRth is set.
+OUTSIDE_RTH_TYPES = frozenset({"LMT", "STP LMT", "LIT", "TRAIL LIMIT", "REL"})
 
 # Liquidity flags of an execution (Execution.lastLiquidity).
 ADDED_LIQUIDITY = 1
@@ -96,6 +136,15 @@ INVALID_ACTION = Rejection(
     321, "Error validating request.-'bN' : cause - Invalid side. Valid values are BUY or SELL."
 )
 INVALID_TRIGGER_METHOD = Rejection(146, "Invalid trigger method.")
+GTD_DATE_MISSING = Rejection(
+    201, "Order rejected - reason:Good Till Date (GTD) orders need a goodTillDate"
+)
+GTD_IN_PAST = Rejection(
+    201, "Order rejected - reason:The Good Till Date (GTD) of the order is in the past"
+)
+LIMIT_OFFSET_MISSING = Rejection(
+    201, "Order rejected - reason:TRAIL LIMIT orders need a limit price offset (lmtPriceOffset)"
+)
 
 
 def insufficient_buying_power(equity: float, required: float, currency: str) -> Rejection:
@@ -132,35 +181,68 @@ class OrderSpec:
     trail_stop_price: float | None = None  # initial stop of a TRAIL order, if given
     tif: str = "DAY"
     trigger_method: int = TRIGGER_DEFAULT
+    lmt_price_offset: float | None = None  # TRAIL LIMIT: limit = stop -/+ this
+    percent_offset: float | None = None  # REL: offset as a fraction of the peg price
+    outside_rth: bool = False
+
+    @property
+    def auction_only(self) -> bool:
+        """Works only in an auction: MOC / LOC at the close, OPG at the open."""
+        return self.order_type in CLOSE_AUCTION_TYPES or self.tif == "OPG"
 
 
-def validate(spec: OrderSpec, *, sec_type: str, min_tick: float) -> Rejection | None:
-    """Static checks of an order against its instrument; None when it may be placed."""
+_DEFAULT_TAGS = ",".join([*ORDER_TYPE_TAGS.values(), "DAY", "GTC", "IOC", "GTD", "OPG"])
+
+
+def validate(
+    spec: OrderSpec, *, sec_type: str, min_tick: float, order_types: str = _DEFAULT_TAGS
+) -> Rejection | None:
+    """Static checks of an order against its instrument; None when it may be placed.
+
+    ``order_types`` is the instrument's contract-details list of order types and TIFs:
+    a type or TIF it does not name is refused as TWS refuses it.
+    """
     if spec.action not in ("BUY", "SELL"):
         return INVALID_ACTION
-    if spec.order_type not in SUPPORTED_ORDER_TYPES:
+    tags = frozenset(order_types.split(","))
+    kind = spec.order_type
+    if kind not in SUPPORTED_ORDER_TYPES or ORDER_TYPE_TAGS[kind] not in tags:
         return UNSUPPORTED_ORDER_TYPE
     if spec.quantity <= 0:
         return SIZE_ZERO
     if sec_type == "STK" and spec.quantity != spec.quantity.to_integral_value():
         return FRACTIONAL_SIZE
     tif = spec.tif or "DAY"
-    if tif not in SUPPORTED_TIFS or (tif == "IOC" and spec.order_type in _STOP_TYPES):
+    # FOK is not in the abridged lists; IB offers it for stocks.
+    tif_listed = tif in tags or (tif == "FOK" and sec_type == "STK")
+    if tif not in SUPPORTED_TIFS or not tif_listed:
+        return TIF_INCOMPATIBLE
+    if tif in ("IOC", "FOK") and (kind in TRIGGERED_TYPES or kind in CLOSE_AUCTION_TYPES):
+        return TIF_INCOMPATIBLE
+    if tif == "OPG" and kind not in ("MKT", "LMT"):
+        return TIF_INCOMPATIBLE
+    if kind in CLOSE_AUCTION_TYPES and tif != "DAY":
         return TIF_INCOMPATIBLE
     if spec.trigger_method not in (0, 1, 2, 3, 4, 7, 8):
         return INVALID_TRIGGER_METHOD
-    if spec.order_type in ("LMT", "STP LMT") and spec.lmt_price is None:
+    if kind in LIMIT_PRICE_TYPES and spec.lmt_price is None:
         return INCOMPLETE_ORDER
-    if spec.order_type in ("STP", "STP LMT") and spec.aux_price is None:
+    if kind in ("STP", "STP LMT", "MIT", "LIT") and spec.aux_price is None:
         return INCOMPLETE_ORDER
-    if spec.order_type == "TRAIL":
+    if kind in TRAILING_TYPES:
         if spec.aux_price is None and spec.trailing_percent is None:
             return TRAIL_OFFSET_MISSING
         if spec.trailing_percent is not None and not 0 < spec.trailing_percent < 100:
             return TRAIL_PERCENT_RANGE
-    prices = [spec.lmt_price, spec.aux_price, spec.trail_stop_price]
-    if spec.order_type == "MKT":
+        if kind == "TRAIL LIMIT" and spec.lmt_price_offset is None:
+            return LIMIT_OFFSET_MISSING
+    if spec.percent_offset is not None and not 0 <= spec.percent_offset < 1:
+        return TRAIL_PERCENT_RANGE
+    prices = [spec.lmt_price, spec.aux_price, spec.trail_stop_price, spec.lmt_price_offset]
+    if kind in ("MKT", "MOC"):
         prices = []  # ib_insync sends 0.0 / unset there; TWS ignores them for MKT
+    elif kind == "TRAIL LIMIT":
+        prices = [spec.aux_price, spec.trail_stop_price, spec.lmt_price_offset]
     for price in prices:
         if price is not None and not on_tick_grid(price, min_tick):
             return PRICE_OFF_TICK
@@ -217,6 +299,9 @@ class WorkingOrder:
     triggered: bool = False  # a stop order whose stop was hit
     marketable: bool = False  # the limit was marketable at the last quote it saw
     trail_stop: float | None = None  # the live stop of a TRAIL order
+    held: bool = False  # not evaluated (not transmitted, waiting for a parent or a session)
+    peg_price: float | None = None  # REL: the limit it pegged to at the last quote
+    trail_limit: float | None = None  # TRAIL LIMIT: the limit fixed when it triggered
     _trail_extreme: float | None = field(default=None, repr=False)
 
     @property
@@ -235,11 +320,17 @@ class WorkingOrder:
     def effective_type(self) -> str:
         """What the order behaves as right now: stops become MKT/LMT once triggered."""
         kind = self.spec.order_type
-        if kind in ("STP", "TRAIL"):
+        if kind in ("STP", "TRAIL", "MIT"):
             return "MKT" if self.triggered else kind
-        if kind == "STP LMT":
+        if kind in ("STP LMT", "TRAIL LIMIT", "LIT"):
             return "LMT" if self.triggered else kind
         return kind
+
+    def limit_price(self) -> float | None:
+        """The limit a triggered or plain limit order works at."""
+        if self.spec.order_type == "TRAIL LIMIT":
+            return self.trail_limit
+        return self.spec.lmt_price
 
     def commission_for(self, quantity: Decimal, price: float) -> float:
         """The commission of the next execution: the order's total so far minus what was
@@ -279,6 +370,37 @@ def _stop_hit(order: WorkingOrder, stop: float, quote: Quote) -> bool:
     return any(p <= stop for p in prices)
 
 
+def _touched(order: WorkingOrder, level: float, quote: Quote) -> bool:
+    """MIT / LIT: the price came to ``level`` from the other side than a stop's."""
+    price = _trigger_price(order, quote)
+    return price <= level if order.is_buy else price >= level
+
+
+def _peg(order: WorkingOrder, quote: Quote) -> float | None:
+    """REL: the bid (buy) or ask (sell) moved by the offset towards the other side,
+    capped by the order's limit; None when the quote has no price on that side."""
+    spec = order.spec
+    base = quote.bid if order.is_buy else quote.ask
+    if base <= 0:
+        return None
+    offset = spec.aux_price or 0.0
+    if spec.percent_offset:
+        offset = base * spec.percent_offset
+    price = base + offset if order.is_buy else base - offset
+    if spec.lmt_price:
+        price = min(price, spec.lmt_price) if order.is_buy else max(price, spec.lmt_price)
+    return round_to_tick(price, order.min_tick)
+
+
+def book_fill(order: WorkingOrder, quantity: Decimal, price: float, liquidity: int) -> Fill:
+    """Record an execution on the order (with its share of the commission)."""
+    commission = order.commission_for(quantity, price)
+    order.filled += quantity
+    order.filled_value += float(quantity) * price
+    order.commission_charged += commission
+    return Fill(order, quantity, price, liquidity, commission)
+
+
 class OrderBook:
     """The working orders of one instrument, re-evaluated on each of its quotes."""
 
@@ -300,28 +422,50 @@ class OrderBook:
     def evaluate(self, order: WorkingOrder, quote: Quote, *, arriving: bool) -> Fill | None:
         """Trigger/trail bookkeeping and at most one execution for ``order`` on ``quote``."""
         self._use_quote(quote)
+        if order.held or order.spec.auction_only:
+            return None
         spec = order.spec
         was_triggered = order.triggered
-        if spec.order_type == "TRAIL" and not order.triggered:
+        if spec.order_type in TRAILING_TYPES and not order.triggered:
             self._update_trail(order, quote)
             assert order.trail_stop is not None
             if _stop_hit(order, order.trail_stop, quote):
                 order.triggered = True
+                if spec.order_type == "TRAIL LIMIT":
+                    offset = spec.lmt_price_offset or 0.0
+                    stop = order.trail_stop
+                    order.trail_limit = round_to_tick(
+                        stop + offset if order.is_buy else stop - offset, order.min_tick
+                    )
         elif spec.order_type in ("STP", "STP LMT") and not order.triggered:
             assert spec.aux_price is not None
             if _stop_hit(order, spec.aux_price, quote):
                 order.triggered = True
+        elif spec.order_type in ("MIT", "LIT") and not order.triggered:
+            assert spec.aux_price is not None
+            if _touched(order, spec.aux_price, quote):
+                order.triggered = True
         # A triggered stop enters the market like a new order.
         entering = arriving or (order.triggered and not was_triggered)
         kind = order.effective_type
-        if kind not in ("MKT", "LMT"):
+        if kind == "MIDPRICE":
+            return self._fill_at_mid(order, quote)
+        if kind not in ("MKT", "LMT", "REL"):
             return None
         touch = quote.ask if order.is_buy else quote.bid
         if touch <= 0:
             return None
-        if kind == "LMT":
-            assert spec.lmt_price is not None
-            limit = spec.lmt_price
+        if kind in ("LMT", "REL"):
+            if kind == "REL":
+                # A resting peg is judged at the price it pegged to on the previous quote.
+                peg = _peg(order, quote)
+                limit_or_none = peg if entering or order.peg_price is None else order.peg_price
+                order.peg_price = peg
+            else:
+                limit_or_none = order.limit_price()
+            if limit_or_none is None:
+                return None
+            limit = limit_or_none
             marketable = touch <= limit if order.is_buy else touch >= limit
             was_marketable, order.marketable = order.marketable, marketable
             if not marketable:
@@ -335,19 +479,33 @@ class OrderBook:
         else:
             price = touch
             liquidity = REMOVED_LIQUIDITY
+        return self._take(order, price, liquidity, arriving=arriving)
+
+    def _fill_at_mid(self, order: WorkingOrder, quote: Quote) -> Fill | None:
+        """MIDPRICE: the midpoint, if the optional cap allows it."""
+        if quote.bid <= 0 or quote.ask <= 0:
+            return None
+        mid = quote.midpoint
+        cap = order.spec.lmt_price
+        if cap and (mid > cap if order.is_buy else mid < cap):
+            return None
+        return self._take(order, round(mid, 10), REMOVED_LIQUIDITY, arriving=False)
+
+    def _take(
+        self, order: WorkingOrder, price: float, liquidity: int, *, arriving: bool
+    ) -> Fill | None:
+        """Execute what the displayed size allows (all of it, or nothing, for FOK)."""
         available = self._ask_left if order.is_buy else self._bid_left
         quantity = min(order.remaining, available)
         if quantity <= 0:
+            return None
+        if order.spec.tif == "FOK" and quantity < order.remaining:
             return None
         if order.is_buy:
             self._ask_left -= quantity
         else:
             self._bid_left -= quantity
-        commission = order.commission_for(quantity, price)
-        order.filled += quantity
-        order.filled_value += float(quantity) * price
-        order.commission_charged += commission
-        return Fill(order, quantity, price, liquidity, commission)
+        return book_fill(order, quantity, price, liquidity)
 
     def _update_trail(self, order: WorkingOrder, quote: Quote) -> None:
         spec = order.spec
@@ -414,7 +572,7 @@ class MatchingEngine:
         if book is None:
             book = self._books[order.con_id] = OrderBook()
         fills = self._run(book, order, quote, arriving=True)
-        if order.remaining > 0 and order.spec.tif == "IOC":
+        if order.remaining > 0 and order.spec.tif in ("IOC", "FOK") and not order.held:
             return SubmitResult(fills, expired=True)
         if order.remaining > 0:
             book.orders[order.key] = order
@@ -438,14 +596,22 @@ class MatchingEngine:
             self._remove(order)
         return order
 
-    def on_quote(self, con_id: int, quote: Quote) -> QuoteResult:
-        """Re-evaluate the working orders of one instrument; cheap when it has none."""
+    def on_quote(
+        self, con_id: int, quote: Quote, on_fill: Callable[[Fill], None] | None = None
+    ) -> QuoteResult:
+        """Re-evaluate the working orders of one instrument; cheap when it has none.
+
+        ``on_fill`` runs after each execution, before the next order is evaluated, so it
+        can cancel or reduce orders linked to the one that filled (OCA groups with block).
+        """
         book = self._books.get(con_id)
         if book is None or not book.orders:
             return _NOTHING
         fills: list[Fill] = []
         triggered: list[WorkingOrder] = []
         for order in list(book.orders.values()):
+            if order.key not in book.orders or order.remaining <= 0:
+                continue  # cancelled or reduced to nothing by an earlier fill of this quote
             was_triggered = order.triggered
             fill = book.evaluate(order, quote, arriving=False)
             if order.triggered and not was_triggered:
@@ -454,7 +620,51 @@ class MatchingEngine:
                 fills.append(fill)
                 if order.remaining <= 0:
                     self._remove(order)
+                if on_fill is not None:
+                    on_fill(fill)
         return QuoteResult(fills, triggered)
+
+    def activate(self, key: int, quote: Quote) -> list[Fill]:
+        """A held order starts working: evaluate it as if it had just arrived."""
+        order = self._by_key.get(key)
+        if order is None or not order.held:
+            return []
+        order.held = False
+        fills = self._run(self._books[order.con_id], order, quote, arriving=True)
+        if order.remaining <= 0:
+            self._remove(order)
+        return fills
+
+    def resize(self, key: int, quantity: Decimal) -> None:
+        """Change an order's total quantity (an OCA reduction); at or below the filled
+        quantity the order stops working."""
+        order = self._by_key.get(key)
+        if order is None:
+            return
+        order.spec = replace(order.spec, quantity=max(quantity, order.filled))
+        if order.remaining <= 0:
+            self._remove(order)
+
+    def auction(self, con_id: int, price: float, wanted: Callable[[int], bool]) -> list[Fill]:
+        """An opening or closing auction: every wanted order fills in full at ``price``
+        (a limit only when its price allows) and stops working either way."""
+        book = self._books.get(con_id)
+        if book is None:
+            return []
+        fills: list[Fill] = []
+        for order in list(book.orders.values()):
+            if order.held or not wanted(order.key):
+                continue
+            limit = order.spec.lmt_price if order.spec.order_type in ("LMT", "LOC") else None
+            crosses = limit is None or (price <= limit if order.is_buy else price >= limit)
+            if crosses and order.remaining > 0:
+                fills.append(book_fill(order, order.remaining, price, REMOVED_LIQUIDITY))
+            self._remove(order)
+        return fills
+
+    def orders_of(self, con_id: int) -> list[WorkingOrder]:
+        book = self._books.get(con_id)
+        return list(book.orders.values()) if book is not None else []
 
     def _run(
         self, book: OrderBook, order: WorkingOrder, quote: Quote, *, arriving: bool

@@ -158,6 +158,7 @@ class OrderRequest:
     compete_against_best_offset: float | None = None
     mid_offset_at_whole: float | None = None
     mid_offset_at_half: float | None = None
+    lmt_price_offset: float | None = None
 
 
 class _Reader:
@@ -367,7 +368,9 @@ def decode_place_order(
             r.skip(_CONDITION_FIELDS[kind] - 1)
         r.skip(2)  # conditionsIgnoreRth, conditionsCancelOrder
     r.text()  # adjustedOrderType
-    r.skip(5)  # triggerPrice, lmtPriceOffset, adjusted stop / stop limit / trailing amount
+    r.text()  # triggerPrice
+    o.lmt_price_offset = r.number_max()  # TRAIL LIMIT's limit offset
+    r.skip(3)  # adjusted stop / stop limit / trailing amount
     r.text()  # adjustableTrailingUnit
     r.text()  # extOperator
     r.skip(2)  # softDollarTier name, value
@@ -677,7 +680,7 @@ def encode_open_order(
         "None",  # adjustedOrderType
         UNSET_DOUBLE_TEXT,  # triggerPrice
         _java(trail_stop, UNSET_DOUBLE_TEXT),
-        UNSET_DOUBLE_TEXT,  # lmtPriceOffset
+        _java(o.lmt_price_offset, UNSET_DOUBLE_TEXT),
         UNSET_DOUBLE_TEXT,  # adjustedStopPrice
         UNSET_DOUBLE_TEXT,  # adjustedStopLimitPrice
         UNSET_DOUBLE_TEXT,  # adjustedTrailingAmount
@@ -913,7 +916,7 @@ def encode_completed_order(
         _bool(o.randomize_price),
         "0",  # conditions count
         _java(trail_stop, UNSET_DOUBLE_TEXT),
-        UNSET_DOUBLE_TEXT,  # lmtPriceOffset
+        _java(o.lmt_price_offset, UNSET_DOUBLE_TEXT),
         _compact(o.cash_qty, "0"),
         "1",  # dontUseAutoPriceForHedge: TWS reports true whatever was sent
         _bool(o.is_oms_container),

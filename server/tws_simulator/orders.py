@@ -14,30 +14,59 @@ Orders outlive their client's connection, as in TWS; a reconnecting client sees 
 reqOpenOrders / reqCompletedOrders / reqExecutions. Only the owning client gets an order's
 messages (there is no master client id).
 
+Attached orders and OCA groups:
+
+* ``transmit=False`` holds an order in TWS untransmitted: nothing is answered (the API
+  client keeps it as PendingSubmit), it does not work and reqOpenOrders does not list it.
+  The next order of the same client with ``transmit=True`` whose ``parentId`` names it
+  (or the order itself, placed again with ``transmit=True``) transmits the parent and
+  every held child at once, in order id order. Held orders die with their client's
+  connection (TWS keeps them in its window; no API client sees them again).
+* A child (``parentId``) waits (PreSubmitted) until its parent has filled completely,
+  then works. Cancelling the parent, or the parent ending unfilled, cancels the children.
+  ``parentId`` naming no order of the client is error 10006 "Missing parent order".
+* An OCA group (``ocaGroup``, per account) links orders; the children of one parent form
+  one implicitly (type 2). Type 1 cancels the others on any fill of one; type 2 reduces
+  their quantity by each fill at once ("with block": one quote never fills two of the
+  group); type 3 reduces them after the quote ("without block": two may fill on one
+  quote, an overfill IB warns about). Reduced to nothing, an order is cancelled.
+
+Time (``sim.clock``): GTD orders expire at their goodTillDate; with
+``SimulatorConfig.trading_hours`` orders work only in their instrument's session (extended
+hours with outsideRth for limit-type orders), DAY orders expire at the close (outside-RTH
+ones at the end of after-hours), OPG orders fill in the opening auction and MOC / LOC in
+the closing one. An expired order ends Cancelled (orderStatus only, no error message).
+
 Not simulated (rejected with error 201 and a reason that says so): order conditions,
-algos, OCA groups, attached/bracket orders (parentId), hedge orders and orders held in
-TWS with ``transmit=False``.
+algos and hedge orders.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from . import clock
 from .account import INITIAL_MARGIN_RATE
 from .contracts import candidates
 from .instruments import Instrument
 from .market import Quote
 from .matching import (
     AMBIGUOUS_CONTRACT,
+    CLOSE_AUCTION_TYPES,
+    GTD_DATE_MISSING,
+    GTD_IN_PAST,
     NO_SECURITY_DEFINITION,
+    OUTSIDE_RTH_TYPES,
+    TRIGGERED_TYPES,
     Fill,
     MatchingEngine,
     OrderSpec,
@@ -45,6 +74,7 @@ from .matching import (
     WorkingOrder,
     margin_check,
     order_commission,
+    round_to_tick,
     validate,
 )
 from .message_ids import In
@@ -78,7 +108,6 @@ EXCHANGE_TIME_ZONE = "US/Eastern"  # execution and completion times are written 
 _EASTERN = ZoneInfo(EXCHANGE_TIME_ZONE)
 
 LIVE_STATES = frozenset({"PreSubmitted", "Submitted"})
-_STOP_TYPES = frozenset({"STP", "STP LMT", "TRAIL"})
 # Where SMART sends a stock's executions (the venue TWS reports), by primary exchange.
 _VENUE = {"NASDAQ": "ISLAND"}
 
@@ -87,6 +116,10 @@ CANT_MODIFY_FILLED = (104, "Can't modify a filled order.")
 DUPLICATE_ORDER_ID = (103, "Duplicate order id")
 MODIFY_MISMATCH = (105, "Order being modified does not match original order.")
 PARSE_FAILED = (320, "Server error when reading an API client request.")
+MISSING_PARENT = Rejection(10006, "Missing parent order.")
+# OCA type TWS applies when none is given (it reports 3), and to a parent's children.
+DEFAULT_OCA_TYPE = 3
+BRACKET_OCA_TYPE = 2
 
 
 def _not_simulated(what: str) -> Rejection:
@@ -131,6 +164,9 @@ class SimOrder:
     last_fill_price: float = 0.0
     completed_time: str = ""
     completed_status: str = ""
+    parent: SimOrder | None = None
+    children: list[SimOrder] = field(default_factory=list)
+    expires_at: float | None = None  # GTD: the goodTillDate as epoch seconds
 
     @property
     def order_id(self) -> int:
@@ -152,6 +188,9 @@ def _spec(req: OrderRequest) -> OrderSpec:
         trail_stop_price=req.trail_stop_price,
         tif=req.tif or "DAY",
         trigger_method=req.trigger_method,
+        lmt_price_offset=req.lmt_price_offset,
+        percent_offset=req.percent_offset,
+        outside_rth=req.outside_rth,
     )
 
 
@@ -160,13 +199,27 @@ def _unsupported_feature(req: OrderRequest) -> Rejection | None:
         return _not_simulated("Order conditions")
     if req.algo_strategy:
         return _not_simulated("Algo orders")
-    if req.oca_group:
-        return _not_simulated("OCA groups")
-    if req.parent_id or req.hedge_type:
-        return _not_simulated("Attached (parent/child) orders")
-    if not req.transmit:
-        return _not_simulated("Orders not transmitted (transmit=False)")
+    if req.hedge_type:
+        return _not_simulated("Hedge orders")
     return None
+
+
+def _oca_key(order: SimOrder) -> tuple[str, ...] | None:
+    """The OCA group an order belongs to: its ocaGroup (per account), else its parent's
+    children."""
+    req = order.request
+    if req.oca_group:
+        return ("oca", req.account, req.oca_group)
+    if order.parent is not None:
+        return ("children", str(order.client_id), str(order.parent.order_id))
+    return None
+
+
+def _oca_type(order: SimOrder) -> int:
+    req = order.request
+    if req.oca_group:
+        return req.oca_type if req.oca_type in (1, 2, 3) else DEFAULT_OCA_TYPE
+    return BRACKET_OCA_TYPE
 
 
 class OrderDesk:
@@ -182,6 +235,12 @@ class OrderDesk:
         self._last_order_id: dict[int, int] = {}  # highest order id placed, per client id
         self.completed: list[SimOrder] = []  # in completion order
         self.executions: list[Execution] = []
+        # Orders placed with transmit=False, by (client id, order id): not working yet.
+        self._untransmitted: dict[tuple[int, int], tuple[OrderRequest, Instrument]] = {}
+        self.clock = sim.clock
+        self.trading_hours = sim.config.trading_hours
+        self._time_seen = self.clock.now()
+        self._deferred_oca: list[tuple[SimOrder, Decimal]] = []  # type-3 reductions
         start = int(time.time())
         # Ids that stay unique across simulator restarts, like TWS's.
         self._perm_ids = itertools.count(1_000_000_000 + (start % 9_000_000) * 100)
@@ -201,6 +260,9 @@ class OrderDesk:
         sim.register(In.REQ_COMPLETED_ORDERS, self.req_completed_orders)
         sim.register(In.REQ_GLOBAL_CANCEL, self.req_global_cancel)
         sim.market.add_listener(self.on_quote)
+        sim.add_disconnect_listener(self._forget_untransmitted)
+        self.clock.add_listener(lambda _before, after: self.on_time(after))
+        sim.add_background(self._follow_clock)
 
     # -- queries -------------------------------------------------------------------------
 
@@ -226,6 +288,10 @@ class OrderDesk:
             self.sim.faults.reject_next_order = None
             conn.send_error(req.order_id, *fault)
             return
+        held = self._untransmitted.get((conn.client_id, req.order_id))
+        if held is not None:
+            # An untransmitted order placed again: new terms, and maybe transmitted now.
+            del self._untransmitted[(conn.client_id, req.order_id)]
         existing = self.order(conn.client_id, req.order_id)
         if existing is not None:
             if existing.is_live:
@@ -235,11 +301,11 @@ class OrderDesk:
             else:
                 conn.send_error(req.order_id, *DUPLICATE_ORDER_ID)
             return
-        if req.order_id <= self._last_order_id.get(conn.client_id, 0):
+        if held is None and req.order_id <= self._last_order_id.get(conn.client_id, 0):
             # TWS wants each new order id above every earlier one of the same client.
             conn.send_error(req.order_id, *DUPLICATE_ORDER_ID)
             return
-        instrument = self._check_new(req)
+        instrument = self._check_new(conn, req)
         if isinstance(instrument, Rejection):
             conn.send_error(req.order_id, instrument.code, instrument.message)
             return
@@ -247,11 +313,39 @@ class OrderDesk:
             self._answer_what_if(conn, req, instrument)
             return
         quote = self.sim.market.quote(instrument.con_id)
-        margin = self._margin_rejection(req, instrument, quote, req.total_quantity)
-        if margin is not None:
-            conn.send_error(req.order_id, margin.code, margin.message)
+        if not req.parent_id:  # a child closes what its parent opens
+            margin = self._margin_rejection(req, instrument, quote, req.total_quantity)
+            if margin is not None:
+                conn.send_error(req.order_id, margin.code, margin.message)
+                return
+        self._last_order_id[conn.client_id] = max(
+            req.order_id, self._last_order_id.get(conn.client_id, 0)
+        )
+        if not req.transmit:
+            self._untransmitted[(conn.client_id, req.order_id)] = (req, instrument)
+            log.info("order %d (client %d) held untransmitted", req.order_id, conn.client_id)
             return
-        self._accept(conn, req, instrument, quote)
+        self._transmit(conn, req, instrument)
+
+    def _transmit(self, conn: ClientConnection, req: OrderRequest, instrument: Instrument) -> None:
+        """Send ``req`` and the untransmitted orders it completes (its parent, the
+        parent's other children) to the market, parent first."""
+        chain: list[tuple[OrderRequest, Instrument]] = []
+        root = req.parent_id or req.order_id
+        for (client_id, order_id), held in sorted(self._untransmitted.items()):
+            if client_id != conn.client_id:
+                continue
+            if order_id == root or held[0].parent_id == root:
+                chain.append(held)
+                del self._untransmitted[(client_id, order_id)]
+        chain.append((req, instrument))
+        chain.sort(key=lambda item: item[0].order_id)
+        for each, inst in chain:
+            self._accept(conn, each, inst, self.sim.market.quote(inst.con_id))
+
+    def _forget_untransmitted(self, conn: ClientConnection) -> None:
+        for key in [k for k in self._untransmitted if k[0] == conn.client_id]:
+            del self._untransmitted[key]
 
     def _resolve(self, req: OrderRequest) -> Instrument | Rejection:
         matches = candidates(self.sim.universe, req.contract)
@@ -261,7 +355,7 @@ class OrderDesk:
             return AMBIGUOUS_CONTRACT
         return matches[0]
 
-    def _check_new(self, req: OrderRequest) -> Instrument | Rejection:
+    def _check_new(self, conn: ClientConnection, req: OrderRequest) -> Instrument | Rejection:
         """Everything that refuses a new order before it reaches the market."""
         instrument = self._resolve(req)
         if isinstance(instrument, Rejection):
@@ -269,13 +363,34 @@ class OrderDesk:
         account = self.sim.account.account_id
         if req.account and req.account != account:
             return _rejected(f"The account code {req.account} is not valid for this login")
-        unsupported = _unsupported_feature(req)
+        unsupported = _unsupported_feature(req) or self._check_terms(req, instrument)
         if unsupported is not None:
             return unsupported
-        invalid = validate(_spec(req), sec_type=instrument.sec_type, min_tick=instrument.min_tick)
+        if req.parent_id:
+            parent = self.order(conn.client_id, req.parent_id)
+            if parent is None and (conn.client_id, req.parent_id) not in self._untransmitted:
+                return MISSING_PARENT
+            if parent is not None and not parent.is_live and parent.status != "Filled":
+                return _rejected(f"The parent order {req.parent_id} is {parent.status}")
+        return instrument
+
+    def _check_terms(self, req: OrderRequest, instrument: Instrument) -> Rejection | None:
+        """The order's terms against its instrument and the clock (GTD)."""
+        invalid = validate(
+            _spec(req),
+            sec_type=instrument.sec_type,
+            min_tick=instrument.min_tick,
+            order_types=instrument.order_types,
+        )
         if invalid is not None:
             return invalid
-        return instrument
+        if req.tif == "GTD":
+            until = clock.parse_good_till(req.good_till_date)
+            if until is None:
+                return GTD_DATE_MISSING
+            if until <= self.clock.now():
+                return GTD_IN_PAST
+        return None
 
     def _margin_rejection(
         self, req: OrderRequest, instrument: Instrument, quote: Quote, quantity: Decimal
@@ -305,6 +420,7 @@ class OrderDesk:
             min_tick=instrument.min_tick,
             sec_type=instrument.sec_type,
         )
+        parent = self.order(conn.client_id, req.parent_id) if req.parent_id else None
         order = SimOrder(
             perm_id=perm_id,
             client_id=conn.client_id,
@@ -312,12 +428,17 @@ class OrderDesk:
             instrument=instrument,
             contract=_contract_fields(instrument, req.contract.exchange or instrument.exchange),
             work=work,
-            status="PreSubmitted" if req.order_type in _STOP_TYPES else "Submitted",
+            status="Submitted",
+            parent=parent,
+            expires_at=clock.parse_good_till(req.good_till_date) if req.tif == "GTD" else None,
         )
+        if parent is not None:
+            parent.children.append(order)
+        work.held = self._must_wait(order)
+        order.status = self._working_status(order)
         self.orders[perm_id] = order
         self._live[perm_id] = order
         self._by_client[(conn.client_id, req.order_id)] = order
-        self._last_order_id[conn.client_id] = req.order_id
         self._by_work[perm_id] = order
         log.info(
             "order %d (client %d, perm %d): %s %s %s %s",
@@ -332,14 +453,191 @@ class OrderDesk:
         # Evaluate before announcing, so a stop that triggers at once shows as Submitted;
         # the announcement itself shows the order as it was before these fills.
         result = self.engine.submit(work, quote)
-        if work.triggered:
-            order.status = "Submitted"
+        order.status = self._working_status(order)
         self._send_state(order, before=result.fills)
         for fill in result.fills:
             self._execute(order, fill)
+        self._apply_deferred_oca()
         if result.expired and order.status != "Filled":
             self._finish(order, "Cancelled", "Cancelled")
             self._send_status(order)
+            self._end_children(order)
+
+    # -- holding, sessions, expiry ---------------------------------------------------------
+
+    def _must_wait(self, order: SimOrder) -> bool:
+        """Whether a live order may not work now: its parent has not filled, or its
+        instrument's session does not allow it (auction orders wait for their auction)."""
+        parent = order.parent
+        if parent is not None and parent.status != "Filled":
+            return True
+        if not self.trading_hours or order.work.spec.auction_only:
+            return False
+        now_phase = clock.phase(order.instrument.sec_type, self.clock.now())
+        if now_phase is clock.Phase.REGULAR:
+            return False
+        if now_phase is clock.Phase.EXTENDED:
+            req = order.request
+            return not (req.outside_rth and req.order_type in OUTSIDE_RTH_TYPES)
+        return True
+
+    def _working_status(self, order: SimOrder) -> str:
+        """PreSubmitted while held or waiting for a trigger, else Submitted."""
+        work = order.work
+        if work.held or (work.spec.order_type in TRIGGERED_TYPES and not work.triggered):
+            return "PreSubmitted"
+        return "Submitted"
+
+    def _release(self, order: SimOrder) -> None:
+        """Re-judge a live order's hold; one that may work now is evaluated at once."""
+        if not order.is_live:
+            return
+        wait = self._must_wait(order)
+        if wait == order.work.held:
+            return
+        fills: list[Fill] = []
+        if wait:
+            order.work.held = True
+        else:
+            quote = self.sim.market.quote(order.instrument.con_id)
+            fills = self.engine.activate(order.perm_id, quote)
+        before = order.status
+        order.status = self._working_status(order)
+        if order.status != before or fills:
+            self._send_state(order, before=fills)
+        for fill in fills:
+            self._execute(order, fill)
+        self._apply_deferred_oca()
+
+    async def _follow_clock(self) -> None:
+        """Time passing on its own: expiry and session changes, checked every second."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.on_time(self.clock.now())
+
+    def on_time(self, now: float) -> None:
+        """Bring the orders to ``now``: session boundaries since the last look (auctions,
+        DAY expiry, holds), then GTD expiry. The clock moved backwards: holds only."""
+        since, self._time_seen = self._time_seen, now
+        if self.trading_hours and now > since:
+            events = [
+                (moment, kind, sec_type)
+                for sec_type in {o.instrument.sec_type for o in self._live.values()}
+                for moment, kind in clock.boundaries(sec_type, since, now)
+            ]
+            for moment, kind, sec_type in sorted(events, key=lambda e: e[0]):
+                self._expire_gtd(moment)
+                self._at_boundary(kind, sec_type)
+        self._expire_gtd(now)
+        for order in self.live_orders():
+            self._release(order)
+
+    def _at_boundary(self, kind: clock.Boundary, sec_type: str) -> None:
+        orders = [o for o in self.live_orders() if o.instrument.sec_type == sec_type]
+        log.info("%s %s: %d live order(s)", sec_type, kind.value, len(orders))
+        if kind is clock.Boundary.OPEN:
+            self._auction(orders, lambda o: o.work.spec.tif == "OPG")
+        elif kind is clock.Boundary.CLOSE:
+            self._auction(orders, lambda o: o.request.order_type in CLOSE_AUCTION_TYPES)
+            for order in orders:
+                day = order.request.tif == "DAY"
+                # After-hours keeps outside-RTH stock orders until the extended close.
+                keeps = order.request.outside_rth and sec_type == "STK"
+                if order.is_live and day and not keeps:
+                    self._expire(order)
+        else:
+            for order in orders:
+                if order.is_live and order.request.tif == "DAY":
+                    self._expire(order)
+        for order in self.live_orders():
+            self._release(order)
+
+    def _auction(self, orders: list[SimOrder], wanted: Callable[[SimOrder], bool]) -> None:
+        """Fill the chosen orders at the auction price (the last trade); cancel the rest."""
+        chosen = [o for o in orders if o.is_live and not o.work.held and wanted(o)]
+        by_instrument: dict[int, list[SimOrder]] = {}
+        for order in chosen:
+            by_instrument.setdefault(order.instrument.con_id, []).append(order)
+        for con_id, group in by_instrument.items():
+            quote = self.sim.market.quote(con_id)
+            price = round_to_tick(quote.last, group[0].instrument.min_tick)
+            keys = frozenset(o.perm_id for o in group)
+            fills = self.engine.auction(con_id, price, keys.__contains__)
+            for fill in fills:
+                order = self._by_work[fill.order.key]
+                order.status = "Submitted"
+                self._execute(order, fill)
+            for order in group:
+                if order.is_live:  # a limit the auction price did not reach
+                    self._expire(order)
+
+    def _expire_gtd(self, now: float) -> None:
+        for order in self.live_orders():
+            if order.expires_at is not None and order.expires_at <= now:
+                self._expire(order)
+
+    def _expire(self, order: SimOrder) -> None:
+        """A DAY / GTD / auction order whose time is up: Cancelled, no error message."""
+        self.engine.cancel(order.perm_id)
+        self._finish(order, "Cancelled", "Cancelled")
+        log.info("order %d (client %d) expired", order.order_id, order.client_id)
+        self._send_status(order)
+        self._end_children(order)
+
+    def _end_children(self, order: SimOrder) -> None:
+        """A parent that ended without filling takes its children with it."""
+        if order.status == "Filled":
+            return
+        for child in order.children:
+            if child.is_live:
+                self._cancel(child)
+
+    # -- OCA groups ------------------------------------------------------------------------
+
+    def _siblings(self, order: SimOrder) -> list[SimOrder]:
+        key = _oca_key(order)
+        if key is None:
+            return []
+        return [o for o in self.live_orders() if o is not order and _oca_key(o) == key]
+
+    def _after_fill(self, order: SimOrder, quantity: Decimal) -> None:
+        """A fill of an OCA member cancels (type 1) or reduces (2, 3) the others."""
+        siblings = self._siblings(order)
+        if not siblings:
+            return
+        kind = _oca_type(order)
+        if kind == 3:
+            self._deferred_oca.append((order, quantity))
+            return
+        self._reduce_group(order, siblings, quantity, cancel=kind == 1)
+
+    def _apply_deferred_oca(self) -> None:
+        pending, self._deferred_oca = self._deferred_oca, []
+        for order, quantity in pending:
+            self._reduce_group(order, self._siblings(order), quantity, cancel=False)
+
+    def _reduce_group(
+        self, order: SimOrder, siblings: list[SimOrder], quantity: Decimal, *, cancel: bool
+    ) -> None:
+        for other in siblings:
+            if not other.is_live:
+                continue
+            remaining = other.request.total_quantity - quantity
+            if cancel or remaining <= other.work.filled:
+                if other.work.filled > 0 and not cancel:
+                    # Reduced to what it already executed: it is done.
+                    self.engine.cancel(other.perm_id)
+                    other.request.total_quantity = other.work.filled
+                    other.work.spec = _spec(other.request)
+                    self._finish(other, "Filled", "Filled")
+                    self._send_state(other)
+                else:
+                    self._cancel(other, reason="OCA")
+                continue
+            other.request.total_quantity = remaining
+            self.engine.resize(other.perm_id, remaining)
+            log.info("order %d reduced to %s by its OCA group", other.order_id, remaining)
+            self._send_state(other)
 
     # -- modify --------------------------------------------------------------------------
 
@@ -352,9 +650,7 @@ class OrderDesk:
         if instrument.con_id != order.instrument.con_id or req.action != old.action:
             conn.send_error(req.order_id, *MODIFY_MISMATCH)
             return
-        rejection = _unsupported_feature(req) or validate(
-            _spec(req), sec_type=instrument.sec_type, min_tick=instrument.min_tick
-        )
+        rejection = _unsupported_feature(req) or self._check_terms(req, instrument)
         if rejection is None and req.total_quantity < order.work.filled:
             rejection = _rejected(
                 f"The order quantity cannot be reduced below the filled quantity "
@@ -369,7 +665,9 @@ class OrderDesk:
             return
         req.account = req.account or old.account
         req.tif = req.tif or "DAY"
+        req.parent_id = old.parent_id  # the link is fixed at placement
         order.request = req
+        order.expires_at = clock.parse_good_till(req.good_till_date) if req.tif == "GTD" else None
         log.info("order %d (client %d) modified", req.order_id, conn.client_id)
         if req.total_quantity == order.work.filled:
             # Cut down to what already executed: nothing is left to work.
@@ -379,11 +677,12 @@ class OrderDesk:
             self._send_state(order)
             return
         fills = self.engine.modify(order.perm_id, _spec(req), quote)
-        if order.status == "PreSubmitted" and order.work.triggered:
-            order.status = "Submitted"
+        order.status = self._working_status(order)
         self._send_state(order, before=fills)
         for fill in fills:
             self._execute(order, fill)
+        self._apply_deferred_oca()
+        self._release(order)
 
     # -- what-if -------------------------------------------------------------------------
 
@@ -458,14 +757,20 @@ class OrderDesk:
         for order in self.live_orders():
             self._cancel(order)
 
-    def _cancel(self, order: SimOrder) -> None:
+    def _cancel(self, order: SimOrder, reason: str = "") -> None:
         self.engine.cancel(order.perm_id)
-        self._finish(order, "Cancelled", "Cancelled by Trader")
-        log.info("order %d (client %d) cancelled", order.order_id, order.client_id)
+        self._finish(order, "Cancelled", "Cancelled by Trader" if not reason else "Cancelled")
+        log.info(
+            "order %d (client %d) cancelled%s",
+            order.order_id,
+            order.client_id,
+            f" ({reason})" if reason else "",
+        )
         owner = self.sim.client(order.client_id)
         if owner is not None:
             owner.send_error(order.order_id, *ORDER_CANCELED)
         self._send_status(order)
+        self._end_children(order)
 
     # -- order and execution queries ------------------------------------------------------
 
@@ -501,6 +806,7 @@ class OrderDesk:
                     completed_time=order.completed_time,
                     completed_status=order.completed_status,
                     trail_stop_price=order.work.trail_stop,
+                    parent_perm_id=order.parent.perm_id if order.parent else None,
                 )
             )
         conn.send(*encode_completed_orders_end())
@@ -517,25 +823,37 @@ class OrderDesk:
     # -- the market ----------------------------------------------------------------------
 
     def on_quote(self, con_id: int, quote: Quote) -> None:
-        """Market listener: run the working orders of this instrument (cheap when none)."""
-        fills, triggered = self.engine.on_quote(con_id, quote)
+        """Market listener: run the working orders of this instrument (cheap when none).
+
+        Each fill is reported (and its OCA group reduced) before the next order of the
+        quote is evaluated, so a group "with block" never fills twice on one quote.
+        """
+        reported: set[int] = set()
+
+        def on_fill(fill: Fill) -> None:
+            order = self._by_work.get(fill.order.key)
+            if order is None:
+                return
+            if order.status == "PreSubmitted":
+                order.status = "Submitted"
+            reported.add(fill.order.key)
+            self._execute(order, fill)
+
+        _, triggered = self.engine.on_quote(con_id, quote, on_fill)
         for work in triggered:
             order = self._by_work.get(work.key)
-            if order is not None and order.status == "PreSubmitted":
+            if order is not None and order.status == "PreSubmitted" and order.is_live:
                 order.status = "Submitted"
-                if not any(f.order is work for f in fills):
+                if work.key not in reported:
                     self._send_state(order)
-        for fill in fills:
-            order = self._by_work.get(fill.order.key)
-            if order is not None:
-                self._execute(order, fill)
+        self._apply_deferred_oca()
 
     # -- fills ---------------------------------------------------------------------------
 
     def _execute(self, order: SimOrder, fill: Fill) -> None:
         """Report one fill to its owner and book it on the account."""
         work = order.work
-        now = time.time()
+        now = self.clock.now()
         instrument = order.instrument
         side = "BOT" if order.request.action == "BUY" else "SLD"
         venue = _venue(instrument)
@@ -582,12 +900,16 @@ class OrderDesk:
         owner = self.sim.client(order.client_id)
         if owner is not None:
             owner.send(*self._commission_fields(execution))
+        self._after_fill(order, fill.quantity)
+        if order.status == "Filled":
+            for child in order.children:
+                self._release(child)  # the children start working
 
     def _finish(self, order: SimOrder, status: str, completed_status: str) -> None:
         self._live.pop(order.perm_id, None)
         order.status = status
         order.completed_status = completed_status
-        order.completed_time = exchange_time(time.time())
+        order.completed_time = exchange_time(self.clock.now())
         self.completed.append(order)
 
     # -- messages ------------------------------------------------------------------------
@@ -641,9 +963,9 @@ class OrderDesk:
 
 def _reference_price(req: OrderRequest, quote: Quote) -> float:
     """The price an order's funds are checked at: its limit, its stop, else the quote."""
-    if req.order_type in ("LMT", "STP LMT") and req.lmt_price is not None:
+    if req.order_type in ("LMT", "STP LMT", "LIT", "LOC") and req.lmt_price:
         return req.lmt_price
-    if req.order_type == "STP" and req.aux_price is not None:
+    if req.order_type in ("STP", "MIT") and req.aux_price is not None:
         return req.aux_price
     return quote.ask if req.action == "BUY" else quote.bid
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from . import wire
 from .account import Account
+from .clock import SimClock
 from .config import SimulatorConfig
 from .dispatch import DispatchTable, Handler, RequestError, request_id
 from .faults import PACING_VIOLATION, Faults
@@ -259,12 +260,15 @@ class Simulator:
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
         self.config = config or SimulatorConfig()
+        # The simulated time: order expiry, auctions and trading hours follow it.
+        self.clock = SimClock(self.config.clock_start)
         self.universe = Universe(self.config.instruments)
         self.market = Market(
             self.universe,
             seed=self.config.seed,
             tick_interval=self.config.tick_interval,
             step_size=self.config.step_size,
+            clock=self.clock.now,
         )
         self.account = Account(
             self.config.account_id,

@@ -137,7 +137,7 @@ async def test_insufficient_buying_power_is_error_201_with_a_reason(
             "The percent offset value must be between 0% and 100%.",
         ),
         (
-            Order(action="BUY", totalQuantity=10, orderType="MOC"),
+            Order(action="BUY", totalQuantity=10, orderType="PEG BENCH"),
             387,
             "Unsupported order type for this exchange and security type.",
         ),
@@ -152,7 +152,7 @@ async def test_insufficient_buying_power_is_error_201_with_a_reason(
         "stp-without-stop",
         "trail-without-offset",
         "trail-120pct",
-        "moc",
+        "peg-bench",
         "ioc-stop",
     ],
 )
@@ -170,11 +170,14 @@ async def test_features_the_simulator_does_not_simulate_are_rejected(
     errors = Errors(ib)
     contract = await aapl(ib)
     price = round(simulator.market.quote(contract.conId).bid - 5, 2)
-    bracket = ib.bracketOrder("BUY", 10, price, price + 10, price - 10)
-    parent = ib.placeOrder(contract, bracket.parent)  # transmit=False
-    assert "not supported by the simulator" in await rejected(ib, errors, parent, 201)
-    oca = LimitOrder("BUY", 10, price, ocaGroup="g1", ocaType=1)
-    assert "OCA groups" in await rejected(ib, errors, ib.placeOrder(contract, oca), 201)
+    algo = LimitOrder("BUY", 10, price, algoStrategy="Adaptive")
+    assert "not supported by the simulator" in await rejected(
+        ib, errors, ib.placeOrder(contract, algo), 201
+    )
+    orphan = LimitOrder("SELL", 10, price + 10, parentId=999_999)
+    assert await rejected(ib, errors, ib.placeOrder(contract, orphan), 10006) == (
+        "Missing parent order."
+    )
     wrong_account = MarketOrder("BUY", 1, account="DU9999999")
     message = await rejected(ib, errors, ib.placeOrder(contract, wrong_account), 201)
     assert "DU9999999" in message

@@ -90,8 +90,19 @@ def spec(**kw: object) -> OrderSpec:
         ({"order_type": "STP LMT", "aux_price": None}, 107),
         ({"order_type": "TRAIL", "lmt_price": None}, 158),
         ({"order_type": "TRAIL", "trailing_percent": 150.0}, 159),
-        ({"order_type": "MOC"}, 387),
-        ({"tif": "OPG"}, 111),
+        ({"order_type": "MOC"}, None),
+        ({"order_type": "MOC", "tif": "GTC"}, 111),
+        ({"order_type": "MIDPRICE"}, None),
+        ({"order_type": "PEG BENCH"}, 387),
+        ({"tif": "OPG"}, None),
+        ({"order_type": "STP", "aux_price": 180.0, "tif": "OPG"}, 111),
+        ({"tif": "FOK"}, None),
+        ({"order_type": "MIT", "tif": "FOK", "aux_price": 180.0}, 111),
+        ({"order_type": "MIT"}, 107),
+        ({"order_type": "LIT", "aux_price": 180.0, "lmt_price": None}, 107),
+        ({"order_type": "TRAIL LIMIT", "aux_price": 1.0}, 201),
+        ({"order_type": "TRAIL LIMIT", "aux_price": 1.0, "lmt_price_offset": 0.1}, None),
+        ({"order_type": "REL", "percent_offset": 1.5}, 159),
         ({"order_type": "STP", "aux_price": 180.0, "tif": "IOC"}, 111),
         ({"action": "SSHORTX"}, 321),
         ({"trigger_method": 5}, 146),
@@ -103,6 +114,29 @@ def spec(**kw: object) -> OrderSpec:
 )
 def test_validation_codes(overrides: dict[str, object], code: int | None) -> None:
     rejection = validate(spec(**overrides), sec_type="STK", min_tick=0.01)
+    assert (rejection.code if rejection else None) == code
+
+
+CASH_TAGS = "DAY,GTC,GTD,IOC,LIT,LMT,MIT,MKT,REL,STP,STPLMT,TRAIL,TRAILLIT,TRAILLMT"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        ({"order_type": "MOC"}, 387),
+        ({"order_type": "MIDPRICE"}, 387),
+        ({"order_type": "MIT", "aux_price": 1.1}, None),
+        ({"tif": "OPG"}, 111),
+        ({"tif": "FOK"}, 111),
+    ],
+)
+def test_an_instrument_supports_what_its_contract_details_list(
+    overrides: dict[str, object], code: int | None
+) -> None:
+    base = {"quantity": Decimal(20000), "lmt_price": 1.1}
+    rejection = validate(
+        spec(**{**base, **overrides}), sec_type="CASH", min_tick=0.00005, order_types=CASH_TAGS
+    )
     assert (rejection.code if rejection else None) == code
 
 
@@ -344,3 +378,126 @@ def test_no_fill_without_displayed_size() -> None:
     o = order("SELL", 100)
     assert engine.submit(o, quote(10.00, 10.01, bid_size=0)).fills == []
     assert [f.quantity for f in engine.on_quote(AAPL, quote(10.00, 10.01)).fills] == [100]
+
+
+# --------------------------------------------------------------------------- advanced types
+
+
+def test_mit_buy_triggers_when_the_price_falls_to_it() -> None:
+    engine = MatchingEngine()
+    o = order("BUY", 100, "MIT", aux_price=95.00)
+    assert engine.submit(o, quote(99.99, 100.01)).fills == []
+    assert engine.on_quote(AAPL, quote(101.00, 101.02)).fills == []  # the other way: nothing
+    result = engine.on_quote(AAPL, quote(94.98, 95.00, last=94.99))
+    assert result.triggered == [o]
+    assert [(f.quantity, f.price) for f in result.fills] == [(100, 95.00)]
+
+
+def test_lit_sell_triggers_when_the_price_rises_then_works_as_a_limit() -> None:
+    engine = MatchingEngine()
+    o = order("SELL", 100, "LIT", aux_price=105.00, lmt_price=105.10)
+    engine.submit(o, quote(99.99, 100.01))
+    # Touched, but the bid is below the limit: it rests.
+    assert engine.on_quote(AAPL, quote(105.00, 105.02, last=105.01)).fills == []
+    assert o.triggered
+    fills = engine.on_quote(AAPL, quote(105.20, 105.22)).fills
+    assert [(f.price, f.liquidity) for f in fills] == [(105.10, ADDED_LIQUIDITY)]
+
+
+def test_trail_limit_limit_is_the_stop_minus_the_offset() -> None:
+    engine = MatchingEngine()
+    o = order("SELL", 100, "TRAIL LIMIT", aux_price=1.00, lmt_price_offset=0.10)
+    engine.submit(o, quote(99.99, 100.01, last=100.00))
+    engine.on_quote(AAPL, quote(101.99, 102.01, last=102.00))
+    assert o.trail_stop == 101.00
+    # Hit at 100.99: a sell limit at 100.90; the bid 100.80 is below it.
+    assert engine.on_quote(AAPL, quote(100.80, 100.82, last=100.99)).fills == []
+    assert o.triggered and o.trail_limit == 100.90
+    fills = engine.on_quote(AAPL, quote(100.95, 100.97)).fills
+    assert [f.price for f in fills] == [100.90]
+
+
+def test_midprice_fills_at_the_midpoint_within_its_cap() -> None:
+    engine = MatchingEngine()
+    capped = order("BUY", 100, "MIDPRICE", lmt_price=99.00)
+    assert engine.submit(capped, quote(99.99, 100.01)).fills == []
+    free = order("BUY", 100, "MIDPRICE")
+    fills = engine.submit(free, quote(99.99, 100.03)).fills
+    assert [(f.quantity, f.price) for f in fills] == [(100, 100.01)]
+    assert [f.price for f in engine.on_quote(AAPL, quote(98.97, 98.99)).fills] == [98.98]
+
+
+def test_relative_order_pegs_to_the_bid_and_fills_when_the_market_comes_through() -> None:
+    engine = MatchingEngine()
+    o = order("BUY", 100, "REL", aux_price=0.01)
+    assert engine.submit(o, quote(99.99, 100.02)).fills == []
+    assert o.peg_price == 100.00  # bid + offset
+    assert engine.on_quote(AAPL, quote(100.09, 100.12)).fills == []
+    assert o.peg_price == 100.10  # it follows the bid up
+    fills = engine.on_quote(AAPL, quote(100.05, 100.08)).fills  # the ask fell through 100.10
+    assert [(f.price, f.liquidity) for f in fills] == [(100.10, ADDED_LIQUIDITY)]
+
+
+def test_relative_order_cap() -> None:
+    engine = MatchingEngine()
+    o = order("SELL", 100, "REL", aux_price=0.01, lmt_price=101.00)
+    engine.submit(o, quote(99.99, 100.02))
+    assert o.peg_price == 101.00  # ask - offset would be 100.01: the floor wins
+
+
+def test_fok_fills_everything_or_nothing() -> None:
+    engine = MatchingEngine()
+    too_big = order("BUY", 1000, tif="FOK")
+    result = engine.submit(too_big, quote(10.00, 10.01, ask_size=300))
+    assert result.fills == [] and result.expired and too_big.filled == 0
+    fits = order("BUY", 300, tif="FOK")
+    result = engine.submit(fits, quote(10.00, 10.01, ask_size=300))
+    assert [f.quantity for f in result.fills] == [300] and not result.expired
+
+
+def test_auction_orders_wait_for_the_auction() -> None:
+    engine = MatchingEngine()
+    moc = order("BUY", 100, "MOC")
+    loc = order("SELL", 100, "LOC", lmt_price=101.00)
+    opg = order("BUY", 100, "LMT", lmt_price=99.00, tif="OPG")
+    for o in (moc, loc, opg):
+        assert engine.submit(o, quote(99.99, 100.01)).fills == []
+    assert engine.on_quote(AAPL, quote(89.99, 90.01)).fills == []  # no continuous trading
+    fills = engine.auction(AAPL, 100.50, {moc.key, loc.key}.__contains__)
+    # All of it at the auction price (no size limit); the LOC's limit was not reached.
+    assert [(f.order, f.quantity, f.price) for f in fills] == [(moc, 100, 100.50)]
+    assert moc.key not in engine and loc.key not in engine and opg.key in engine
+    assert [f.price for f in engine.auction(AAPL, 98.50, {opg.key}.__contains__)] == [98.50]
+
+
+def test_held_orders_do_nothing_until_activated() -> None:
+    engine = MatchingEngine()
+    o = order("SELL", 100, "STP", aux_price=95.00)
+    o.held = True
+    engine.submit(o, quote(99.99, 100.01))
+    assert engine.on_quote(AAPL, quote(89.99, 90.01, last=90.00)).fills == []
+    assert not o.triggered
+    fills = engine.activate(o.key, quote(89.99, 90.01, last=90.00))
+    assert [(f.quantity, f.price) for f in fills] == [(100, 89.99)]
+
+
+def test_on_fill_runs_before_the_next_order_so_it_can_cancel_it() -> None:
+    engine = MatchingEngine()
+    first = order("SELL", 100, "LMT", lmt_price=101.00)
+    second = order("SELL", 100, "STP", aux_price=99.00)
+    engine.submit(first, quote(99.99, 100.01))
+    engine.submit(second, quote(99.99, 100.01))
+    seen: list[int] = []
+
+    def on_fill(fill: object) -> None:
+        seen.append(1)
+        engine.cancel(second.key)
+
+    # One quote that would fill both (a spike through the limit, last below the stop).
+    result = engine.on_quote(AAPL, quote(101.50, 101.52, last=98.00), on_fill)
+    assert [f.order for f in result.fills] == [first] and seen == [1]
+    engine.submit(third := order("SELL", 100, "LMT", lmt_price=200.00), quote(99.99, 100.01))
+    engine.resize(third.key, Decimal(40))
+    assert third.remaining == 40
+    engine.resize(third.key, Decimal(0))
+    assert third.key not in engine
