@@ -11,8 +11,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY server ./server
 COPY client_stubs/python ./client_stubs/python
-# wheels of the gateway and of every dependency, so the runtime stage installs offline
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# wheels of the client package, the gateway and every dependency, so the runtime stage
+# installs offline (the gateway depends on ibgateway-client, which is not on PyPI)
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ./client_stubs/python \
+    && pip wheel --no-cache-dir --wheel-dir /wheels --find-links /wheels .
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \

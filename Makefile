@@ -7,8 +7,14 @@ STAMP  := $(VENV)/.installed
 # ib_insync's. The tests run it as a subprocess against the simulator.
 COMPAT_VENV  ?= .venv-compat
 COMPAT_STAMP := $(COMPAT_VENV)/.installed
+# the client package alone (no server dependency), as a user installs it: the tests run the
+# examples with it and type-check them under mypy
+CLIENT_DIR   := client_stubs/python
+CLIENT_VENV  ?= .venv-client
+CLIENT_STAMP := $(CLIENT_VENV)/.installed
+CLIENT_FILES := $(CLIENT_DIR)/pyproject.toml $(shell find $(CLIENT_DIR)/ibgateway -name '*.py' -o -name '*.pyi' -o -name py.typed)
 
-.PHONY: install compat run sim test lint proto buf bench clean
+.PHONY: install compat client run sim test lint proto buf bench clean
 
 PROTOS    := $(wildcard protos/ibgateway/v1/*.proto)
 STUBS_DIR := client_stubs/python
@@ -17,9 +23,10 @@ BUF_VERSION := 1.75.0
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CLIENT_DIR)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e $(CLIENT_DIR)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -31,6 +38,14 @@ $(COMPAT_STAMP):
 	$(COMPAT_VENV)/bin/python -m pip install --quiet 'ib_async>=2,<3' 'pytest>=8,<10'
 	touch $(COMPAT_STAMP)
 
+## the client package in a virtual environment of its own (used by the tests; `make client`)
+client: $(CLIENT_STAMP)
+
+$(CLIENT_STAMP): $(CLIENT_FILES)
+	$(PYTHON) -m venv $(CLIENT_VENV)
+	$(CLIENT_VENV)/bin/python -m pip install --quiet './$(CLIENT_DIR)[typing]' 'mypy>=1.11,<3'
+	touch $(CLIENT_STAMP)
+
 ## run the gateway on 127.0.0.1:50051 with the embedded TWS simulator behind it
 run: install
 	$(VENV)/bin/ibgw serve
@@ -40,7 +55,7 @@ sim: install
 	$(PY) -m tws_simulator --host 127.0.0.1 --port 7497
 
 ## the whole test suite (unit + end-to-end against the simulator)
-test: install compat
+test: install compat client
 	$(PY) -m pytest
 
 ## regenerate the committed Python stubs (messages, gRPC stubs, .pyi type stubs)
@@ -60,8 +75,8 @@ buf: $(BUF)
 
 lint: install $(BUF)
 	$(BUF) lint
-	$(VENV)/bin/ruff check server tests bench
-	$(VENV)/bin/ruff format --check server tests bench
+	$(VENV)/bin/ruff check server tests bench examples $(CLIENT_DIR)
+	$(VENV)/bin/ruff format --check server tests bench examples $(CLIENT_DIR)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports  # the layering of DESIGN.md, as contracts in pyproject.toml
 
@@ -70,4 +85,4 @@ bench: install
 	$(PY) -m bench.quotes_fanout $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT_VENV) $(CLIENT_VENV) .pytest_cache .mypy_cache .ruff_cache
