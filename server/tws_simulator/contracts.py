@@ -6,16 +6,19 @@ contract (market data, ...).
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
+from . import wire
 from .dispatch import RequestError
 from .instruments import MARKET_RULES, Instrument, Universe
 from .message_ids import In, Out
 from .versions import BOND_ISSUERID, SIZE_RULES
+from .wire import fmt_float
 
 if TYPE_CHECKING:
     from .server import ClientConnection, Simulator
@@ -160,9 +163,27 @@ def _eastern_today() -> date:
 
 def trading_hours(inst: Instrument, today: date | None = None) -> tuple[str, str]:
     """(tradingHours, liquidHours) for the coming week, in TWS's text layout."""
-    first = today or _eastern_today()
+    kind = "CASH" if inst.is_cash else "CME" if inst.sec_type in ("FUT", "FOP") else "US"
+    return _hours(kind, today or _eastern_today())
+
+
+@functools.lru_cache(maxsize=16)
+def _hours(kind: str, first: date) -> tuple[str, str]:
     days = [first + timedelta(days=n) for n in range(_TRADING_DAYS_LISTED)]
-    if inst.is_cash:
+    if kind == "CME":
+        # CME Globex equity futures: Sunday-Friday 17:00-16:00 Central, RTH 08:30-15:00.
+        trading = ";".join(
+            f"{d - timedelta(days=1):%Y%m%d}:1700-{d:%Y%m%d}:1600"
+            if d.weekday() < 5
+            else f"{d:%Y%m%d}:CLOSED"
+            for d in days
+        )
+        liquid = ";".join(
+            f"{d:%Y%m%d}:0830-{d:%Y%m%d}:1500" if d.weekday() < 5 else f"{d:%Y%m%d}:CLOSED"
+            for d in days
+        )
+        return trading, liquid
+    if kind == "CASH":
         # IDEALPRO trades Sunday 17:15 to Friday 17:00 (ET); the capture's layout, leading ';'.
         sessions = [
             f"{d - timedelta(days=1):%Y%m%d}:1715-{d:%Y%m%d}:1700" for d in days if d.weekday() < 5
@@ -187,10 +208,24 @@ def format_tick(value: float) -> str:
     return f"{value:.10f}".rstrip("0").rstrip(".")
 
 
+def strike_text(inst: Instrument) -> str:
+    """The strike as contractDetails writes it: a plain 0 unless it is an option."""
+    return fmt_float(inst.strike) if inst.strike else "0"
+
+
 def contract_details_fields(
-    inst: Instrument, req_id: int, exchange: str, version: int, today: date | None = None
+    inst: Instrument,
+    req_id: int,
+    exchange: str,
+    version: int,
+    today: date | None = None,
+    *,
+    sec_type: str = "",
 ) -> list[object]:
-    """One contractDetails message (layout of a real TWS, see the EUR.USD capture)."""
+    """One contractDetails message (layout of a real TWS, see the EUR.USD capture).
+
+    ``sec_type`` overrides the reported type (a CONTFUT request is answered as CONTFUT,
+    with the front future's con id)."""
     hours, liquid = trading_hours(inst, today)
     rules = ",".join([str(inst.market_rule_id)] * len(inst.valid_exchange_names()))
     fields: list[object] = [Out.CONTRACT_DATA]
@@ -199,10 +234,10 @@ def contract_details_fields(
     fields += [
         req_id,
         inst.symbol,
-        inst.sec_type,
-        "",  # lastTradeDateOrContractMonth (and last trade time)
-        "0",  # strike: TWS writes a plain 0 here
-        "",  # right
+        sec_type or inst.sec_type,
+        inst.last_trade_date,  # lastTradeDateOrContractMonth (and last trade time)
+        strike_text(inst),
+        inst.right,
         exchange,
         inst.currency,
         inst.local_symbol,
@@ -218,10 +253,10 @@ def contract_details_fields(
         inst.order_types,
         inst.valid_exchanges,
         1,  # priceMagnifier
-        0,  # underConId
+        inst.under_con_id,
         inst.long_name,
         inst.primary_exchange,
-        "",  # contractMonth
+        inst.contract_month,
         inst.industry,
         inst.category,
         inst.subcategory,
@@ -237,10 +272,10 @@ def contract_details_fields(
         fields += [0]
     fields += [
         inst.agg_group,
-        "",  # underSymbol
-        "",  # underSecType
+        inst.under_symbol,
+        inst.under_sec_type,
         rules,
-        "",  # realExpirationDate
+        inst.last_trade_date,  # realExpirationDate
         inst.stock_type,
     ]
     if version == SIZE_RULES - 1:
@@ -248,6 +283,42 @@ def contract_details_fields(
     elif version >= SIZE_RULES:
         fields += [inst.min_size, inst.size_increment, inst.suggested_size_increment]
     return fields
+
+
+def option_parameter_fields(
+    options: list[Instrument], req_id: int, exchange: str = ""
+) -> list[list[object]]:
+    """securityDefinitionOptionParameter messages: one per exchange and trading class, each
+    with every expiry and strike of the class (as TWS sends them: the union over
+    expiries, so not every strike exists on every expiry). ``exchange`` keeps one."""
+    classes: dict[tuple[str, str, int], tuple[set[str], set[float], tuple[str, ...]]] = {}
+    for opt in options:
+        key = (opt.trading_class, opt.multiplier, opt.under_con_id)
+        expiries, strikes, _ = classes.setdefault(key, (set(), set(), opt.valid_exchange_names()))
+        expiries.add(opt.last_trade_date)
+        strikes.add(opt.strike)
+    messages: list[list[object]] = []
+    for (trading_class, multiplier, under_con_id), (expiries, strikes, venues) in sorted(
+        classes.items()
+    ):
+        for venue in venues:
+            if exchange and venue != exchange:
+                continue
+            messages.append(
+                [
+                    Out.SECURITY_DEFINITION_OPTION_PARAMETER,
+                    req_id,
+                    venue,
+                    under_con_id,
+                    trading_class,
+                    multiplier,
+                    len(expiries),
+                    *sorted(expiries),
+                    len(strikes),
+                    *sorted(strikes),
+                ]
+            )
+    return messages
 
 
 def symbol_samples_fields(insts: list[Instrument], req_id: int, version: int) -> list[object]:
@@ -285,9 +356,22 @@ def install(sim: Simulator) -> None:
             found = [i for i in universe.instruments if i.isin == sec_id.upper()]
         if not found:
             raise RequestError(NO_SECURITY_DEFINITION, NO_SECURITY_DEFINITION_TEXT, req_id)
-        for inst in found:
-            exchange = spec.exchange.upper() or inst.exchange
-            conn.send(*contract_details_fields(inst, req_id, exchange, conn.server_version))
+        reported = "CONTFUT" if spec.sec_type.upper() == "CONTFUT" else ""
+        today = _eastern_today()
+        out = [
+            wire.encode_message(
+                contract_details_fields(
+                    inst,
+                    req_id,
+                    spec.exchange.upper() or inst.exchange,
+                    conn.server_version,
+                    today,
+                    sec_type=reported,
+                )
+            )
+            for inst in found
+        ]
+        conn.send_raw(b"".join(out))
         conn.send(Out.CONTRACT_DATA_END, 1, req_id)
 
     def req_matching_symbols(conn: ClientConnection, fields: list[str]) -> None:
@@ -309,8 +393,20 @@ def install(sim: Simulator) -> None:
         conn.send(Out.MARKET_RULE, rule_id, len(increments), *flat)
 
     def req_sec_def_opt_params(conn: ClientConnection, fields: list[str]) -> None:
-        # No options here: the answer is just the end marker.
-        conn.send(Out.SECURITY_DEFINITION_OPTION_PARAMETER_END, int(fields[0]))
+        # [reqId, underlyingSymbol, futFopExchange, underlyingSecType, underlyingConId]
+        req_id = int(fields[0])
+        symbol, fop_exchange, _sec_type, con_text = [*fields[1:5], "", "", "", ""][:4]
+        under = universe.by_con_id(int(con_text or 0))
+        if under is None or (symbol and symbol.upper() != under.symbol):
+            raise RequestError(NO_SECURITY_DEFINITION, NO_SECURITY_DEFINITION_TEXT, req_id)
+        out = [
+            wire.encode_message(f)
+            for f in option_parameter_fields(
+                universe.options_on(under.con_id), req_id, fop_exchange.upper()
+            )
+        ]
+        conn.send_raw(b"".join(out))
+        conn.send(Out.SECURITY_DEFINITION_OPTION_PARAMETER_END, req_id)
 
     sim.register(In.REQ_CONTRACT_DATA, req_contract_details)
     sim.register(In.REQ_MATCHING_SYMBOLS, req_matching_symbols)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import date
 
 # What TWS lists for a US stock routed through SMART (abridged to the common ones).
 _STK_ORDER_TYPES = (
@@ -24,8 +25,31 @@ _CASH_ORDER_TYPES = (
     "DEACTDIS,DEACTEOD,GAT,GTC,GTD,GTT,HID,IOC,LIT,LMT,MIT,MKT,NONALGO,OCA,REL,RELPCTOFS,"
     "SCALE,SCALERST,STP,STPLMT,TRAIL,TRAILLIT,TRAILLMT,TRAILMIT,WHATIF"
 )
+# What TWS lists for a US equity option, an index and a CME future (abridged).
+OPT_ORDER_TYPES = (
+    "ACTIVETIM,AD,ADJUST,ALERT,ALLOC,AVGCOST,BASKET,COND,CONDORDER,DAY,DEACT,DEACTDIS,"
+    "DEACTEOD,DIS,GAT,GTC,GTD,GTT,HID,IOC,LIT,LMT,MIT,MKT,MTL,NGCOMB,NONALGO,OCA,OPG,"
+    "OPGREROUT,PEGMID,REL,RELPCTOFS,SCALE,SCALERST,SIZECHK,STP,STPLMT,TRAIL,TRAILLIT,"
+    "TRAILLMT,TRAILMIT,VOLAT,WHATIF"
+)
+OPT_VALID_EXCHANGES = (
+    "SMART,AMEX,CBOE,PHLX,PSE,ISE,BOX,BATS,NASDAQOM,CBOE2,NASDAQBX,MIAX,GEMINI,EDGX,"
+    "MERCURY,PEARL,EMERALD,MEMX,IBUSOPT"
+)
+IND_ORDER_TYPES = "ACTIVETIM,AD,ADJUST,ALERT,ALLOC,AVGCOST,BASKET,COND,CONDORDER,DAY,GTC"
+FUT_ORDER_TYPES = (
+    "ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,COND,CONDORDER,DAY,DEACT,DEACTDIS,"
+    "DEACTEOD,GAT,GTC,GTD,GTT,HID,ICE,IOC,LIT,LMT,LTH,MIT,MKT,MTL,NGCOMB,NONALGO,OCA,SCALE,"
+    "SCALERST,SNAPMID,SNAPMKT,SNAPREL,STP,STPLMT,TRAIL,TRAILLIT,TRAILLMT,TRAILMIT,WHATIF"
+)
 US_STOCK_MARKET_RULE = 26  # 0.01 at every price level
 IDEALPRO_MARKET_RULE = 3188  # 0.00005 (half a pip)
+OPTION_MARKET_RULE = 32  # 0.01 below 3.00, 0.05 from 3.00 (the non-penny option grid)
+PENNY_OPTION_MARKET_RULE = 110  # 0.01 at every price (SPY, QQQ: the penny program)
+INDEX_MARKET_RULE = 109  # 0.01
+CME_QUARTER_MARKET_RULE = 67  # 0.25 (ES, NQ)
+CME_FOP_MARKET_RULE = 239  # 0.05 below 5.00, 0.25 from 5.00 (ES options)
+DERIVATIVE_SEC_TYPES = frozenset({"OPT", "FUT", "FOP", "CONTFUT"})
 
 
 @dataclass(frozen=True)
@@ -34,8 +58,8 @@ class Instrument:
 
     con_id: int
     symbol: str
-    sec_type: str  # "STK" or "CASH"
-    exchange: str  # "SMART" or "IDEALPRO"
+    sec_type: str  # "STK", "CASH", "IND", "OPT", "FUT" or "FOP"
+    exchange: str  # "SMART", "IDEALPRO", "CBOE", "CME", ...
     primary_exchange: str
     currency: str
     local_symbol: str
@@ -57,6 +81,14 @@ class Instrument:
     min_size: str = "0.0001"
     size_increment: str = "0.0001"
     suggested_size_increment: str = "100"
+    # Derivatives (empty / zero for stocks, forex and indices).
+    last_trade_date: str = ""  # YYYYMMDD
+    strike: float = 0.0
+    right: str = ""  # "C" or "P"
+    contract_month: str = ""  # YYYYMM
+    under_con_id: int = 0
+    under_symbol: str = ""
+    under_sec_type: str = ""
     # Simulated market parameters.
     start_price: float = 100.0
     spread_ticks: int = 1  # typical bid/ask spread, in ticks
@@ -66,6 +98,24 @@ class Instrument:
     @property
     def is_cash(self) -> bool:
         return self.sec_type == "CASH"
+
+    @property
+    def is_index(self) -> bool:
+        """An index has a value but no bid, ask or trades."""
+        return self.sec_type == "IND"
+
+    @property
+    def is_derivative(self) -> bool:
+        return self.sec_type in DERIVATIVE_SEC_TYPES
+
+    @property
+    def is_option(self) -> bool:
+        return self.sec_type in ("OPT", "FOP")
+
+    @property
+    def price_multiplier(self) -> float:
+        """How many units of the price one contract is worth (100 for a US option)."""
+        return float(self.multiplier) if self.multiplier else 1.0
 
     def valid_exchange_names(self) -> tuple[str, ...]:
         return tuple(self.valid_exchanges.split(","))
@@ -142,6 +192,52 @@ DEFAULT_INSTRUMENTS: tuple[Instrument, ...] = (
         stock_type="ETF",
     ),
     Instrument(
+        con_id=416904,
+        symbol="SPX",
+        sec_type="IND",
+        exchange="CBOE",
+        primary_exchange="",
+        currency="USD",
+        local_symbol="SPX",
+        trading_class="SPX",
+        market_name="SPX",
+        min_tick=0.01,
+        long_name="S&P 500 Stock Index",
+        order_types=IND_ORDER_TYPES,
+        valid_exchanges="CBOE",
+        market_rule_id=INDEX_MARKET_RULE,
+        agg_group=2147483647,
+        min_size="1",
+        size_increment="1",
+        suggested_size_increment="1",
+        start_price=4567.80,
+        lot_size=1,
+        volatility=0.0002,
+    ),
+    Instrument(
+        con_id=416843,
+        symbol="NDX",
+        sec_type="IND",
+        exchange="NASDAQ",
+        primary_exchange="",
+        currency="USD",
+        local_symbol="NDX",
+        trading_class="NDX",
+        market_name="NDX",
+        min_tick=0.01,
+        long_name="NASDAQ 100 Stock Index",
+        order_types=IND_ORDER_TYPES,
+        valid_exchanges="NASDAQ",
+        market_rule_id=INDEX_MARKET_RULE,
+        agg_group=2147483647,
+        min_size="1",
+        size_increment="1",
+        suggested_size_increment="1",
+        start_price=15982.40,
+        lot_size=1,
+        volatility=0.00025,
+    ),
+    Instrument(
         con_id=12087792,
         symbol="EUR",
         sec_type="CASH",
@@ -171,7 +267,22 @@ DEFAULT_INSTRUMENTS: tuple[Instrument, ...] = (
 MARKET_RULES: dict[int, tuple[tuple[float, float], ...]] = {
     US_STOCK_MARKET_RULE: ((0.0, 0.01),),
     IDEALPRO_MARKET_RULE: ((0.0, 0.00005),),
+    OPTION_MARKET_RULE: ((0.0, 0.01), (3.0, 0.05)),
+    PENNY_OPTION_MARKET_RULE: ((0.0, 0.01),),
+    INDEX_MARKET_RULE: ((0.0, 0.01),),
+    CME_QUARTER_MARKET_RULE: ((0.0, 0.25),),
+    CME_FOP_MARKET_RULE: ((0.0, 0.05), (5.0, 0.25)),
 }
+
+
+def tick_at(rule_id: int, price: float) -> float:
+    """The price increment a market rule sets at ``price`` (the last band at or below it)."""
+    bands = MARKET_RULES.get(rule_id, ((0.0, 0.01),))
+    step = bands[0][1]
+    for low, increment in bands:
+        if price >= low:
+            step = increment
+    return step
 
 
 def _matches(wanted: str, actual: str) -> bool:
@@ -179,12 +290,41 @@ def _matches(wanted: str, actual: str) -> bool:
     return not wanted or wanted.upper() == actual.upper()
 
 
-class Universe:
-    """The instruments known to the simulator, looked up the way TWS resolves contracts."""
+def _expiry_matches(wanted: str, inst: Instrument) -> bool:
+    """IB reads an expiry as a day (YYYYMMDD) or a contract month (YYYYMM); for a future
+    the month is its contract month, for an option the month of its expiry."""
+    if not wanted:
+        return True
+    wanted = wanted.split()[0]
+    if len(wanted) == 6:
+        return inst.contract_month == wanted or inst.last_trade_date.startswith(wanted)
+    return inst.last_trade_date == wanted
 
-    def __init__(self, instruments: Iterable[Instrument] = DEFAULT_INSTRUMENTS) -> None:
+
+def _right(text: str) -> str:
+    return {"CALL": "C", "PUT": "P"}.get(text.upper(), text.upper())
+
+
+class Universe:
+    """The instruments known to the simulator, looked up the way TWS resolves contracts.
+
+    ``instruments`` are the listed ones (stocks, indices, forex), each with its own random
+    walk; their derivatives (options, futures, futures options: see :mod:`options`) are
+    built on first use, for the listing date ``today`` (US/Eastern today by default).
+    """
+
+    def __init__(
+        self,
+        instruments: Iterable[Instrument] = DEFAULT_INSTRUMENTS,
+        *,
+        today: date | None = None,
+    ) -> None:
         self._instruments = tuple(instruments)
         self._by_con_id = {i.con_id: i for i in self._instruments}
+        self._today = today
+        self._derivatives: tuple[Instrument, ...] | None = None
+        self._derivative_by_con_id: dict[int, Instrument] = {}
+        self._by_root: dict[tuple[str, str], list[Instrument]] = {}
 
     def __iter__(self) -> Iterator[Instrument]:
         return iter(self._instruments)
@@ -194,16 +334,59 @@ class Universe:
 
     @property
     def instruments(self) -> tuple[Instrument, ...]:
+        """The listed instruments (each walks on its own; derivatives follow them)."""
         return self._instruments
 
+    @property
+    def today(self) -> date:
+        if self._today is None:
+            from .options import eastern_today
+
+            self._today = eastern_today()
+        return self._today
+
+    @property
+    def derivatives(self) -> tuple[Instrument, ...]:
+        """Every option, future and futures option (built once, on first use)."""
+        if self._derivatives is None:
+            from .options import build_derivatives
+
+            built = tuple(build_derivatives(self._instruments, self.today))
+            self._derivative_by_con_id = {d.con_id: d for d in built}
+            for d in built:
+                self._by_root.setdefault((d.symbol, d.sec_type), []).append(d)
+            self._derivatives = built
+        return self._derivatives
+
     def by_con_id(self, con_id: int) -> Instrument | None:
-        return self._by_con_id.get(con_id)
+        inst = self._by_con_id.get(con_id)
+        if inst is None and con_id:
+            self.derivatives  # noqa: B018 (built on first use)
+            inst = self._derivative_by_con_id.get(con_id)
+        return inst
+
+    def underlying(self, inst: Instrument) -> Instrument | None:
+        return self.by_con_id(inst.under_con_id) if inst.under_con_id else None
+
+    def front_future(self, symbol: str) -> Instrument | None:
+        """The future of ``symbol`` that expires first (what IB's CONTFUT designates)."""
+        self.derivatives  # noqa: B018
+        futures = self._by_root.get((symbol.upper(), "FUT"), [])
+        return min(futures, key=lambda f: f.last_trade_date, default=None)
+
+    def options_on(self, under_con_id: int) -> list[Instrument]:
+        """The options (and futures options) whose underlying is ``under_con_id``."""
+        return [d for d in self.derivatives if d.is_option and d.under_con_id == under_con_id]
 
     def by_symbol(self, symbol: str) -> Instrument | None:
-        """The instrument with this symbol or local symbol (e.g. "AAPL", "EUR.USD")."""
+        """The instrument with this symbol or local symbol (e.g. "AAPL", "EUR.USD",
+        "ESZ3", "AAPL  240119C00190000")."""
         wanted = symbol.upper()
         for inst in self._instruments:
             if wanted in (inst.symbol, inst.local_symbol.upper()):
+                return inst
+        for inst in self.derivatives:
+            if wanted == inst.local_symbol.upper():
                 return inst
         return None
 
@@ -223,27 +406,40 @@ class Universe:
         right: str = "",
         multiplier: str = "",
     ) -> list[Instrument]:
-        """Every instrument a (partial) contract spec designates; empty means error 200."""
+        """Every instrument a (partial) contract spec designates; empty means error 200,
+        several means TWS lists them all (and a client asking for one sees ambiguity)."""
+        kind = sec_type.upper()
         if con_id:
-            inst = self._by_con_id.get(con_id)
+            inst = self.by_con_id(con_id)
             candidates = [inst] if inst else []
-        else:
-            if not (symbol or local_symbol):
-                return []
-            candidates = list(self._instruments)
-        if last_trade_date or strike or right or multiplier:
-            # Only stocks and forex exist here: a derivative spec never matches.
+        elif not (symbol or local_symbol):
             return []
+        elif kind == "CONTFUT":
+            front = self.front_future(symbol)
+            candidates = [front] if front else []
+            kind = "FUT"
+        elif kind in DERIVATIVE_SEC_TYPES:
+            self.derivatives  # noqa: B018
+            candidates = list(self._by_root.get((symbol.upper(), kind), []))
+        elif local_symbol and not symbol:
+            candidates = [*self._instruments, *self.derivatives]
+        else:
+            candidates = list(self._instruments)
+        wanted_right = _right(right)
         return [
             inst
             for inst in candidates
             if _matches(symbol, inst.symbol)
-            and _matches(sec_type, inst.sec_type)
+            and _matches(kind, inst.sec_type)
             and (not exchange or exchange.upper() in inst.valid_exchange_names())
             and _matches(currency, inst.currency)
             and _matches(primary_exchange, inst.primary_exchange)
             and _matches(local_symbol, inst.local_symbol)
             and _matches(trading_class, inst.trading_class)
+            and _expiry_matches(last_trade_date, inst)
+            and (not strike or abs(strike - inst.strike) < 1e-6)
+            and _matches(wanted_right, inst.right)
+            and (not multiplier or _same_number(multiplier, inst.multiplier))
         ]
 
     def search(self, pattern: str) -> list[Instrument]:
@@ -263,3 +459,10 @@ class Universe:
             and any(word.startswith(wanted) for word in i.long_name.upper().split())
         ]
         return by_symbol + by_name
+
+
+def _same_number(a: str, b: str) -> bool:
+    try:
+        return float(a) == float(b or 0)
+    except ValueError:
+        return False

@@ -10,8 +10,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from .instruments import Instrument, Universe
+
+if TYPE_CHECKING:
+    from .options import DerivedWalker, OptionModel
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +81,8 @@ class _Walker:
         self._spread = inst.spread_ticks
         self._lot = inst.lot_size
         self._vol = inst.volatility
-        self._is_cash = inst.is_cash
+        # Forex and indices have no trades: their "last" follows the midpoint.
+        self._is_cash = inst.is_cash or inst.is_index
         self.mid_ticks = float(round(inst.start_price / self._tick))
         close = self._price(round(self.mid_ticks * (1 + rng.uniform(-0.01, 0.01))))
         bid_t, ask_t = self._bid_ask_ticks()
@@ -186,7 +191,8 @@ class Market:
     ``len(universe) / tick_interval`` (``step_size / tick_interval``) per second.
     Listeners are called synchronously on every change; keep them cheap. Steps that the
     process cannot make in time are dropped (see :data:`MAX_WORK_PER_WAKE`); ``dropped``
-    counts them.
+    counts them. Derivatives (options, futures) are priced from their underlying from
+    the first time anyone reads their quote on, then re-priced after each of its steps.
     """
 
     def __init__(
@@ -219,6 +225,9 @@ class Market:
         self._order = list(self._walker_list)
         random.Random(rng.getrandbits(64)).shuffle(self._order)
         self._next = 0
+        self._derived_seed = rng.getrandbits(64)
+        self._derived: dict[int, DerivedWalker] = {}
+        self._dependents: dict[int, list[DerivedWalker]] = {}  # underlying con_id → walkers
         self._listeners: list[QuoteListener] = []
         self._task: asyncio.Task[None] | None = None
         self.steps = 0
@@ -227,7 +236,34 @@ class Market:
     # -- reading -------------------------------------------------------------------------
 
     def quote(self, con_id: int) -> Quote:
-        return self._walkers[con_id].quote
+        walker = self._walkers.get(con_id)
+        if walker is not None:
+            return walker.quote
+        return self._derived_walker(con_id).quote
+
+    def option_model(self, con_id: int) -> OptionModel | None:
+        """The model inputs behind an option's latest quote (None for anything else)."""
+        walker = self._derived.get(con_id)
+        return walker.model if walker is not None else None
+
+    def _derived_walker(self, con_id: int) -> DerivedWalker:
+        """The walker of a derivative, started (priced off its underlying) on first use."""
+        walker = self._derived.get(con_id)
+        if walker is not None:
+            return walker
+        from .options import DerivedWalker, atm_vol_of
+
+        inst = self.universe.by_con_id(con_id)
+        if inst is None or not inst.under_con_id:
+            raise KeyError(con_id)
+        under = self.quote(inst.under_con_id)
+        # Seeded from the instrument, so a derivative's walk does not depend on which
+        # other derivatives were read before it.
+        rng = random.Random(self._derived_seed ^ con_id)
+        walker = DerivedWalker(inst, atm_vol_of(inst), rng, under, self._clock())
+        self._derived[con_id] = walker
+        self._dependents.setdefault(inst.under_con_id, []).append(walker)
+        return walker
 
     def add_listener(self, fn: QuoteListener) -> Callable[[], None]:
         """Call ``fn(con_id, quote)`` on every quote change; returns the unsubscribe function."""
@@ -244,22 +280,43 @@ class Market:
     def step(self) -> None:
         """Advance every instrument (or the next ``step_size``) by one random-walk step
         and publish the new quotes."""
-        now = int(self._clock())
+        moment = self._clock()
+        now = int(moment)
         self.steps += 1
         if not self.step_size:
             for walker in self._walker_list:
-                self._publish(walker.inst.con_id, walker.step(now))
+                self._step_one(walker, now, moment)
             return
         order = self._order
         for _ in range(min(self.step_size, len(order))):
             walker = order[self._next]
             self._next = (self._next + 1) % len(order)
-            self._publish(walker.inst.con_id, walker.step(now))
+            self._step_one(walker, now, moment)
+
+    def _step_one(self, walker: _Walker, now: int, moment: float) -> None:
+        con_id = walker.inst.con_id
+        quote = walker.step(now)
+        self._publish(con_id, quote)
+        if con_id in self._dependents:
+            self._step_dependents(con_id, quote, moment)
+
+    def _step_dependents(self, con_id: int, quote: Quote, moment: float) -> None:
+        """Re-price the derivatives of an instrument that just moved (and theirs)."""
+        for walker in self._dependents[con_id]:
+            dependent = walker.inst.con_id
+            derived = walker.step(quote, moment)
+            self._publish(dependent, derived)
+            if dependent in self._dependents:  # options on a future
+                self._step_dependents(dependent, derived, moment)
 
     def move_to(self, con_id: int, price: float) -> Quote:
-        """Jump one instrument's midpoint to ``price`` and publish it (tests, scenarios)."""
-        quote = self._walkers[con_id].move_to(price, int(self._clock()))
+        """Jump one listed instrument's midpoint to ``price`` and publish it (tests,
+        scenarios); its derivatives follow."""
+        moment = self._clock()
+        quote = self._walkers[con_id].move_to(price, int(moment))
         self._publish(con_id, quote)
+        if con_id in self._dependents:
+            self._step_dependents(con_id, quote, moment)
         return quote
 
     def _publish(self, con_id: int, quote: Quote) -> None:

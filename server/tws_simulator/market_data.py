@@ -27,6 +27,7 @@ from .message_ids import In, Out
 from .wire import fmt, fmt_float
 
 if TYPE_CHECKING:
+    from .options import OptionModel
     from .server import ClientConnection, Simulator
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,13 @@ _TICK_PRICE = b"1\x006\x00"
 _TICK_SIZE = b"2\x006\x00"
 _TICK_STRING = b"46\x006\x00"
 _TICK_GENERIC = b"45\x006\x00"
+# tickOptionComputation from server version 156 on (all we serve): no version field, and a
+# tickAttrib (0: return-based, 1: price-based) before the values. Older servers sent a
+# version and no tickAttrib; ib_insync and ib_async read only the newer layout.
+_TICK_OPTION = b"21\x00"
+# Option computation tick types (live, delayed): bid, ask, last, model.
+BID_OPTION, ASK_OPTION, LAST_OPTION, MODEL_OPTION = (10, 80), (11, 81), (12, 82), (13, 83)
+NOT_COMPUTED, NOT_COMPUTED_GREEK = "-1", "-2"  # TWS's "not computed" values
 
 
 def _size(value: object) -> str:
@@ -154,6 +162,8 @@ def _changes(
     """The ticks that describe going from ``old`` to ``new`` (everything if ``old`` is None)."""
     i = 1 if delayed else 0
     ticks: list[tuple[bytes, bytes]] = []
+    if inst.is_index:
+        return _index_changes(old, new, i)
     if old is None or new.bid != old.bid:
         ticks.append((_TICK_PRICE, _price_tail(BID[i], new.bid, new.bid_size)))
     elif new.bid_size != old.bid_size:
@@ -177,6 +187,65 @@ def _changes(
         ticks.append((_TICK_PRICE, _price_tail(CLOSE[i], new.close, 0)))
         if not inst.is_cash:
             ticks.append((_TICK_PRICE, _price_tail(OPEN[i], new.open, 0)))
+    return ticks
+
+
+def _computation(tick: int, model: OptionModel, price: float | None, vol: float | None) -> bytes:
+    """One option computation tail: the greeks at ``vol`` (the volatility implied by
+    ``price``; None when no volatility reprices it, as below intrinsic value)."""
+    und = fmt_float(model.underlying_price)
+    if vol is None:
+        values = [NOT_COMPUTED, NOT_COMPUTED_GREEK, fmt_float(price) if price else NOT_COMPUTED]
+        values += [NOT_COMPUTED, NOT_COMPUTED_GREEK, NOT_COMPUTED_GREEK, NOT_COMPUTED_GREEK, und]
+    else:
+        g = model.greeks(vol)
+        values = [
+            fmt_float(vol),
+            fmt_float(g.delta),
+            fmt_float(g.price if price is None else price),
+            "0.0",  # pvDividend: the model's yield is continuous
+            fmt_float(g.gamma),
+            fmt_float(g.vega),
+            fmt_float(g.theta),
+            und,
+        ]
+    return f"{tick}\0{0}\0{chr(0).join(values)}\0".encode()
+
+
+def option_computations(
+    model: OptionModel | None, old: Quote | None, new: Quote, delayed: bool
+) -> list[tuple[bytes, bytes]]:
+    """The option computation ticks of a change: bid / ask / last when they moved (the
+    volatility each implies, and greeks at it), the model's every time (the underlying
+    moved)."""
+    if model is None:
+        return []
+    i = 1 if delayed else 0
+    ticks: list[tuple[bytes, bytes]] = []
+    for kind, price, before in (
+        (BID_OPTION, new.bid, None if old is None else old.bid),
+        (ASK_OPTION, new.ask, None if old is None else old.ask),
+        (LAST_OPTION, new.last, None if old is None else old.last),
+    ):
+        if price != before:
+            vol = model.implied_vol(price) if price > 0 else None
+            ticks.append((_TICK_OPTION, _computation(kind[i], model, price, vol)))
+    ticks.append((_TICK_OPTION, _computation(MODEL_OPTION[i], model, None, model.vol)))
+    return ticks
+
+
+def _index_changes(old: Quote | None, new: Quote, i: int) -> list[tuple[bytes, bytes]]:
+    """An index has a value (sent as last), high, low, close and open; no bid, ask, size."""
+    ticks: list[tuple[bytes, bytes]] = []
+    if old is None or new.last != old.last:
+        ticks.append((_TICK_PRICE, _price_tail(LAST[i], new.last, 0)))
+    if old is None or new.high != old.high:
+        ticks.append((_TICK_PRICE, _price_tail(HIGH[i], new.high, 0)))
+    if old is None or new.low != old.low:
+        ticks.append((_TICK_PRICE, _price_tail(LOW[i], new.low, 0)))
+    if old is None:
+        ticks.append((_TICK_PRICE, _price_tail(CLOSE[i], new.close, 0)))
+        ticks.append((_TICK_PRICE, _price_tail(OPEN[i], new.open, 0)))
     return ticks
 
 
@@ -217,6 +286,13 @@ class MarketDataFeed:
         sim.add_disconnect_listener(self.drop_client)
         sim.add_data_lost_listener(self.drop_all)
 
+    def current(self, con_id: int) -> Quote:
+        """The latest quote of an instrument (a derivative starts being priced here)."""
+        quote = self._last.get(con_id)
+        if quote is None:
+            quote = self._last[con_id] = self.sim.market.quote(con_id)
+        return quote
+
     @property
     def lines_in_use(self) -> int:
         return len(self._subs)
@@ -254,11 +330,11 @@ class MarketDataFeed:
                 continue
             if sub.delayed:
                 if delayed is None:
-                    delayed = _changes(inst, old, quote, True)
+                    delayed = self._changes(inst, old, quote, True)
                 pieces = delayed
             else:
                 if live is None:
-                    live = _changes(inst, old, quote, False)
+                    live = self._changes(inst, old, quote, False)
                 pieces = live
             data = _frames(pieces, sub.rid) if pieces else b""
             if traded and "233" in sub.generic:
@@ -271,12 +347,21 @@ class MarketDataFeed:
     def _catch_up(self, sub: Subscription, sent: Quote, quote: Quote) -> None:
         """One diff from the last quote ``sub`` was sent to the newest one."""
         sub.behind = None
-        data = _frames(_changes(sub.instrument, sent, quote, sub.delayed), sub.rid)
+        data = _frames(self._changes(sub.instrument, sent, quote, sub.delayed), sub.rid)
         traded = quote.last_time != sent.last_time and not sub.instrument.is_cash
         if traded and "233" in sub.generic:
             data += _frames(((_TICK_STRING, _rt_volume(quote)),), sub.rid)
         if data:
             sub.conn.send_raw(data)
+
+    def _changes(
+        self, inst: Instrument, old: Quote | None, quote: Quote, delayed: bool
+    ) -> list[tuple[bytes, bytes]]:
+        ticks = _changes(inst, old, quote, delayed)
+        if inst.is_option:
+            model = self.sim.market.option_model(inst.con_id)
+            ticks += option_computations(model, old, quote, delayed)
+        return ticks
 
     def _tick_by_tick(self, subs: list[TickByTick], old: Quote | None, quote: Quote) -> None:
         now = int(time.time())
@@ -363,8 +448,8 @@ class MarketDataFeed:
             conn.send(Out.MARKET_DATA_TYPE, 1, req_id, served)
         if sub.delayed:
             conn.send_error(req_id, *DISPLAYING_DELAYED)
-        quote = self._last[inst.con_id]
-        initial = _frames(_changes(inst, None, quote, sub.delayed), sub.rid)
+        quote = self.current(inst.con_id)
+        initial = _frames(self._changes(inst, None, quote, sub.delayed), sub.rid)
         conn.send_raw(initial + _generic_extras(sub, quote))
         if snapshot:
             conn.send(Out.TICK_SNAPSHOT_END, 1, req_id)
@@ -384,7 +469,7 @@ class MarketDataFeed:
 
     def subscribe_tick_by_tick(self, sub: TickByTick) -> None:
         self._tbt.setdefault(sub.instrument.con_id, []).append(sub)
-        self._tick_by_tick([sub], None, self._last[sub.instrument.con_id])
+        self._tick_by_tick([sub], None, self.current(sub.instrument.con_id))
 
     def unsubscribe_tick_by_tick(self, conn: ClientConnection, req_id: int) -> None:
         for subs in self._tbt.values():

@@ -20,6 +20,8 @@ def test_universe_has_the_issue_instruments() -> None:
         "NVDA",
         "SPY",
         "QQQ",
+        "SPX",
+        "NDX",
         "EUR.USD",
     ]
     for inst in universe:
@@ -56,8 +58,10 @@ def test_no_match_means_error_200() -> None:
     assert u.match(symbol="AAPL", currency="EUR") == []
     assert u.match(symbol="AAPL", exchange="IDEALPRO") == []
     assert u.match(con_id=1) == []
-    # Only stocks and forex exist: a derivative spec never matches.
-    assert u.match(symbol="AAPL", last_trade_date="20250620", strike=200.0, right="C") == []
+    # A derivative detail on a stock spec never matches the stock.
+    assert u.match(symbol="AAPL", sec_type="STK", last_trade_date="20250620", strike=200.0) == []
+    # No option of this strike is listed.
+    assert u.match(symbol="AAPL", sec_type="OPT", strike=3.0, right="C") == []
 
 
 def test_search_by_prefix_then_by_name() -> None:
