@@ -11,8 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .instruments import Instrument, Universe
+from .instruments import Instrument
 from .market import Market, Quote
+from .universe import Universe
 from .wire import UNSET_DOUBLE
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,9 @@ from zoneinfo import ZoneInfo
 
 from . import wire
 from .dispatch import RequestError
-from .instruments import MARKET_RULES, Instrument, Universe
+from .instruments import MARKET_RULES, Instrument
 from .message_ids import In, Out
+from .universe import Universe
 from .versions import BOND_ISSUERID, SIZE_RULES
 from .wire import fmt_float
 

@@ -9,13 +9,20 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
-from .instruments import Instrument, Universe
-
-if TYPE_CHECKING:
-    from .options import DerivedWalker, OptionModel
+from .instruments import Instrument, tick_at
+from .options import (
+    DIVIDEND_YIELD,
+    RATE,
+    OptionModel,
+    atm_vol_of,
+    expiry_time,
+    smile,
+    years_to,
+)
+from .universe import Universe
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +190,106 @@ class _Walker:
         return self.quote
 
 
+def _round_down(price: float, rule: int) -> float:
+    step = tick_at(rule, price)
+    return round(math.floor(price / step + 1e-9) * step, 2)
+
+
+def _round_up(price: float, rule: int) -> float:
+    step = tick_at(rule, price)
+    return round(math.ceil(price / step - 1e-9) * step, 2)
+
+
+class DerivedWalker:
+    """The quote of one derivative, re-priced from its underlying's quote at every step."""
+
+    def __init__(
+        self, inst: Instrument, atm_vol: float, rng: random.Random, under: Quote, now: float
+    ) -> None:
+        self.inst = inst
+        self._rng = rng
+        self._atm_vol = atm_vol
+        self._expiry = expiry_time(datetime.strptime(inst.last_trade_date, "%Y%m%d").date())
+        self.model: OptionModel | None = None
+        bid, ask, fair = self._bid_ask(under, now)
+        close = self._on_grid(fair * (1 + rng.uniform(-0.03, 0.03)))
+        last = ask if ask > 0 else fair
+        self.quote = Quote(
+            bid=bid,
+            ask=ask,
+            last=last,
+            bid_size=self._size(),
+            ask_size=self._size(),
+            last_size=Decimal(1),
+            volume=Decimal(rng.randint(0, 5_000)),
+            high=max(last, close),
+            low=min(last, close),
+            close=close,
+            open=close,
+            last_time=int(now),
+        )
+
+    def _size(self) -> Decimal:
+        return Decimal(self._rng.randint(1, 60))
+
+    def _on_grid(self, price: float) -> float:
+        if self.inst.is_option:
+            return max(0.0, _round_down(price, self.inst.market_rule_id))
+        return round(round(price / self.inst.min_tick) * self.inst.min_tick, 2)
+
+    def _bid_ask(self, under: Quote, now: float) -> tuple[float, float, float]:
+        """(bid, ask, fair value) from the underlying's quote at ``now``."""
+        spot = under.midpoint if under.bid > 0 and under.ask > 0 else under.last
+        t = years_to(self._expiry, now)
+        inst = self.inst
+        if inst.sec_type == "FUT":
+            fair = spot * math.exp((RATE - DIVIDEND_YIELD) * t)
+            tick = inst.min_tick
+            bid = math.floor(fair / tick) * tick
+            wide = 1 if self._rng.random() < 0.85 else 2
+            return round(bid, 2), round(bid + wide * tick, 2), fair
+        # Options on a future are Black-76 (q = r); others carry the dividend yield.
+        q = RATE if inst.sec_type == "FOP" else DIVIDEND_YIELD
+        forward = spot * math.exp((RATE - q) * t)
+        vol = smile(self._atm_vol, inst.strike, forward, t)
+        self.model = OptionModel(spot, inst.strike, t, vol, inst.right, RATE, q)
+        fair = self.model.greeks().price
+        rule = inst.market_rule_id
+        half = max(tick_at(rule, fair), fair * 0.015)
+        bid = max(0.0, _round_down(fair - half, rule))
+        ask = max(_round_up(fair + half, rule), bid + tick_at(rule, bid))
+        return bid, round(ask, 2), fair
+
+    def step(self, under: Quote, now: float) -> Quote:
+        rng = self._rng
+        q = self.quote
+        bid, ask, _ = self._bid_ask(under, now)
+        bid_size = self._size() if bid != q.bid or rng.random() < 0.3 else q.bid_size
+        ask_size = self._size() if ask != q.ask or rng.random() < 0.3 else q.ask_size
+        last, last_size, volume, last_time = q.last, q.last_size, q.volume, q.last_time
+        trade_odds = 0.5 if self.inst.sec_type == "FUT" else 0.15
+        if rng.random() < trade_odds and bid > 0:
+            last = bid if rng.random() < 0.5 else ask
+            last_size = Decimal(rng.randint(1, 10))
+            volume += last_size
+            last_time = int(now)
+        self.quote = Quote(
+            bid,
+            ask,
+            last,
+            bid_size,
+            ask_size,
+            last_size,
+            volume,
+            max(q.high, last),
+            min(q.low, last),
+            q.close,
+            q.open,
+            last_time,
+        )
+        return self.quote
+
+
 class Market:
     """Quotes for every instrument of the universe, moved by a random walk on a timer.
 
@@ -251,8 +358,6 @@ class Market:
         walker = self._derived.get(con_id)
         if walker is not None:
             return walker
-        from .options import DerivedWalker, atm_vol_of
-
         inst = self.universe.by_con_id(con_id)
         if inst is None or not inst.under_con_id:
             raise KeyError(con_id)

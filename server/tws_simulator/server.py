@@ -26,9 +26,9 @@ from .clock import SimClock
 from .config import SimulatorConfig
 from .dispatch import DispatchTable, Handler, RequestError, request_id
 from .faults import PACING_VIOLATION, Faults
-from .instruments import Universe
 from .market import Market
 from .message_ids import In, Out
+from .universe import Universe
 from .versions import ADVANCED_ORDER_REJECT, MIN_SERVER_VERSION
 from .wire import HANDSHAKE_PREFIX
 

@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 
 from tws_simulator.account import Account
-from tws_simulator.instruments import Universe
 from tws_simulator.market import Market
+from tws_simulator.universe import Universe
 from tws_simulator.wire import UNSET_DOUBLE
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tws_simulator.instruments import Universe
+from tws_simulator.universe import Universe
 
 
 def symbols(found: list) -> list[str]:

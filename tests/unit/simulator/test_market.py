@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from tws_simulator.instruments import Universe
 from tws_simulator.market import MAX_WORK_PER_WAKE, Market, Quote
+from tws_simulator.universe import Universe
 
 
 def on_grid(price: float, tick: float) -> bool:

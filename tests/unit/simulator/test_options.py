@@ -8,7 +8,6 @@ from datetime import date
 
 import pytest
 
-from tws_simulator.instruments import Universe
 from tws_simulator.market import Market
 from tws_simulator.options import (
     OPTIONABLE,
@@ -20,6 +19,7 @@ from tws_simulator.options import (
     strike_grid,
     third_friday,
 )
+from tws_simulator.universe import Universe
 
 TODAY = date(2024, 1, 10)  # a Wednesday
 

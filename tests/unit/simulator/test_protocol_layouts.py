@@ -11,8 +11,8 @@ from ib_insync.decoder import Decoder
 from tws_simulator import wire
 from tws_simulator.contracts import contract_details_fields, symbol_samples_fields, trading_hours
 from tws_simulator.dispatch import request_id
-from tws_simulator.instruments import Universe
 from tws_simulator.server import connection_time_text, parse_version_range
+from tws_simulator.universe import Universe
 
 
 class Recorder:
