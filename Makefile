@@ -14,7 +14,7 @@ CLIENT_VENV  ?= .venv-client
 CLIENT_STAMP := $(CLIENT_VENV)/.installed
 CLIENT_FILES := $(CLIENT_DIR)/pyproject.toml $(shell find $(CLIENT_DIR)/ibgateway -name '*.py' -o -name '*.pyi' -o -name py.typed)
 
-.PHONY: install compat client run sim test lint proto buf bench clean
+.PHONY: install compat client run sim test fuzz lint proto buf bench clean
 
 PROTOS    := $(wildcard protos/ibgateway/v1/*.proto)
 STUBS_DIR := client_stubs/python
@@ -57,6 +57,11 @@ sim: install
 ## the whole test suite (unit + end-to-end against the simulator)
 test: install compat client
 	$(PY) -m pytest
+
+## a long random run of the hypothesis fuzz test (make test runs a short deterministic one)
+FUZZ_EXAMPLES ?= 5000
+fuzz: install
+	IBGW_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:randomly tests/e2e/hardening/test_fuzz.py
 
 ## regenerate the committed Python stubs (messages, gRPC stubs, .pyi type stubs)
 proto: install

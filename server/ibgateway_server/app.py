@@ -40,6 +40,7 @@ from ibgateway_server.api.interceptors import (
     ErrorMappingInterceptor,
     GatewayMetrics,
     MetricsInterceptor,
+    RequestCheckInterceptor,
 )
 from ibgateway_server.api.market_data import MarketDataServicer, add_market_data_service
 from ibgateway_server.api.orders import OrderServicer
@@ -168,9 +169,13 @@ class Gateway:
         if tokens:
             interceptors.append(AuthInterceptor(tokens))
             log.info("bearer-token authentication on (%d token(s))", len(tokens))
+        interceptors.append(RequestCheckInterceptor(self.settings.max_request_bytes))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
+                # The request interceptor refuses (logged, counted) what exceeds
+                # IBGW_MAX_REQUEST_BYTES; the transport only stops what is far beyond it.
+                ("grpc.max_receive_message_length", 4 * self.settings.max_request_bytes),
                 ("grpc.so_reuseport", 0),
                 # Ping idle connections so that a client that vanished without closing
                 # (crashed host, cut network) is detected and its streams and quote lines

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
         5.0, validation_alias=_env("IBGW_SHUTDOWN_GRACE", "shutdown_grace")
     )
     check_symbol: str = Field("AAPL", validation_alias=_env("IBGW_CHECK_SYMBOL", "check_symbol"))
+    max_request_bytes: int = Field(
+        64 * 1024, validation_alias=_env("IBGW_MAX_REQUEST_BYTES", "max_request_bytes")
+    )
 
     # --- reconnect policy (exponential backoff with jitter; 0 attempts = never give up) ---
     reconnect_initial_delay: float = Field(
@@ -172,6 +175,13 @@ class Settings(BaseSettings):
     def _not_negative(cls, value: float) -> float:
         if value < 0:
             raise ValueError("must be 0 or more")
+        return value
+
+    @field_validator("max_request_bytes")
+    @classmethod
+    def _request_bytes(cls, value: int) -> int:
+        if not 1024 <= value <= 64 * 1024 * 1024:
+            raise ValueError("must be between 1024 and 67108864 bytes")
         return value
 
     @field_validator("quote_line_budget")

@@ -184,8 +184,16 @@ def invalid_argument(
     """INVALID_ARGUMENT with one BadRequest field violation per (field, description)."""
     if not violations and message is None:
         raise ValueError("invalid_argument needs at least one violation or a message")
-    text = message or "; ".join(f"{f}: {d}" for f, d in violations)
-    return GatewayError(_S.INVALID_ARGUMENT, "INVALID_ARGUMENT", text, field_violations=violations)
+    shown = list(violations[:MAX_VIOLATIONS])
+    more = len(violations) - len(shown)
+    text = message or "; ".join(f"{f}: {d}" for f, d in shown)
+    if more > 0:
+        text += f"; and {more} more"
+    return GatewayError(_S.INVALID_ARGUMENT, "INVALID_ARGUMENT", text, field_violations=shown)
+
+
+# Field violations listed in one error (the trailer must stay small whatever was sent).
+MAX_VIOLATIONS = 20
 
 
 def not_connected(detail: str = "not connected to TWS / IB Gateway") -> GatewayError:
@@ -218,8 +226,35 @@ def from_exception(exc: BaseException) -> GatewayError | None:
     return None
 
 
-def internal_error() -> GatewayError:
-    """The generic error for an unexpected exception (details stay in the server log)."""
+def internal_error(request_id: str = "") -> GatewayError:
+    """The generic error for an unexpected exception: details stay in the server log, on
+    the one line that carries ``request_id`` (also returned in ErrorInfo.metadata)."""
+    where = f" (request id {request_id})" if request_id else ""
     return GatewayError(
-        _S.INTERNAL, "INTERNAL", "internal gateway error; see the gateway log for details"
+        _S.INTERNAL,
+        "INTERNAL",
+        f"internal gateway error; see the gateway log for details{where}",
+        metadata={"request_id": request_id} if request_id else None,
     )
+
+
+def malformed_request(method: str, size: int) -> GatewayError:
+    """INVALID_ARGUMENT for request bytes that do not decode as the RPC's message."""
+    return GatewayError(
+        _S.INVALID_ARGUMENT,
+        "MALFORMED_REQUEST",
+        f"the request ({size} bytes) is not a valid {method.rpartition('/')[2]} request message",
+        metadata={"size_bytes": str(size)},
+    )
+
+
+QUOTE_PREFIX = 16  # characters of client input an error message may repeat
+
+
+def quote(value: object, limit: int = QUOTE_PREFIX) -> str:
+    """A short, printable prefix of client input for an error message (never all of it:
+    a long value must not push the error trailer over the client's metadata limit)."""
+    text = str(value)
+    shown = text[:limit].encode("ascii", "backslashreplace").decode("ascii")
+    shown = "".join(c if c.isprintable() else "?" for c in shown)
+    return f'"{shown}..."' if len(text) > limit else f'"{shown}"'

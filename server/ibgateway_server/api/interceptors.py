@@ -1,7 +1,11 @@
 """Server interceptors: error mapping, access logging and Prometheus metrics.
 
 Order on the server (outermost first): metrics → access log → error mapping → auth
-(when tokens are configured) → servicer.
+(when tokens are configured) → request checks → servicer.
+The request checks decode the request bytes themselves (grpc's own decoding would fail
+before any interceptor runs: the call would be neither logged nor counted), refuse what
+does not decode (``MALFORMED_REQUEST``) or is too large, and apply the declared field
+rules (``api/request_rules.py``) once, before any servicer.
 The error mapper turns every exception into a rich google.rpc.Status (never UNKNOWN,
 never a traceback); the outer two observe the final code through a per-call
 :class:`RpcOutcome` kept in a context variable (interceptors and the handler share one
@@ -16,6 +20,7 @@ import hmac
 import inspect
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +30,7 @@ import grpc.aio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ibgateway_server import errors
+from ibgateway_server.api.request_rules import check_request
 from ibgateway_server.ib import failures
 
 log = logging.getLogger(__name__)
@@ -193,13 +199,86 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
             raise asyncio.CancelledError() from exc
         err = failures.from_exception(exc)
         if err is None:
-            log.error("unexpected error in %s", method, exc_info=exc)
-            err = errors.internal_error()
+            # The client gets a generic INTERNAL and this id; the details stay here.
+            request_id = uuid.uuid4().hex[:16]
+            log.error("unexpected error in %s (request id %s)", method, request_id, exc_info=exc)
+            err = errors.internal_error(request_id)
         else:
             log.debug("%s failed: %r", method, err)
         outcome = _current_outcome()
         outcome.code, outcome.reason = err.code, err.reason
         await context.abort_with_status(err.to_grpc_status())
+
+
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
+
+
+class RequestCheckInterceptor(_WrappingInterceptor):
+    """Innermost: decode the request bytes, bound their size, check the field rules.
+
+    It takes over the handler's deserializer (the server hands the raw bytes through),
+    so a request that does not decode is an INVALID_ARGUMENT ``MALFORMED_REQUEST`` that
+    the outer interceptors log and count like any other error, and never a traceback.
+    """
+
+    def __init__(self, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
+        self.max_request_bytes = max_request_bytes
+
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        decode = handler.request_deserializer
+        if decode is None or handler.request_streaming:
+            return handler
+        serialize = handler.response_serializer
+        if handler.unary_unary is not None:
+            inner: Behavior = handler.unary_unary
+
+            async def unary(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                return await inner(self._request(method, decode, raw), context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, request_deserializer=None, response_serializer=serialize
+            )
+        if handler.unary_stream is not None:
+            streaming: Behavior = handler.unary_stream
+            if inspect.isasyncgenfunction(streaming):
+
+                async def stream(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                    request = self._request(method, decode, raw)
+                    async for item in streaming(request, context):
+                        yield item
+
+                return grpc.unary_stream_rpc_method_handler(
+                    stream, request_deserializer=None, response_serializer=serialize
+                )
+
+            async def writer(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                return await streaming(self._request(method, decode, raw), context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                writer, request_deserializer=None, response_serializer=serialize
+            )
+        return handler
+
+    def _request(self, method: str, decode: Callable[[bytes], Any], raw: Any) -> Any:
+        if not isinstance(raw, bytes | bytearray | memoryview):
+            return raw  # already decoded (a server without this takeover)
+        size = len(raw)
+        if size > self.max_request_bytes:
+            raise errors.GatewayError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "REQUEST_TOO_LARGE",
+                f"the request has {size} bytes; this gateway accepts at most "
+                f"{self.max_request_bytes} (IBGW_MAX_REQUEST_BYTES)",
+                metadata={"size_bytes": str(size), "limit_bytes": str(self.max_request_bytes)},
+            )
+        try:
+            request = decode(bytes(raw))
+        except Exception:
+            raise errors.malformed_request(method, size) from None
+        check_request(request)
+        return request
 
 
 # RPCs that change state: placing and cancelling orders, and controlling the IB session.

@@ -83,8 +83,10 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         self.session.require_connected()
         entry = await self.book.locate(key, context=context)
         self._refuse_if_live(entry.account, "CancelOrder")
-        entry = await self.book.cancel(key, context=context)
-        return orders_pb2.CancelOrderResponse(order=entry.to_proto())
+        outcome = await self.book.cancel_entry(entry, context=context)
+        return orders_pb2.CancelOrderResponse(
+            order=outcome.entry.to_proto(), already_cancelled=outcome.already_cancelled
+        )
 
     async def GetOrder(
         self, request: orders_pb2.GetOrderRequest, context: Context

@@ -19,7 +19,7 @@ from ibgateway.v1 import common_pb2
 from ibgateway_server.errors import GatewayError, invalid_argument
 
 # Plain decimal notation only: no exponent, no thousands separators (see common.proto).
-_DECIMAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+_DECIMAL = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$")
 
 # Bounds of a stream's requested heartbeat interval (every stream RPC has one).
 MIN_HEARTBEAT = 0.1

@@ -125,6 +125,14 @@ class BookEntry:
 
 
 @dataclass(frozen=True)
+class Cancellation:
+    """The outcome of CancelOrder: the order, and whether it was cancelled before."""
+
+    entry: BookEntry
+    already_cancelled: bool
+
+
+@dataclass(frozen=True)
 class Placement:
     """The outcome of PlaceOrder: the order, and whether it already existed."""
 
@@ -149,6 +157,10 @@ class OrderBook:
         self._messages: dict[tuple[int, int], tuple[int, str]] = {}  # (client, order id)
         # Orders TWS refused before creating them (ib_insync may leave them pending).
         self._refused: set[tuple[int, int]] = set()
+        # Modifications sent and not yet answered: (client, order id) → (the status
+        # before, the terms asked for). An IB error about such an order refused the change,
+        # not the order (ib_insync marks the order cancelled on any error about it).
+        self._modifying: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = {}
         self._pokes: set[Callable[[], None]] = set()
@@ -167,6 +179,7 @@ class OrderBook:
         self._remove_listener = self.session.add_state_listener(self._on_state)
         self.ib.errorEvent += self._on_ib_error
         self.ib.openOrderEvent += self._on_open_order
+        self.ib.orderStatusEvent += self._on_order_status
         self.tracker.start()  # after the book's own handlers: events show the book's view
         if self.session.connected:
             self.events.connection_changed(
@@ -184,6 +197,7 @@ class OrderBook:
             self._remove_listener()
         self.ib.errorEvent -= self._on_ib_error
         self.ib.openOrderEvent -= self._on_open_order
+        self.ib.orderStatusEvent -= self._on_order_status
         self.tracker.close()
         self.events.close()  # order event streams end (OK) before the server drains
         if self._resync_task is not None:
@@ -381,18 +395,26 @@ class OrderBook:
 
     async def cancel(
         self, key: str | int, *, context: _HasTimeRemaining | None = None
-    ) -> BookEntry:
+    ) -> Cancellation:
         """Ask TWS to cancel an open order; returns it CANCELLED or PENDING_CANCEL.
 
-        FAILED_PRECONDITION when it is already filled or cancelled (or fills meanwhile).
+        An order already cancelled is returned as it is (``already_cancelled``): a retry
+        whose first answer was lost learns the outcome instead of an error.
+        FAILED_PRECONDITION when it is already filled (or fills meanwhile).
         """
         entry = await self.locate(key, context=context)
         return await self.cancel_entry(entry, context=context)
 
     async def cancel_entry(
         self, entry: BookEntry, *, context: _HasTimeRemaining | None = None
-    ) -> BookEntry:
-        """:meth:`cancel` of an order already located."""
+    ) -> Cancellation:
+        """:meth:`cancel` of an order already located (one call per order at a time)."""
+        async with self._order_lock(entry, context):
+            if entry.status in _CANCELLED:
+                return Cancellation(entry, already_cancelled=True)
+            return Cancellation(await self._cancel(entry, context), already_cancelled=False)
+
+    async def _cancel(self, entry: BookEntry, context: _HasTimeRemaining | None) -> BookEntry:
         self._refuse_if_finished(entry)
         self.session.require_connected()
         order_key = (entry.trade.order.clientId, entry.order_id)
@@ -469,8 +491,15 @@ class OrderBook:
     ) -> BookEntry:
         """Send ``entry``'s order again with ``change`` applied (same order id) and wait
         until TWS reports the new terms, or refuses them (the mapped IB error; the order
-        keeps working on its old terms).
+        keeps working on its old terms, and the event stream says MODIFY_REJECTED).
+        Modifications and cancels of one order run one at a time: answers never cross.
         """
+        async with self._order_lock(entry, context):
+            return await self._modify(entry, change, context)
+
+    async def _modify(
+        self, entry: BookEntry, change: Modification, context: _HasTimeRemaining | None
+    ) -> BookEntry:
         self._refuse_if_finished(entry)
         if entry.status == "Inactive" or entry.rejection is not None:
             raise GatewayError(
@@ -517,6 +546,7 @@ class OrderBook:
             )
 
         self.ib.openOrderEvent += on_open_order
+        self._modifying[order_key] = (previous_status, expected)
         try:
             self.ib.placeOrder(trade.contract, new)
             log.info(
@@ -526,6 +556,9 @@ class OrderBook:
         finally:
             self.ib.openOrderEvent -= on_open_order
         refusal = refused()
+        if ok or refusal is not None:
+            # answered; without an answer the mark stays until TWS's answer arrives
+            self._modifying.pop(order_key, None)
         if refusal is not None:
             if trade.orderStatus.status in _CANCELLED and previous_status not in _CANCELLED:
                 # ib_insync marks an order cancelled on any error about it; TWS refused
@@ -631,8 +664,24 @@ class OrderBook:
         for poke in list(self._pokes):
             poke()
 
+    def _order_lock(
+        self, entry: BookEntry, context: _HasTimeRemaining | None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Serialize ModifyOrder and CancelOrder calls on one order."""
+        key = f"order {entry.trade.order.clientId}:{entry.order_id}"
+        busy = GatewayError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "ORDER_IN_PROGRESS",
+            f"another ModifyOrder or CancelOrder on order {entry.order_id} is still waiting "
+            "for TWS; GetOrder shows its outcome",
+            metadata=_key_metadata(entry),
+        )
+        return self._key_lock(key, context, busy)
+
     @contextlib.asynccontextmanager
-    async def _key_lock(self, key: str, context: _HasTimeRemaining | None) -> AsyncIterator[None]:
+    async def _key_lock(
+        self, key: str, context: _HasTimeRemaining | None, busy: GatewayError | None = None
+    ) -> AsyncIterator[None]:
         """Serialize PlaceOrder calls with one key (bounded by the client's deadline)."""
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._lock_users[key] = self._lock_users.get(key, 0) + 1
@@ -641,6 +690,8 @@ class OrderBook:
             try:
                 await asyncio.wait_for(lock.acquire(), budget)
             except TimeoutError:
+                if busy is not None:
+                    raise busy from None
                 raise GatewayError(
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                     "ORDER_IN_PROGRESS",
@@ -670,6 +721,7 @@ class OrderBook:
             # ib_insync forgets its trades on a disconnect; order ids go with them.
             self._messages.clear()
             self._refused.clear()
+            self._modifying.clear()
         self._poke()
 
     def _begin_resync(self) -> None:
@@ -830,8 +882,29 @@ class OrderBook:
         key = (trade.order.clientId, int(trade.order.orderId or 0))
         return key in self._refused or refused_before_acknowledged(trade)
 
+    def _on_order_status(self, trade: Trade) -> None:
+        """Undo ib_insync's verdict when TWS refused a modification: ib_insync marks an
+        order cancelled on any IB error about it, but TWS refused only the change and the
+        order keeps working. Runs before the tracker sees the status."""
+        key = (trade.order.clientId, int(trade.order.orderId or 0))
+        pending = self._modifying.get(key)
+        if pending is None or trade.orderStatus.status not in _CANCELLED or not trade.log:
+            return
+        last = trade.log[-1]
+        previous = pending[0]
+        if (
+            last.errorCode
+            and not ib_terms.is_informational(last.errorCode)
+            and previous not in _CANCELLED
+        ):
+            trade.orderStatus.status = previous
+
     def _on_open_order(self, trade: Trade) -> None:
         """An order placed elsewhere (another client, TWS) with an orderRef joins the map."""
+        key = (trade.order.clientId, int(trade.order.orderId or 0))
+        pending = self._modifying.get(key)
+        if pending is not None and order_terms(trade) == pending[1]:
+            del self._modifying[key]  # TWS took the change (perhaps after the call gave up)
         ref = trade.order.orderRef or ""
         if ref and ref not in self._by_key and not self._was_refused(trade):
             self._by_key[ref] = self._entry_for(trade, None)
@@ -847,6 +920,12 @@ class OrderBook:
         self._messages[(trade.order.clientId, req_id)] = (code, text)
         for entry in self._entries_of(trade):
             entry.message = (code, text)
+        key = (trade.order.clientId, req_id)
+        if key in self._modifying and not ib_terms.is_informational(code):
+            previous, _ = self._modifying.pop(key)
+            if trade.orderStatus.status in _CANCELLED and previous not in _CANCELLED:
+                trade.orderStatus.status = previous
+            self.tracker.modify_rejected(trade, code, ib_terms.strip_error_prefix(text))
         self._poke()
 
     def _render(self, trade: Trade) -> orders_pb2.Order:

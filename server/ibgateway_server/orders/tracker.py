@@ -11,6 +11,8 @@ new, in this order:
   or when the gateway first sees an order placed elsewhere;
 * REJECTED instead, when TWS refuses or ends the order with an error (IB's code and text);
 * MODIFIED when TWS reports other terms for a working order;
+* MODIFY_REJECTED when TWS refuses a modification (the order book tells, see
+  :meth:`OrderTracker.modify_rejected`): the order as it is, still working on its terms;
 * FILLED once per execution, then COMMISSION once per commission report;
 * STATUS_CHANGED when the status changes, or the filled quantity changes without an
   execution explaining it; repeats of the same status say nothing.
@@ -51,6 +53,7 @@ FILLED = orders_pb2.ORDER_EVENT_TYPE_FILLED
 COMMISSION = orders_pb2.ORDER_EVENT_TYPE_COMMISSION
 REJECTED = orders_pb2.ORDER_EVENT_TYPE_REJECTED
 MODIFIED = orders_pb2.ORDER_EVENT_TYPE_MODIFIED
+MODIFY_REJECTED = orders_pb2.ORDER_EVENT_TYPE_MODIFY_REJECTED
 
 _ENDED = frozenset({orders_pb2.ORDER_STATUS_CANCELLED, orders_pb2.ORDER_STATUS_INACTIVE})
 
@@ -146,6 +149,7 @@ class OrderTracker:
         self._live = False  # callbacks count only between a sync and the next disconnect
         self._baseline = True  # the first sync records without events
         self._started = False
+        self._reported_error: tuple[int, int] | None = None  # (id(trade), code) told already
 
     @property
     def tracked(self) -> int:
@@ -202,6 +206,23 @@ class OrderTracker:
             self._reported = kept
         self._live = True
 
+    def modify_rejected(self, trade: Trade, code: int, text: str) -> None:
+        """TWS refused a modification of this working order (the order book has put back
+        the status ib_insync changed): one MODIFY_REJECTED with the order as it is."""
+        if not self._live:
+            return  # the next sync compares the order as TWS reports it
+        try:
+            state = self._state(trade)
+            if state is None:
+                state = self._snapshot(trade)
+                self._reported[order_key(trade)] = state
+            _Emitter(self.log, self.render, trade, state).emit(
+                MODIFY_REJECTED, message=(code, text)
+            )
+        except Exception:
+            log.exception("order events: cannot report the refused change of %s", order_key(trade))
+        self._reported_error = (id(trade), code)  # the same IB error follows in _on_error
+
     # ---------------------------------------------------------------- callbacks
 
     def _on_trade(self, trade: Trade) -> None:
@@ -220,6 +241,9 @@ class OrderTracker:
         if not self._live or req_id <= 0:
             return
         trade = self.trade_of_request(req_id)
+        told, self._reported_error = self._reported_error, None
+        if trade is not None and told == (id(trade), code):
+            return  # reported as MODIFY_REJECTED
         if trade is not None:
             self._reconcile_safely(trade, error=(code, message.strip()))
 

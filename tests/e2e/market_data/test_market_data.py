@@ -204,13 +204,21 @@ async def test_get_quotes_validation_and_not_connected(
     bad = await expect_error(
         md_stub.GetQuotes(
             market_data_pb2.GetQuotesRequest(
-                contracts=[common_pb2.Contract(symbol="AAPL"), common_pb2.Contract()],
-                market_data_type=42,  # type: ignore[arg-type]
+                contracts=[common_pb2.Contract(symbol="AAPL"), common_pb2.Contract()]
             )
         )
     )
     assert bad.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert {"contracts[1].symbol", "market_data_type"} <= set(bad.violations)
+    assert set(bad.violations) == {"contracts[1].symbol"}
+    unknown = await expect_error(
+        md_stub.GetQuotes(
+            market_data_pb2.GetQuotesRequest(
+                contracts=[common_pb2.Contract(symbol="A" * 33)],
+                market_data_type=42,  # type: ignore[arg-type]
+            )
+        )
+    )
+    assert set(unknown.violations) == {"contracts[0].symbol", "market_data_type"}
     assert quotes_gateway.session is not None
     await quotes_gateway.session.disconnect()
     down = await expect_error(

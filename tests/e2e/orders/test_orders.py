@@ -152,15 +152,19 @@ async def test_limit_order_rests_then_cancel(
     assert final.remaining_quantity.value == "0" and final.filled_quantity.value == "0"
     assert final.ib_code == 202  # TWS's "Order Canceled - reason:"
 
-    again = await expect_error(
-        stub.CancelOrder(
-            orders_pb2.CancelOrderRequest(order=orders_pb2.OrderKey(order_id=order.order_id)),
-            timeout=10,
-        )
+    # A retry (its first answer lost) learns that the order is cancelled: no error.
+    again = await stub.CancelOrder(
+        orders_pb2.CancelOrderRequest(order=orders_pb2.OrderKey(order_id=order.order_id)),
+        timeout=10,
     )
-    assert again.code == grpc.StatusCode.FAILED_PRECONDITION
-    assert again.info is not None and again.info.reason == "ORDER_ALREADY_CANCELLED"
-    assert again.info.metadata["client_order_id"] == "lmt-rest"
+    assert again.already_cancelled
+    assert again.order.status == orders_pb2.ORDER_STATUS_CANCELLED
+    assert again.order.client_order_id == "lmt-rest"
+    first = await stub.CancelOrder(
+        orders_pb2.CancelOrderRequest(order=orders_pb2.OrderKey(client_order_id="lmt-rest")),
+        timeout=10,
+    )
+    assert first.already_cancelled
 
 
 def convert_text(price: str) -> str:
@@ -440,8 +444,17 @@ async def test_validation_errors_over_the_wire(stub: orders_pb2_grpc.OrderServic
         (order_request("v13", orders_pb2.ORDER_TYPE_MARKET, limit_price="10"), {"limit_price"}),
         (order_request("v14", orders_pb2.ORDER_TYPE_MARKET, time_in_force=9),
          {"time_in_force"}),
-        (orders_pb2.PlaceOrderRequest(quantity=D(value="x")),
+        (orders_pb2.PlaceOrderRequest(),
          {"client_order_id", "contract.symbol", "side", "order_type", "quantity"}),
+        # The declared field bounds are checked first, alone (api/request_rules.py).
+        (orders_pb2.PlaceOrderRequest(quantity=D(value="x")), {"quantity"}),
+        (order_request("v15", orders_pb2.ORDER_TYPE_MARKET, quantity="١"), {"quantity"}),
+        (order_request("v16", orders_pb2.ORDER_TYPE_MARKET, quantity="9" * 31), {"quantity"}),
+        (order_request("v17", orders_pb2.ORDER_TYPE_MARKET, quantity="1.123456789"),
+         {"quantity"}),
+        (order_request("v18", orders_pb2.ORDER_TYPE_MARKET, side=7),  # type: ignore[arg-type]
+         {"side"}),
+        (order_request("v19\x00", orders_pb2.ORDER_TYPE_MARKET), {"client_order_id"}),
     ]  # fmt: skip
     for req, fields in cases:
         err = await expect_error(stub.PlaceOrder(req, timeout=10))

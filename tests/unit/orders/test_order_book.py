@@ -350,5 +350,5 @@ async def test_cancel_waits_for_the_confirmation() -> None:
 
     asyncio.get_running_loop().call_later(0.02, confirm)
     cancelled = await book.cancel("k1")
-    assert cancelled.status == "Cancelled"
+    assert cancelled.entry.status == "Cancelled" and not cancelled.already_cancelled
     assert ib.cancelled == [entry.trade.order]

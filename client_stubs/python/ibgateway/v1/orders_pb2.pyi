@@ -214,6 +214,10 @@ class _OrderEventTypeEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper.
     """TWS rejected or cancelled the order with an error; see message and ib_code."""
     ORDER_EVENT_TYPE_MODIFIED: _OrderEventType.ValueType  # 6
     """The order was modified."""
+    ORDER_EVENT_TYPE_MODIFY_REJECTED: _OrderEventType.ValueType  # 7
+    """TWS refused a modification (ModifyOrder): the order keeps working on its previous
+    terms, which `order` shows; see message and ib_code for the reason.
+    """
 
 class OrderEventType(_OrderEventType, metaclass=_OrderEventTypeEnumTypeWrapper):
     """What happened to an order."""
@@ -232,6 +236,10 @@ ORDER_EVENT_TYPE_REJECTED: OrderEventType.ValueType  # 5
 """TWS rejected or cancelled the order with an error; see message and ib_code."""
 ORDER_EVENT_TYPE_MODIFIED: OrderEventType.ValueType  # 6
 """The order was modified."""
+ORDER_EVENT_TYPE_MODIFY_REJECTED: OrderEventType.ValueType  # 7
+"""TWS refused a modification (ModifyOrder): the order keeps working on its previous
+terms, which `order` shows; see message and ib_code for the reason.
+"""
 Global___OrderEventType: typing_extensions.TypeAlias = OrderEventType
 
 @typing.final
@@ -603,6 +611,9 @@ class CancelOrderResponse(google.protobuf.message.Message):
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: builtins.int
+    ALREADY_CANCELLED_FIELD_NUMBER: builtins.int
+    already_cancelled: builtins.bool
+    """True when the order was already cancelled before this call (nothing was sent to TWS)."""
     @property
     def order(self) -> Global___Order:
         """The order after the cancel request (CANCELLED, or PENDING_CANCEL when TWS has not
@@ -613,10 +624,11 @@ class CancelOrderResponse(google.protobuf.message.Message):
         self,
         *,
         order: Global___Order | None = ...,
+        already_cancelled: builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["order", b"order"]
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["order", b"order"]
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["already_cancelled", b"already_cancelled", "order", b"order"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___CancelOrderResponse: typing_extensions.TypeAlias = CancelOrderResponse

@@ -101,7 +101,9 @@ class OrderServiceServicer:
 
     def CancelOrder(self, request, context):
         """Requests the cancellation of an open order and returns its state afterwards.
-        FAILED_PRECONDITION when the order is already filled or cancelled.
+        Idempotent: an order that is already cancelled (e.g. a retry whose first answer was
+        lost) is returned with already_cancelled set, not as an error. FAILED_PRECONDITION
+        when the order is already filled.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

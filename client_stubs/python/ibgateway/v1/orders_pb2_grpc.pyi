@@ -35,7 +35,9 @@ class OrderServiceStub:
     """Places a new order and returns it as TWS acknowledged it."""
     CancelOrder: grpc.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.CancelOrderRequest, ibgateway.v1.orders_pb2.CancelOrderResponse]
     """Requests the cancellation of an open order and returns its state afterwards.
-    FAILED_PRECONDITION when the order is already filled or cancelled.
+    Idempotent: an order that is already cancelled (e.g. a retry whose first answer was
+    lost) is returned with already_cancelled set, not as an error. FAILED_PRECONDITION
+    when the order is already filled.
     """
     GetOrder: grpc.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.GetOrderRequest, ibgateway.v1.orders_pb2.GetOrderResponse]
     """Returns one order, with its fills and commissions."""
@@ -76,7 +78,9 @@ class OrderServiceAsyncStub(OrderServiceStub):
     """Places a new order and returns it as TWS acknowledged it."""
     CancelOrder: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.CancelOrderRequest, ibgateway.v1.orders_pb2.CancelOrderResponse]  # type: ignore[assignment]
     """Requests the cancellation of an open order and returns its state afterwards.
-    FAILED_PRECONDITION when the order is already filled or cancelled.
+    Idempotent: an order that is already cancelled (e.g. a retry whose first answer was
+    lost) is returned with already_cancelled set, not as an error. FAILED_PRECONDITION
+    when the order is already filled.
     """
     GetOrder: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.GetOrderRequest, ibgateway.v1.orders_pb2.GetOrderResponse]  # type: ignore[assignment]
     """Returns one order, with its fills and commissions."""
@@ -126,7 +130,9 @@ class OrderServiceServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[ibgateway.v1.orders_pb2.CancelOrderResponse, collections.abc.Awaitable[ibgateway.v1.orders_pb2.CancelOrderResponse]]:
         """Requests the cancellation of an open order and returns its state afterwards.
-        FAILED_PRECONDITION when the order is already filled or cancelled.
+        Idempotent: an order that is already cancelled (e.g. a retry whose first answer was
+        lost) is returned with already_cancelled set, not as an error. FAILED_PRECONDITION
+        when the order is already filled.
         """
 
     @abc.abstractmethod
