@@ -58,9 +58,10 @@ async def test_garbage_bytes_on_every_rpc(
     labels = {
         "grpc_service": "ibgateway.v1.OrderService",
         "grpc_method": "PlaceOrder",
+        "grpc_type": "unary",
         "grpc_code": "INVALID_ARGUMENT",
     }
     registry = gateway.metrics.registry
     assert await wait_until(
-        lambda: registry.get_sample_value("ibgw_grpc_server_handled_total", labels) == 1, 5
+        lambda: registry.get_sample_value("grpc_server_handled_total", labels) == 1, 5
     )
