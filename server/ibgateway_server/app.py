@@ -13,7 +13,7 @@ import dataclasses
 import gc
 import logging
 import signal
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import grpc.aio
@@ -27,6 +27,7 @@ from ibgateway.v1 import (
     account_pb2_grpc,
     connection_pb2,
     connection_pb2_grpc,
+    market_data_pb2,
     orders_pb2,
     orders_pb2_grpc,
     portfolio_pb2,
@@ -42,10 +43,17 @@ from ibgateway_server.api.interceptors import (
     MetricsInterceptor,
     RequestCheckInterceptor,
 )
-from ibgateway_server.api.market_data import MarketDataServicer, add_market_data_service
+from ibgateway_server.api.market_data import (
+    MarketDataServicer,
+    add_market_data_service,
+    market_data_handlers,
+)
 from ibgateway_server.api.orders import OrderServicer
 from ibgateway_server.api.portfolio import PortfolioServicer
+from ibgateway_server.cluster.edge import EdgeNode, PassThroughEncoder
+from ibgateway_server.cluster.owner import OwnerNode, StandbyGuard
 from ibgateway_server.config import Settings
+from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib.session import IbSession, SessionEvent, SessionState, StateChange
 from ibgateway_server.market_data.hub import QuoteHub
 from ibgateway_server.orders.book import OrderBook
@@ -123,6 +131,7 @@ class Gateway:
             host, port = s.listen_host_port
             bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             self.port = self._bind(bind)
+            self._bind_internal()
             shown_host = "127.0.0.1" if host in ("0.0.0.0", "*", "::") else host
             self.address = f"{shown_host}:{self.port}"
             await self.server.start()
@@ -131,15 +140,8 @@ class Gateway:
             self._health_task = asyncio.get_running_loop().create_task(
                 self._sync_health(), name="health-sync"
             )
-            log.info(
-                "ibgateway listening on %s (backend %s, TWS %s:%s, read-only %s)",
-                self.address,
-                s.backend,
-                self.session.host,
-                self.session.port,
-                s.read_only,
-            )
-            await self.session.start()
+            self._log_listening()
+            await self._start_session()
             self._health_dirty.set()
         except BaseException:
             await self.stop(0)
@@ -158,6 +160,33 @@ class Gateway:
             log.info("embedded TWS simulator on %s:%s", host, port)
         self.session = IbSession(s, host=host, port=port)
 
+    def _log_listening(self) -> None:
+        assert self.session is not None
+        log.info(
+            "ibgateway listening on %s (backend %s, TWS %s:%s, read-only %s)",
+            self.address,
+            self.settings.backend,
+            self.session.host,
+            self.session.port,
+            self.settings.read_only,
+        )
+
+    async def _start_session(self) -> None:
+        assert self.session is not None
+        await self.session.start()
+
+    def _bind_internal(self) -> None:
+        """An extra port for the process itself (the owner of a cluster replays
+        forwarded calls on it); none in the all-in-one gateway."""
+
+    def _extra_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """Interceptors inside the error mapper (a cluster role's own)."""
+        return []
+
+    def _ready(self) -> bool:
+        """Whether the ibgateway services are SERVING (readiness)."""
+        return self.session is not None and self.session.connected
+
     def _build_server(self) -> grpc.aio.Server:
         assert self.session is not None
         interceptors: list[grpc.aio.ServerInterceptor] = [
@@ -170,13 +199,15 @@ class Gateway:
             interceptors.append(AuthInterceptor(tokens))
             log.info("bearer-token authentication on (%d token(s))", len(tokens))
         interceptors.append(RequestCheckInterceptor(self.settings.max_request_bytes))
+        interceptors += self._extra_interceptors()
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
                 # The request interceptor refuses (logged, counted) what exceeds
                 # IBGW_MAX_REQUEST_BYTES; the transport only stops what is far beyond it.
                 ("grpc.max_receive_message_length", 4 * self.settings.max_request_bytes),
-                ("grpc.so_reuseport", 0),
+                # several edges of a cluster may share one port (one process per core)
+                ("grpc.so_reuseport", 1 if self.settings.reuse_port_effective else 0),
                 # Ping idle connections so that a client that vanished without closing
                 # (crashed host, cut network) is detected and its streams and quote lines
                 # are released instead of being held until TCP gives up.
@@ -185,6 +216,22 @@ class Gateway:
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
+        names = self._add_services(server)
+        self.ib_service_names = names
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [
+                *names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        return server
+
+    def _add_services(self, server: grpc.aio.Server) -> list[str]:
+        """Register the ibgateway.v1 services; returns their names."""
+        assert self.session is not None
         session = self.session
         summaries = AccountSummaries(session)
         connection = ConnectionServicer(
@@ -209,17 +256,7 @@ class Gateway:
             _service_name(portfolio_pb2, "PortfolioService"),
         ]
         names += self._add_trading_services(server)
-        self.ib_service_names = names
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [
-                *names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
-        )
-        return server
+        return names
 
     def _add_trading_services(self, server: grpc.aio.Server) -> list[str]:
         """Market data (through the QuoteHub) and orders; returns the services' names."""
@@ -326,7 +363,7 @@ class Gateway:
             await self._health_dirty.wait()
             self._health_dirty.clear()
             assert self.session is not None
-            wanted = SERVING if self.session.connected else NOT_SERVING
+            wanted = SERVING if self._ready() else NOT_SERVING
             if wanted != current:
                 for name in self.ib_service_names:
                     await self.health.set(name, wanted)
@@ -335,6 +372,137 @@ class Gateway:
                     "health: ibgateway services %s",
                     "SERVING" if wanted == SERVING else "NOT_SERVING",
                 )
+
+
+class OwnerGateway(Gateway):
+    """``ibgw serve --role owner``: the all-in-one gateway whose IB session starts only
+    while it holds the cluster's owner lease, and which then also publishes on NATS
+    (see :mod:`ibgateway_server.cluster.owner`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.node: OwnerNode | None = None
+        self.internal_port = 0
+
+    def _bind_internal(self) -> None:
+        # forwarded calls are replayed here: loopback, plaintext, whatever the listener
+        assert self.server is not None
+        self.internal_port = self.server.add_insecure_port("127.0.0.1:0")
+
+    def _extra_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        return [StandbyGuard(lambda: self.node is not None and self.node.holding)]
+
+    async def _start_session(self) -> None:
+        assert self.session is not None and self.hub is not None
+        self.node = OwnerNode(
+            self.settings,
+            self.session,
+            self.hub,
+            internal_target=lambda: f"127.0.0.1:{self.internal_port}",
+            registry=self.metrics.registry,
+        )
+        # at shutdown the node fences (IB down) and gives the lease up first
+        self._closers.insert(0, self.node.stop)
+        await self.node.start()
+
+
+class EdgeGateway(Gateway):
+    """``ibgw serve --role edge``: the whole gRPC API with no IB connection; streams are
+    served here from NATS, calls that need IB go to the owner (see
+    :mod:`ibgateway_server.cluster.edge`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.node = EdgeNode(settings, self.metrics.registry)
+        self.node.on_ready_change = self._health_dirty.set
+
+    async def _start_backend(self) -> None:
+        # the servicers and the hub use the session's interface, which RemoteSession has
+        self.session = cast(IbSession, self.node.session)
+
+    def _log_listening(self) -> None:
+        log.info(
+            "ibgateway edge listening on %s (NATS %s, cluster %s)",
+            self.address,
+            self.settings.nats_url,
+            self.settings.cluster,
+        )
+
+    def _ready(self) -> bool:
+        return self.node.ready
+
+    def _add_services(self, server: grpc.aio.Server) -> list[str]:
+        s = self.settings
+        session = self.session
+        assert session is not None
+        self.hub = QuoteHub(
+            session,
+            line_budget=s.quote_line_budget,
+            heartbeat_seconds=s.heartbeat_seconds,
+            encoder=PassThroughEncoder,
+        )
+        self.hub.start()
+        self._closers.append(self.hub.close)
+        connection = ConnectionServicer(
+            session,
+            AccountSummaries(session),
+            backend=s.backend,
+            heartbeat_seconds=s.heartbeat_seconds,
+        )
+        self._closers.append(connection.close)
+        market_data = MarketDataServicer(session, self.hub)
+        # the streams are served here; every unary call goes to the owner
+        local: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+            "StreamQuotes": market_data_handlers(market_data)["StreamQuotes"],
+            "WatchConnectionStatus": grpc.unary_stream_rpc_method_handler(
+                connection.WatchConnectionStatus,
+                request_deserializer=connection_pb2.WatchConnectionStatusRequest.FromString,
+                response_serializer=connection_pb2.WatchConnectionStatusResponse.SerializeToString,
+            ),
+            "StreamOrderEvents": grpc.unary_stream_rpc_method_handler(
+                _order_events_not_here,
+                request_deserializer=orders_pb2.StreamOrderEventsRequest.FromString,
+                response_serializer=orders_pb2.StreamOrderEventsResponse.SerializeToString,
+            ),
+        }
+        names = []
+        for module in (connection_pb2, account_pb2, portfolio_pb2, market_data_pb2, orders_pb2):
+            for service in module.DESCRIPTOR.services_by_name.values():
+                handlers = {
+                    m.name: local[m.name]
+                    if m.server_streaming
+                    else self.node_forwarder(f"/{service.full_name}/{m.name}")
+                    for m in service.methods
+                }
+                server.add_generic_rpc_handlers(
+                    (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+                )
+                server.add_registered_method_handlers(service.full_name, handlers)
+                names.append(service.full_name)
+        return names
+
+    def node_forwarder(self, method: str) -> grpc.RpcMethodHandler[Any, Any]:
+        async def forward(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            return await self.node.forwarder.handler_call(method, request, context)
+
+        return grpc.unary_unary_rpc_method_handler(forward)
+
+
+async def _order_events_not_here(request: Any, context: Any) -> None:
+    raise GatewayError(
+        grpc.StatusCode.UNIMPLEMENTED,
+        "NOT_ON_EDGE",
+        "StreamOrderEvents is not served by edges yet; connect to the owner",
+    )
+
+
+def make_gateway(settings: Settings) -> Gateway:
+    """The gateway of the configured role."""
+    if settings.role == "owner":
+        return OwnerGateway(settings)
+    if settings.role == "edge":
+        return EdgeGateway(settings)
+    return Gateway(settings)
 
 
 def freeze_startup_objects() -> None:
@@ -351,7 +519,7 @@ async def run(settings: Settings) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    gateway = Gateway(settings)
+    gateway = make_gateway(settings)
     try:
         # a signal during start-up (e.g. while TWS keeps us waiting) stops at once
         starting = asyncio.ensure_future(gateway.start())

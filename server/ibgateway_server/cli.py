@@ -96,6 +96,19 @@ def main() -> None:
     help="sim: the embedded TWS simulator; tws: a real TWS / IB Gateway [IBGW_BACKEND, sim]",
 )
 @click.option("--listen", help="gRPC listen address HOST:PORT [IBGW_LISTEN, 127.0.0.1:50051]")
+@click.option(
+    "--role",
+    type=click.Choice(["all-in-one", "owner", "edge"], case_sensitive=False),
+    help="all-in-one: everything in this process; owner: holds the IB session and "
+    "publishes on NATS; edge: serves clients from NATS [IBGW_ROLE, all-in-one]",
+)
+@click.option("--nats", "nats_url", help="NATS server URL, for owner and edge [IBGW_NATS_URL]")
+@click.option("--cluster", help="Subject namespace, one per IB login [IBGW_CLUSTER, default]")
+@click.option(
+    "--reuse-port/--no-reuse-port",
+    default=None,
+    help="SO_REUSEPORT: several edges on one port [IBGW_REUSE_PORT, on for edges]",
+)
 @_connection_options
 @click.option(
     "--read-only/--no-read-only",
@@ -140,8 +153,9 @@ def serve(**flags: Any) -> None:
     """Serve the gateway until SIGTERM / Ctrl-C (then shut down gracefully)."""
     from ibgateway_server.app import run
 
-    if flags.get("backend"):
-        flags["backend"] = flags["backend"].lower()
+    for name in ("backend", "role"):
+        if flags.get(name):
+            flags[name] = flags[name].lower()
     settings = settings_or_exit(**flags)
     setup_logging(settings.log_level)
     try:

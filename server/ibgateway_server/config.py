@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Backend = Literal["sim", "tws"]
+Role = Literal["all-in-one", "owner", "edge"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -94,6 +95,26 @@ class Settings(BaseSettings):
         None, validation_alias=_env("IBGW_SIM_TICK_INTERVAL", "sim_tick_interval")
     )
 
+    # --- scale-out over NATS (role owner / edge; all-in-one needs none of this) ---
+    role: Role = Field("all-in-one", validation_alias=_env("IBGW_ROLE", "role"))
+    nats_url: str = Field("", validation_alias=_env("IBGW_NATS_URL", "nats_url"))
+    # one cluster per IB login: the first token of every subject and bucket name
+    cluster: str = Field("default", validation_alias=_env("IBGW_CLUSTER", "cluster"))
+    # an edge's line demand lapses this long after its last renewal (a dead edge)
+    line_lease_seconds: float = Field(
+        6.0, validation_alias=_env("IBGW_LINE_LEASE_SECONDS", "line_lease_seconds")
+    )
+    # the owner lease in the NATS KV bucket expires this long after its last renewal
+    owner_lease_seconds: float = Field(
+        3.0, validation_alias=_env("IBGW_OWNER_LEASE_SECONDS", "owner_lease_seconds")
+    )
+    # an owner whose IB session stays down this long hands the lease to a standby
+    owner_ib_grace_seconds: float = Field(
+        30.0, validation_alias=_env("IBGW_OWNER_IB_GRACE_SECONDS", "owner_ib_grace_seconds")
+    )
+    # SO_REUSEPORT on the gRPC port (several edges on one port); unset: on for edges
+    reuse_port: bool | None = Field(None, validation_alias=_env("IBGW_REUSE_PORT", "reuse_port"))
+
     # --- security (optional) ---
     tls_cert: Path | None = Field(None, validation_alias=_env("IBGW_TLS_CERT", "tls_cert"))
     tls_key: Path | None = Field(None, validation_alias=_env("IBGW_TLS_KEY", "tls_key"))
@@ -111,6 +132,19 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_backend(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _lower_role(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, value: str) -> str:
+        # it becomes a NATS subject token and part of a JetStream bucket name
+        if not value or len(value) > 32 or not all(c.isalnum() or c in "_-" for c in value):
+            raise ValueError("1-32 letters, digits, '_' or '-'")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -155,7 +189,13 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "ibkr_timeout", "heartbeat_seconds", "reconnect_initial_delay", "reconnect_max_delay"
+        "ibkr_timeout",
+        "heartbeat_seconds",
+        "reconnect_initial_delay",
+        "reconnect_max_delay",
+        "line_lease_seconds",
+        "owner_lease_seconds",
+        "owner_ib_grace_seconds",
     )
     @classmethod
     def _positive(cls, value: float) -> float:
@@ -205,6 +245,16 @@ class Settings(BaseSettings):
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("IBGW_TLS_CLIENT_CA (mutual TLS) needs IBGW_TLS_CERT/IBGW_TLS_KEY")
         return self
+
+    @model_validator(mode="after")
+    def _cluster_roles(self) -> Settings:
+        if self.role != "all-in-one" and not self.nats_url:
+            raise ValueError(f"role {self.role} needs IBGW_NATS_URL (--nats)")
+        return self
+
+    @property
+    def reuse_port_effective(self) -> bool:
+        return self.role == "edge" if self.reuse_port is None else self.reuse_port
 
     @field_validator("auth_tokens")
     @classmethod

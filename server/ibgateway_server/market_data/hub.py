@@ -145,14 +145,20 @@ class Line:
         "waiters",
     )
 
-    def __init__(self, key: tuple[int, str, int], contract: Contract, md_type: int) -> None:
+    def __init__(
+        self,
+        key: tuple[int, str, int],
+        contract: Contract,
+        md_type: int,
+        encoder: Callable[[common_pb2.Contract], QuoteEncoder] = QuoteEncoder,
+    ) -> None:
         self.key = key
         # Our own copy: ib_insync keys tickers by the contract object's identity, and a
         # live and a delayed line of the same instrument must not share a ticker.
         self.contract = copy.copy(contract)
         self.contract_pb = convert.contract_to_proto(contract)
         self.md_type = md_type
-        self.encoder = QuoteEncoder(self.contract_pb)
+        self.encoder = encoder(self.contract_pb)
         self.ticker: Ticker | None = None
         self._source: Ticker | None = None  # the ticker of the newest update
         self._stale = False  # _source changed since _quote was built
@@ -408,9 +414,15 @@ class QuoteHub:
         heartbeat_seconds: float = 5.0,
         linger: float = DEFAULT_LINGER,
         send_window: float = DEFAULT_SEND_WINDOW,
+        encoder: Callable[[common_pb2.Contract], QuoteEncoder] = QuoteEncoder,
     ) -> None:
         self.session = session
         self.send_window = send_window
+        # how a line turns its source's updates into Quote bytes (an edge of a cluster
+        # gets them already encoded from the owner)
+        self.encoder = encoder
+        # called with each line just updated (the owner of a cluster publishes it)
+        self.update_listener: Callable[[Line], None] | None = None
         self.ib = session.ib
         self.line_budget = line_budget
         self.heartbeat_seconds = heartbeat_seconds
@@ -578,7 +590,7 @@ class QuoteHub:
                     metadata={"line_budget": str(self.line_budget)},
                     retry_after=5.0,
                 )
-            line = Line(key, contract, md_type)
+            line = Line(key, contract, md_type, self.encoder)
             self._lines[key] = line
             self._by_contract[id(line.contract)] = line
             self._subscribe(line)
@@ -692,6 +704,7 @@ class QuoteHub:
 
     def _on_pending_tickers(self, tickers: set[Ticker]) -> None:
         by_ticker = self._by_ticker
+        listener = self.update_listener
         for ticker in tickers:
             line = by_ticker.get(ticker)
             if line is None:
@@ -700,6 +713,8 @@ class QuoteHub:
                 self._set_line_state(line, LineState.ACTIVE, "", 0, notify=False)
             line.update(ticker)
             self._updates += 1
+            if listener is not None:
+                listener(line)
             for group in line.groups:
                 group.push(line)
         if self._dirty:
