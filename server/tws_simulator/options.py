@@ -79,7 +79,8 @@ def _equity(
     )
 
 
-_INDEX_EXCHANGES = "CBOE"
+_SPX_EXCHANGES = "SMART,CBOE"
+_NDX_EXCHANGES = "SMART,NASDAQOM"
 OPTIONABLE: dict[str, Optionable] = {
     "AAPL": _equity("AAPL", 0.24),
     "MSFT": _equity("MSFT", 0.22),
@@ -94,16 +95,16 @@ OPTIONABLE: dict[str, Optionable] = {
         (
             # AM-settled monthlies (third Friday) and PM-settled SPXW on Mon/Wed/Fri:
             # on a third Friday both classes list the same strikes (IB's ambiguous case).
-            OptionClass("SPX", (), 0, 3, 0.0, 0.08, "CBOE", _INDEX_EXCHANGES, monthly_step=25.0),
-            OptionClass("SPXW", (0, 2, 4), 2, 3, 0.02, 0.02, "CBOE", _INDEX_EXCHANGES),
+            OptionClass("SPX", (), 0, 3, 0.0, 0.08, "SMART", _SPX_EXCHANGES, monthly_step=25.0),
+            OptionClass("SPXW", (0, 2, 4), 2, 3, 0.02, 0.02, "SMART", _SPX_EXCHANGES),
         ),
         strike_step=5.0,
     ),
     "NDX": Optionable(
         0.19,
         (
-            OptionClass("NDX", (), 0, 2, 0.0, 0.06, "NASDAQOM", "NASDAQOM", monthly_step=100.0),
-            OptionClass("NDXP", (4,), 2, 0, 0.03, 0.0, "NASDAQOM", "NASDAQOM"),
+            OptionClass("NDX", (), 0, 2, 0.0, 0.06, "SMART", _NDX_EXCHANGES, monthly_step=100.0),
+            OptionClass("NDXP", (4,), 2, 0, 0.03, 0.0, "SMART", _NDX_EXCHANGES),
         ),
         strike_step=25.0,
     ),

@@ -1,4 +1,5 @@
-"""MarketDataService: ResolveContract, GetQuotes (snapshots) and StreamQuotes (fan-out).
+"""MarketDataService: ResolveContract, SearchContracts, GetOptionChain, GetQuotes
+(snapshots) and StreamQuotes (fan-out).
 
 The servicer stays thin: it validates, asks the session or the :class:`QuoteHub`, and
 converts. StreamQuotes writes pre-encoded message bytes (built once per IB update by the
@@ -10,12 +11,18 @@ StreamQuotes handler passes those bytes through unchanged; clients still see an 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import grpc
 
 from ibgateway.v1 import common_pb2, market_data_pb2, market_data_pb2_grpc
-from ibgateway_server.api.validation import Violations, check_contract, heartbeat_seconds
+from ibgateway_server.api.validation import (
+    Violations,
+    check_contract,
+    heartbeat_seconds,
+    parse_decimal,
+)
 from ibgateway_server.errors import GatewayError, deadline_exceeded
 from ibgateway_server.ib import convert
 from ibgateway_server.ib.session import IbSession
@@ -28,6 +35,12 @@ from ibgateway_server.market_data.hub import (
     failure_of,
     state_for_error,
 )
+from ibgateway_server.market_data.options import (
+    ChainFilter,
+    filter_chains,
+    fut_fop_exchange,
+    reference_price,
+)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -36,6 +49,42 @@ MAX_CONTRACTS = 1000  # per request; the line budget caps distinct contracts any
 MAX_PATTERN_LENGTH = 64  # SearchContracts; IB matches symbol / name prefixes
 MATCHING_SYMBOLS_WAIT = 4.0  # ib_insync gives up on reqMatchingSymbols after this
 _MARKET_DATA_TYPES = frozenset(common_pb2.MarketDataType.values())
+_EXPIRY = re.compile(r"^\d{8}$")
+MAX_STRIKES_AROUND = 500  # per side; IB lists a few hundred strikes at most
+MAX_NAME_LENGTH = 32  # exchange, trading class
+
+
+def chain_filter(request: market_data_pb2.GetOptionChainRequest) -> ChainFilter:
+    """The validated filters of a GetOptionChain request (violations raised at once)."""
+    v = Violations()
+    check_contract(request.underlying if request.HasField("underlying") else None, "underlying", v)
+    for name in ("exchange", "trading_class"):
+        value = getattr(request, name)
+        v.check(len(value) <= MAX_NAME_LENGTH, name, f"at most {MAX_NAME_LENGTH} characters")
+    for name in ("min_expiry", "max_expiry"):
+        value = getattr(request, name)
+        v.check(not value or bool(_EXPIRY.match(value)), name, "a date as YYYYMMDD")
+    low = parse_decimal(request.min_strike, "min_strike", v, non_negative=True)
+    high = parse_decimal(request.max_strike, "max_strike", v, non_negative=True)
+    if low is not None and high is not None:
+        v.check(low <= high, "max_strike", "must not be below min_strike")
+    if request.min_expiry and request.max_expiry:
+        v.check(request.min_expiry <= request.max_expiry, "max_expiry", "before min_expiry")
+    v.check(
+        0 <= request.strikes_around_price <= MAX_STRIKES_AROUND,
+        "strikes_around_price",
+        f"between 0 and {MAX_STRIKES_AROUND}",
+    )
+    v.raise_if_any()
+    return ChainFilter(
+        exchange=request.exchange.strip(),
+        trading_class=request.trading_class.strip(),
+        min_expiry=request.min_expiry,
+        max_expiry=request.max_expiry,
+        min_strike=low,
+        max_strike=high,
+        strikes_around_price=request.strikes_around_price,
+    )
 
 
 def validate_contracts(contracts: Any, violations: Violations) -> None:
@@ -128,6 +177,43 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
         if found is None:  # ib_insync's own wait ran out before TWS answered
             raise deadline_exceeded(what, MATCHING_SYMBOLS_WAIT)
         return market_data_pb2.SearchContractsResponse(matches=[match_to_proto(d) for d in found])
+
+    async def GetOptionChain(
+        self, request: market_data_pb2.GetOptionChainRequest, context: Context
+    ) -> market_data_pb2.GetOptionChainResponse:
+        flt = chain_filter(request)
+        self.session.require_connected()
+        loop = asyncio.get_running_loop()
+        budget = self.session.budget(context)
+        start = loop.time()
+        contract = await self.hub.resolve(request.underlying, max_wait=budget)
+        what = f"option chain of {contract.symbol}"
+        chains = await self.session.request(
+            lambda: self.session.ib.reqSecDefOptParamsAsync(
+                contract.symbol, fut_fop_exchange(contract), contract.secType, contract.conId
+            ),
+            what=what,
+            context=context,
+        )
+        price = None
+        if flt.strikes_around_price:
+            remaining = max(0.0, budget - (loop.time() - start))
+            line = await self.hub.snapshot(
+                contract, common_pb2.MARKET_DATA_TYPE_UNSPECIFIED, max_wait=remaining
+            )
+            try:
+                price = reference_price(line.ticker)
+            finally:
+                self.hub.release(line)
+            if price is None:
+                raise deadline_exceeded(f"a price of {contract.symbol}", remaining)
+        response = market_data_pb2.GetOptionChainResponse(
+            underlying=convert.contract_to_proto(contract),
+            chains=filter_chains(chains or [], flt, price),
+        )
+        if price is not None:
+            response.underlying_price.value = convert.decimal_text(price)
+        return response
 
     async def GetQuotes(
         self, request: market_data_pb2.GetQuotesRequest, context: Context
@@ -232,6 +318,11 @@ def market_data_handlers(
             servicer.SearchContracts,
             request_deserializer=md.SearchContractsRequest.FromString,
             response_serializer=md.SearchContractsResponse.SerializeToString,
+        ),
+        "GetOptionChain": grpc.unary_unary_rpc_method_handler(
+            servicer.GetOptionChain,
+            request_deserializer=md.GetOptionChainRequest.FromString,
+            response_serializer=md.GetOptionChainResponse.SerializeToString,
         ),
         "GetQuotes": grpc.unary_unary_rpc_method_handler(
             servicer.GetQuotes,

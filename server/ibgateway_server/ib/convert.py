@@ -159,14 +159,20 @@ def contract_from_proto(msg: common_pb2.Contract) -> Contract:
     """An IB Contract from a (partial) request spec, with the documented defaults.
 
     A con_id alone identifies the instrument. A symbol without further detail means a
-    stock on SMART in USD; a forex pair defaults to IDEALPRO. The strike is expected to be
+    stock on SMART in USD; a forex pair defaults to IDEALPRO; a future without a contract
+    month means the front month (IB's CONTFUT). The strike is expected to be
     validated already (see validation.parse_decimal).
     """
     sec_type = SEC_TYPE_TO_IB.get(msg.sec_type, "STK")
     if msg.con_id and not msg.symbol:
         # The con_id is enough; an exchange helps IB but is optional.
         return Contract(conId=msg.con_id, exchange=msg.exchange or "")
-    exchange = msg.exchange or ("IDEALPRO" if sec_type == "CASH" else "SMART")
+    # Stocks and options route through SMART by default; futures, futures options and
+    # indices live on one exchange each, which IB finds from the symbol.
+    if sec_type == "FUT" and not (msg.last_trade_date_or_contract_month or msg.local_symbol):
+        sec_type = "CONTFUT"  # no month: the front month, IB's continuous future
+    default_exchange = {"CASH": "IDEALPRO", "STK": "SMART", "OPT": "SMART"}.get(sec_type, "")
+    exchange = msg.exchange or default_exchange
     currency = msg.currency or ("USD" if sec_type in ("STK", "OPT", "CASH") else "")
     strike = float(msg.strike.value) if msg.HasField("strike") and msg.strike.value else 0.0
     return Contract(

@@ -457,6 +457,9 @@ class IbSession:
                 field_violations=[("contract", f"ambiguous: {len(details)} matches")],
             )
         found = details[0]
+        if found.contract is not None and found.contract.secType == "CONTFUT":
+            # IB answers a continuous future with the front month's con_id: that future
+            found.contract.secType = "FUT"
         if found.contract is not None and found.contract.lastTradeDateOrContractMonth:
             # like ib_insync: drop the time/zone part, which breaks later requests
             c = found.contract

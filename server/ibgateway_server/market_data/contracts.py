@@ -22,6 +22,9 @@ def details_to_proto(details: Any) -> market_data_pb2.ContractDetails:
         liquid_hours=details.liquidHours or "",
         valid_exchanges=split(details.validExchanges),
         order_types=split(details.orderTypes),
+        underlying_con_id=details.underConId or 0,
+        underlying_symbol=details.underSymbol or "",
+        contract_month=details.contractMonth or "",
     )
 
 

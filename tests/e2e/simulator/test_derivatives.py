@@ -30,7 +30,7 @@ async def test_option_chain_parameters(simulator: TwsSimulator, ib: IB) -> None:
 async def test_index_options_have_two_classes_and_an_unknown_underlying_fails(ib: IB) -> None:
     chains = await ib.reqSecDefOptParamsAsync("SPX", "", "IND", 416904)
     assert {c.tradingClass for c in chains} == {"SPX", "SPXW"}
-    assert {c.exchange for c in chains} == {"CBOE"}
+    assert {c.exchange for c in chains} == {"SMART", "CBOE"}
     errors: list[int] = []
     ib.errorEvent += lambda req_id, code, msg, contract: errors.append(code)
     assert await ib.reqSecDefOptParamsAsync("NOPE", "", "STK", 1) == []

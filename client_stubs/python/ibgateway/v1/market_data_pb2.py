@@ -27,41 +27,47 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from ibgateway.v1 import common_pb2 as ibgateway_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eibgateway/v1/market_data.proto\x12\x0cibgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19ibgateway/v1/common.proto\"B\n\x16ResolveContractRequest\x12(\n\x08\x63ontract\x18\x01 \x01(\x0b\x32\x16.ibgateway.v1.Contract\"\xbe\x01\n\x0f\x43ontractDetails\x12\x11\n\tlong_name\x18\x01 \x01(\t\x12\'\n\x08min_tick\x18\x02 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x14\n\x0ctime_zone_id\x18\x03 \x01(\t\x12\x15\n\rtrading_hours\x18\x04 \x01(\t\x12\x14\n\x0cliquid_hours\x18\x05 \x01(\t\x12\x17\n\x0fvalid_exchanges\x18\x06 \x03(\t\x12\x13\n\x0border_types\x18\x07 \x03(\t\"s\n\x17ResolveContractResponse\x12(\n\x08\x63ontract\x18\x01 \x01(\x0b\x32\x16.ibgateway.v1.Contract\x12.\n\x07\x64\x65tails\x18\x02 \x01(\x0b\x32\x1d.ibgateway.v1.ContractDetails\"\xee\x04\n\x05Quote\x12(\n\x08\x63ontract\x18\x01 \x01(\x0b\x32\x16.ibgateway.v1.Contract\x12\"\n\x03\x62id\x18\x02 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\"\n\x03\x61sk\x18\x03 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12#\n\x04last\x18\x04 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\'\n\x08\x62id_size\x18\x05 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\'\n\x08\x61sk_size\x18\x06 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12(\n\tlast_size\x18\x07 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12%\n\x06volume\x18\x08 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12#\n\x04high\x18\t \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\"\n\x03low\x18\n \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12$\n\x05\x63lose\x18\x0b \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12#\n\x04open\x18\x0c \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12-\n\ttick_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0creceive_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x10market_data_type\x18\x0f \x01(\x0e\x32\x1c.ibgateway.v1.MarketDataType\"u\n\x10GetQuotesRequest\x12)\n\tcontracts\x18\x01 \x03(\x0b\x32\x16.ibgateway.v1.Contract\x12\x36\n\x10market_data_type\x18\x02 \x01(\x0e\x32\x1c.ibgateway.v1.MarketDataType\"l\n\x11GetQuotesResponse\x12#\n\x06quotes\x18\x01 \x03(\x0b\x32\x13.ibgateway.v1.Quote\x12\x32\n\x08\x66\x61ilures\x18\x02 \x03(\x0b\x32 .ibgateway.v1.SubscriptionStatus\"\xdf\x01\n\x13StreamQuotesRequest\x12)\n\tcontracts\x18\x01 \x03(\x0b\x32\x16.ibgateway.v1.Contract\x12\x36\n\x10market_data_type\x18\x02 \x01(\x0e\x32\x1c.ibgateway.v1.MarketDataType\x12\x35\n\x12heartbeat_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bsend_window\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9f\x01\n\x12SubscriptionStatus\x12\r\n\x05index\x18\x01 \x01(\x05\x12(\n\x08\x63ontract\x18\x02 \x01(\x0b\x32\x16.ibgateway.v1.Contract\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.ibgateway.v1.SubscriptionState\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07ib_code\x18\x05 \x01(\x05\"L\n\nQuoteBatch\x12#\n\x06quotes\x18\x01 \x03(\x0b\x32\x13.ibgateway.v1.Quote\x12\x19\n\x11\x63onflated_updates\x18\x02 \x01(\x04\"\xfb\x01\n\x14StreamQuotesResponse\x12*\n\x06quotes\x18\x01 \x01(\x0b\x32\x18.ibgateway.v1.QuoteBatchH\x00\x12?\n\x13subscription_status\x18\x02 \x01(\x0b\x32 .ibgateway.v1.SubscriptionStatusH\x00\x12?\n\x10\x63onnection_state\x18\x03 \x01(\x0b\x32#.ibgateway.v1.ConnectionStateChangeH\x00\x12,\n\theartbeat\x18\x04 \x01(\x0b\x32\x17.ibgateway.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent\")\n\x16SearchContractsRequest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\"l\n\rContractMatch\x12(\n\x08\x63ontract\x18\x01 \x01(\x0b\x32\x16.ibgateway.v1.Contract\x12\x1c\n\x14\x64\x65rivative_sec_types\x18\x02 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"G\n\x17SearchContractsResponse\x12,\n\x07matches\x18\x01 \x03(\x0b\x32\x1b.ibgateway.v1.ContractMatch*\xa8\x02\n\x11SubscriptionState\x12\"\n\x1eSUBSCRIPTION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19SUBSCRIPTION_STATE_ACTIVE\x10\x01\x12 \n\x1cSUBSCRIPTION_STATE_NOT_FOUND\x10\x02\x12 \n\x1cSUBSCRIPTION_STATE_AMBIGUOUS\x10\x03\x12$\n SUBSCRIPTION_STATE_LIMIT_REACHED\x10\x04\x12(\n$SUBSCRIPTION_STATE_PERMISSION_DENIED\x10\x05\x12\x1d\n\x19SUBSCRIPTION_STATE_FAILED\x10\x06\x12\x1d\n\x19SUBSCRIPTION_STATE_PAUSED\x10\x07\x32\xfa\x02\n\x11MarketDataService\x12^\n\x0fResolveContract\x12$.ibgateway.v1.ResolveContractRequest\x1a%.ibgateway.v1.ResolveContractResponse\x12L\n\tGetQuotes\x12\x1e.ibgateway.v1.GetQuotesRequest\x1a\x1f.ibgateway.v1.GetQuotesResponse\x12W\n\x0cStreamQuotes\x12!.ibgateway.v1.StreamQuotesRequest\x1a\".ibgateway.v1.StreamQuotesResponse0\x01\x12^\n\x0fSearchContracts\x12$.ibgateway.v1.SearchContractsRequest\x1a%.ibgateway.v1.SearchContractsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eibgateway/v1/market_data.proto\x12\x0cibgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19ibgateway/v1/common.proto\"B\n\x16ResolveContractRequest\x12(\n\x08\x63ontract\x18\x01 \x01(\x0b\x32\x16.ibgateway.v1.Contract\"\x8c\x02\n\x0f\x43ontractDetails\x12\x11\n\tlong_name\x18\x01 \x01(\t\x12\'\n\x08min_tick\x18\x02 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x14\n\x0ctime_zone_id\x18\x03 \x01(\t\x12\x15\n\rtrading_hours\x18\x04 \x01(\t\x12\x14\n\x0cliquid_hours\x18\x05 \x01(\t\x12\x17\n\x0fvalid_exchanges\x18\x06 \x03(\t\x12\x13\n\x0border_types\x18\x07 \x03(\t\x12\x19\n\x11underlying_con_id\x18\x08 \x01(\x03\x12\x19\n\x11underlying_symbol\x18\t \x01(\t\x12\x16\n\x0e\x63ontract_month\x18\n \x01(\t\"s\n\x17ResolveContractResponse\x12(\n\x08\x63ontract\x18\x01 \x01(\x0b\x32\x16.ibgateway.v1.Contract\x12.\n\x07\x64\x65tails\x18\x02 \x01(\x0b\x32\x1d.ibgateway.v1.ContractDetails\"\xee\x04\n\x05Quote\x12(\n\x08\x63ontract\x18\x01 \x01(\x0b\x32\x16.ibgateway.v1.Contract\x12\"\n\x03\x62id\x18\x02 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\"\n\x03\x61sk\x18\x03 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12#\n\x04last\x18\x04 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\'\n\x08\x62id_size\x18\x05 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\'\n\x08\x61sk_size\x18\x06 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12(\n\tlast_size\x18\x07 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12%\n\x06volume\x18\x08 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12#\n\x04high\x18\t \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\"\n\x03low\x18\n \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12$\n\x05\x63lose\x18\x0b \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12#\n\x04open\x18\x0c \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12-\n\ttick_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0creceive_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x10market_data_type\x18\x0f \x01(\x0e\x32\x1c.ibgateway.v1.MarketDataType\"u\n\x10GetQuotesRequest\x12)\n\tcontracts\x18\x01 \x03(\x0b\x32\x16.ibgateway.v1.Contract\x12\x36\n\x10market_data_type\x18\x02 \x01(\x0e\x32\x1c.ibgateway.v1.MarketDataType\"l\n\x11GetQuotesResponse\x12#\n\x06quotes\x18\x01 \x03(\x0b\x32\x13.ibgateway.v1.Quote\x12\x32\n\x08\x66\x61ilures\x18\x02 \x03(\x0b\x32 .ibgateway.v1.SubscriptionStatus\"\xdf\x01\n\x13StreamQuotesRequest\x12)\n\tcontracts\x18\x01 \x03(\x0b\x32\x16.ibgateway.v1.Contract\x12\x36\n\x10market_data_type\x18\x02 \x01(\x0e\x32\x1c.ibgateway.v1.MarketDataType\x12\x35\n\x12heartbeat_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bsend_window\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9f\x01\n\x12SubscriptionStatus\x12\r\n\x05index\x18\x01 \x01(\x05\x12(\n\x08\x63ontract\x18\x02 \x01(\x0b\x32\x16.ibgateway.v1.Contract\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.ibgateway.v1.SubscriptionState\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07ib_code\x18\x05 \x01(\x05\"L\n\nQuoteBatch\x12#\n\x06quotes\x18\x01 \x03(\x0b\x32\x13.ibgateway.v1.Quote\x12\x19\n\x11\x63onflated_updates\x18\x02 \x01(\x04\"\xfb\x01\n\x14StreamQuotesResponse\x12*\n\x06quotes\x18\x01 \x01(\x0b\x32\x18.ibgateway.v1.QuoteBatchH\x00\x12?\n\x13subscription_status\x18\x02 \x01(\x0b\x32 .ibgateway.v1.SubscriptionStatusH\x00\x12?\n\x10\x63onnection_state\x18\x03 \x01(\x0b\x32#.ibgateway.v1.ConnectionStateChangeH\x00\x12,\n\theartbeat\x18\x04 \x01(\x0b\x32\x17.ibgateway.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent\")\n\x16SearchContractsRequest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\"l\n\rContractMatch\x12(\n\x08\x63ontract\x18\x01 \x01(\x0b\x32\x16.ibgateway.v1.Contract\x12\x1c\n\x14\x64\x65rivative_sec_types\x18\x02 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"G\n\x17SearchContractsResponse\x12,\n\x07matches\x18\x01 \x03(\x0b\x32\x1b.ibgateway.v1.ContractMatch\"\x88\x02\n\x15GetOptionChainRequest\x12*\n\nunderlying\x18\x01 \x01(\x0b\x32\x16.ibgateway.v1.Contract\x12\x10\n\x08\x65xchange\x18\x02 \x01(\t\x12\x15\n\rtrading_class\x18\x03 \x01(\t\x12\x12\n\nmin_expiry\x18\x04 \x01(\t\x12\x12\n\nmax_expiry\x18\x05 \x01(\t\x12)\n\nmin_strike\x18\x06 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12)\n\nmax_strike\x18\x07 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x1c\n\x14strikes_around_price\x18\x08 \x01(\x05\"\x87\x01\n\x0bOptionChain\x12\x10\n\x08\x65xchange\x18\x01 \x01(\t\x12\x15\n\rtrading_class\x18\x02 \x01(\t\x12\x12\n\nmultiplier\x18\x03 \x01(\t\x12\x13\n\x0b\x65xpirations\x18\x04 \x03(\t\x12&\n\x07strikes\x18\x05 \x03(\x0b\x32\x15.ibgateway.v1.Decimal\"\xa0\x01\n\x16GetOptionChainResponse\x12*\n\nunderlying\x18\x01 \x01(\x0b\x32\x16.ibgateway.v1.Contract\x12/\n\x10underlying_price\x18\x02 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12)\n\x06\x63hains\x18\x03 \x03(\x0b\x32\x19.ibgateway.v1.OptionChain*\xa8\x02\n\x11SubscriptionState\x12\"\n\x1eSUBSCRIPTION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19SUBSCRIPTION_STATE_ACTIVE\x10\x01\x12 \n\x1cSUBSCRIPTION_STATE_NOT_FOUND\x10\x02\x12 \n\x1cSUBSCRIPTION_STATE_AMBIGUOUS\x10\x03\x12$\n SUBSCRIPTION_STATE_LIMIT_REACHED\x10\x04\x12(\n$SUBSCRIPTION_STATE_PERMISSION_DENIED\x10\x05\x12\x1d\n\x19SUBSCRIPTION_STATE_FAILED\x10\x06\x12\x1d\n\x19SUBSCRIPTION_STATE_PAUSED\x10\x07\x32\xd7\x03\n\x11MarketDataService\x12^\n\x0fResolveContract\x12$.ibgateway.v1.ResolveContractRequest\x1a%.ibgateway.v1.ResolveContractResponse\x12L\n\tGetQuotes\x12\x1e.ibgateway.v1.GetQuotesRequest\x1a\x1f.ibgateway.v1.GetQuotesResponse\x12W\n\x0cStreamQuotes\x12!.ibgateway.v1.StreamQuotesRequest\x1a\".ibgateway.v1.StreamQuotesResponse0\x01\x12^\n\x0fSearchContracts\x12$.ibgateway.v1.SearchContractsRequest\x1a%.ibgateway.v1.SearchContractsResponse\x12[\n\x0eGetOptionChain\x12#.ibgateway.v1.GetOptionChainRequest\x1a$.ibgateway.v1.GetOptionChainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ibgateway.v1.market_data_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBSCRIPTIONSTATE']._serialized_start=2319
-  _globals['_SUBSCRIPTIONSTATE']._serialized_end=2615
+  _globals['_SUBSCRIPTIONSTATE']._serialized_start=2965
+  _globals['_SUBSCRIPTIONSTATE']._serialized_end=3261
   _globals['_RESOLVECONTRACTREQUEST']._serialized_start=140
   _globals['_RESOLVECONTRACTREQUEST']._serialized_end=206
   _globals['_CONTRACTDETAILS']._serialized_start=209
-  _globals['_CONTRACTDETAILS']._serialized_end=399
-  _globals['_RESOLVECONTRACTRESPONSE']._serialized_start=401
-  _globals['_RESOLVECONTRACTRESPONSE']._serialized_end=516
-  _globals['_QUOTE']._serialized_start=519
-  _globals['_QUOTE']._serialized_end=1141
-  _globals['_GETQUOTESREQUEST']._serialized_start=1143
-  _globals['_GETQUOTESREQUEST']._serialized_end=1260
-  _globals['_GETQUOTESRESPONSE']._serialized_start=1262
-  _globals['_GETQUOTESRESPONSE']._serialized_end=1370
-  _globals['_STREAMQUOTESREQUEST']._serialized_start=1373
-  _globals['_STREAMQUOTESREQUEST']._serialized_end=1596
-  _globals['_SUBSCRIPTIONSTATUS']._serialized_start=1599
-  _globals['_SUBSCRIPTIONSTATUS']._serialized_end=1758
-  _globals['_QUOTEBATCH']._serialized_start=1760
-  _globals['_QUOTEBATCH']._serialized_end=1836
-  _globals['_STREAMQUOTESRESPONSE']._serialized_start=1839
-  _globals['_STREAMQUOTESRESPONSE']._serialized_end=2090
-  _globals['_SEARCHCONTRACTSREQUEST']._serialized_start=2092
-  _globals['_SEARCHCONTRACTSREQUEST']._serialized_end=2133
-  _globals['_CONTRACTMATCH']._serialized_start=2135
-  _globals['_CONTRACTMATCH']._serialized_end=2243
-  _globals['_SEARCHCONTRACTSRESPONSE']._serialized_start=2245
-  _globals['_SEARCHCONTRACTSRESPONSE']._serialized_end=2316
-  _globals['_MARKETDATASERVICE']._serialized_start=2618
-  _globals['_MARKETDATASERVICE']._serialized_end=2996
+  _globals['_CONTRACTDETAILS']._serialized_end=477
+  _globals['_RESOLVECONTRACTRESPONSE']._serialized_start=479
+  _globals['_RESOLVECONTRACTRESPONSE']._serialized_end=594
+  _globals['_QUOTE']._serialized_start=597
+  _globals['_QUOTE']._serialized_end=1219
+  _globals['_GETQUOTESREQUEST']._serialized_start=1221
+  _globals['_GETQUOTESREQUEST']._serialized_end=1338
+  _globals['_GETQUOTESRESPONSE']._serialized_start=1340
+  _globals['_GETQUOTESRESPONSE']._serialized_end=1448
+  _globals['_STREAMQUOTESREQUEST']._serialized_start=1451
+  _globals['_STREAMQUOTESREQUEST']._serialized_end=1674
+  _globals['_SUBSCRIPTIONSTATUS']._serialized_start=1677
+  _globals['_SUBSCRIPTIONSTATUS']._serialized_end=1836
+  _globals['_QUOTEBATCH']._serialized_start=1838
+  _globals['_QUOTEBATCH']._serialized_end=1914
+  _globals['_STREAMQUOTESRESPONSE']._serialized_start=1917
+  _globals['_STREAMQUOTESRESPONSE']._serialized_end=2168
+  _globals['_SEARCHCONTRACTSREQUEST']._serialized_start=2170
+  _globals['_SEARCHCONTRACTSREQUEST']._serialized_end=2211
+  _globals['_CONTRACTMATCH']._serialized_start=2213
+  _globals['_CONTRACTMATCH']._serialized_end=2321
+  _globals['_SEARCHCONTRACTSRESPONSE']._serialized_start=2323
+  _globals['_SEARCHCONTRACTSRESPONSE']._serialized_end=2394
+  _globals['_GETOPTIONCHAINREQUEST']._serialized_start=2397
+  _globals['_GETOPTIONCHAINREQUEST']._serialized_end=2661
+  _globals['_OPTIONCHAIN']._serialized_start=2664
+  _globals['_OPTIONCHAIN']._serialized_end=2799
+  _globals['_GETOPTIONCHAINRESPONSE']._serialized_start=2802
+  _globals['_GETOPTIONCHAINRESPONSE']._serialized_end=2962
+  _globals['_MARKETDATASERVICE']._serialized_start=3264
+  _globals['_MARKETDATASERVICE']._serialized_end=3735
 # @@protoc_insertion_point(module_scope)

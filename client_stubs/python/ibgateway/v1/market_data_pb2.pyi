@@ -102,6 +102,9 @@ class ContractDetails(google.protobuf.message.Message):
     LIQUID_HOURS_FIELD_NUMBER: builtins.int
     VALID_EXCHANGES_FIELD_NUMBER: builtins.int
     ORDER_TYPES_FIELD_NUMBER: builtins.int
+    UNDERLYING_CON_ID_FIELD_NUMBER: builtins.int
+    UNDERLYING_SYMBOL_FIELD_NUMBER: builtins.int
+    CONTRACT_MONTH_FIELD_NUMBER: builtins.int
     long_name: builtins.str
     """The instrument's full name, e.g. "APPLE INC"."""
     time_zone_id: builtins.str
@@ -110,6 +113,12 @@ class ContractDetails(google.protobuf.message.Message):
     """The trading sessions as IB writes them, e.g. "20231204:0400-20231204:2000;..."."""
     liquid_hours: builtins.str
     """The regular (liquid) trading hours in the same format."""
+    underlying_con_id: builtins.int
+    """For a derivative: the con_id of its underlying (the stock, index or future)."""
+    underlying_symbol: builtins.str
+    """For a derivative: the symbol of its underlying, e.g. "AAPL" or "ESZ4"."""
+    contract_month: builtins.str
+    """For a derivative: its contract month as YYYYMM."""
     @property
     def min_tick(self) -> ibgateway.v1.common_pb2.Decimal:
         """The smallest price increment, e.g. "0.01"."""
@@ -132,10 +141,13 @@ class ContractDetails(google.protobuf.message.Message):
         liquid_hours: builtins.str = ...,
         valid_exchanges: collections.abc.Iterable[builtins.str] | None = ...,
         order_types: collections.abc.Iterable[builtins.str] | None = ...,
+        underlying_con_id: builtins.int = ...,
+        underlying_symbol: builtins.str = ...,
+        contract_month: builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["min_tick", b"min_tick"]
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["liquid_hours", b"liquid_hours", "long_name", b"long_name", "min_tick", b"min_tick", "order_types", b"order_types", "time_zone_id", b"time_zone_id", "trading_hours", b"trading_hours", "valid_exchanges", b"valid_exchanges"]
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["contract_month", b"contract_month", "liquid_hours", b"liquid_hours", "long_name", b"long_name", "min_tick", b"min_tick", "order_types", b"order_types", "time_zone_id", b"time_zone_id", "trading_hours", b"trading_hours", "underlying_con_id", b"underlying_con_id", "underlying_symbol", b"underlying_symbol", "valid_exchanges", b"valid_exchanges"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___ContractDetails: typing_extensions.TypeAlias = ContractDetails
@@ -559,3 +571,143 @@ class SearchContractsResponse(google.protobuf.message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___SearchContractsResponse: typing_extensions.TypeAlias = SearchContractsResponse
+
+@typing.final
+class GetOptionChainRequest(google.protobuf.message.Message):
+    """Request for MarketDataService.GetOptionChain."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    UNDERLYING_FIELD_NUMBER: builtins.int
+    EXCHANGE_FIELD_NUMBER: builtins.int
+    TRADING_CLASS_FIELD_NUMBER: builtins.int
+    MIN_EXPIRY_FIELD_NUMBER: builtins.int
+    MAX_EXPIRY_FIELD_NUMBER: builtins.int
+    MIN_STRIKE_FIELD_NUMBER: builtins.int
+    MAX_STRIKE_FIELD_NUMBER: builtins.int
+    STRIKES_AROUND_PRICE_FIELD_NUMBER: builtins.int
+    exchange: builtins.str
+    """Only chains listed on this exchange, e.g. "SMART" or "CBOE". Empty: SMART when IB
+    lists the options on SMART, else every exchange.
+    """
+    trading_class: builtins.str
+    """Only this trading class, e.g. "SPXW". Empty: every class."""
+    min_expiry: builtins.str
+    """The earliest expiry to list, as YYYYMMDD (inclusive). Empty: no lower bound."""
+    max_expiry: builtins.str
+    """The latest expiry to list, as YYYYMMDD (inclusive). Empty: no upper bound."""
+    strikes_around_price: builtins.int
+    """Keep only this many strikes below and this many above the underlying's current
+    price (0: no such limit). Costs one quote snapshot of the underlying.
+    """
+    @property
+    def underlying(self) -> ibgateway.v1.common_pb2.Contract:
+        """Required. The underlying, described as for ResolveContract: a stock ("AAPL"), an
+        index (sec_type SECURITY_TYPE_INDEX, "SPX") or a future (futures options, e.g. "ES"
+        with its contract month; without one, the front month).
+        """
+
+    @property
+    def min_strike(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The lowest strike to list (inclusive). Empty: no lower bound."""
+
+    @property
+    def max_strike(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The highest strike to list (inclusive). Empty: no upper bound."""
+
+    def __init__(
+        self,
+        *,
+        underlying: ibgateway.v1.common_pb2.Contract | None = ...,
+        exchange: builtins.str = ...,
+        trading_class: builtins.str = ...,
+        min_expiry: builtins.str = ...,
+        max_expiry: builtins.str = ...,
+        min_strike: ibgateway.v1.common_pb2.Decimal | None = ...,
+        max_strike: ibgateway.v1.common_pb2.Decimal | None = ...,
+        strikes_around_price: builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["max_strike", b"max_strike", "min_strike", b"min_strike", "underlying", b"underlying"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["exchange", b"exchange", "max_expiry", b"max_expiry", "max_strike", b"max_strike", "min_expiry", b"min_expiry", "min_strike", b"min_strike", "strikes_around_price", b"strikes_around_price", "trading_class", b"trading_class", "underlying", b"underlying"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___GetOptionChainRequest: typing_extensions.TypeAlias = GetOptionChainRequest
+
+@typing.final
+class OptionChain(google.protobuf.message.Message):
+    """The options of one trading class on one exchange."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    EXCHANGE_FIELD_NUMBER: builtins.int
+    TRADING_CLASS_FIELD_NUMBER: builtins.int
+    MULTIPLIER_FIELD_NUMBER: builtins.int
+    EXPIRATIONS_FIELD_NUMBER: builtins.int
+    STRIKES_FIELD_NUMBER: builtins.int
+    exchange: builtins.str
+    """The exchange, e.g. "SMART", "CBOE" or "CME"."""
+    trading_class: builtins.str
+    """The trading class, e.g. "AAPL", "SPX" (AM-settled monthlies) or "SPXW" (weeklies)."""
+    multiplier: builtins.str
+    """The contract multiplier, e.g. "100"."""
+    @property
+    def expirations(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
+        """The expirations as YYYYMMDD, soonest first."""
+
+    @property
+    def strikes(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[ibgateway.v1.common_pb2.Decimal]:
+        """The strikes, lowest first. As IB lists them: the union over the expirations, so a
+        strike may not exist on every expiry (ResolveContract tells).
+        """
+
+    def __init__(
+        self,
+        *,
+        exchange: builtins.str = ...,
+        trading_class: builtins.str = ...,
+        multiplier: builtins.str = ...,
+        expirations: collections.abc.Iterable[builtins.str] | None = ...,
+        strikes: collections.abc.Iterable[ibgateway.v1.common_pb2.Decimal] | None = ...,
+    ) -> None: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["exchange", b"exchange", "expirations", b"expirations", "multiplier", b"multiplier", "strikes", b"strikes", "trading_class", b"trading_class"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___OptionChain: typing_extensions.TypeAlias = OptionChain
+
+@typing.final
+class GetOptionChainResponse(google.protobuf.message.Message):
+    """Response of MarketDataService.GetOptionChain."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    UNDERLYING_FIELD_NUMBER: builtins.int
+    UNDERLYING_PRICE_FIELD_NUMBER: builtins.int
+    CHAINS_FIELD_NUMBER: builtins.int
+    @property
+    def underlying(self) -> ibgateway.v1.common_pb2.Contract:
+        """The qualified underlying, with its con_id."""
+
+    @property
+    def underlying_price(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The underlying's price the strikes were centred on (when strikes_around_price was
+        given); empty otherwise.
+        """
+
+    @property
+    def chains(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___OptionChain]:
+        """The chains, by exchange then trading class."""
+
+    def __init__(
+        self,
+        *,
+        underlying: ibgateway.v1.common_pb2.Contract | None = ...,
+        underlying_price: ibgateway.v1.common_pb2.Decimal | None = ...,
+        chains: collections.abc.Iterable[Global___OptionChain] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["underlying", b"underlying", "underlying_price", b"underlying_price"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["chains", b"chains", "underlying", b"underlying", "underlying_price", b"underlying_price"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___GetOptionChainResponse: typing_extensions.TypeAlias = GetOptionChainResponse

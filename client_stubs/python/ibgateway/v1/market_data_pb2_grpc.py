@@ -56,6 +56,11 @@ class MarketDataServiceStub:
                 request_serializer=ibgateway_dot_v1_dot_market__data__pb2.SearchContractsRequest.SerializeToString,
                 response_deserializer=ibgateway_dot_v1_dot_market__data__pb2.SearchContractsResponse.FromString,
                 _registered_method=True)
+        self.GetOptionChain = channel.unary_unary(
+                '/ibgateway.v1.MarketDataService/GetOptionChain',
+                request_serializer=ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainRequest.SerializeToString,
+                response_deserializer=ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainResponse.FromString,
+                _registered_method=True)
 
 
 class MarketDataServiceServicer:
@@ -99,6 +104,17 @@ class MarketDataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOptionChain(self, request, context):
+        """Lists the options of an underlying (IB's reqSecDefOptParams): for each exchange and
+        trading class, its expirations, strikes and multiplier. Filter by exchange, trading
+        class, expiry range and strike range (absolute bounds, or a number of strikes on
+        each side of the underlying's current price). NOT_FOUND when the underlying is
+        unknown; an underlying without listed options has no chains.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarketDataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +137,11 @@ def add_MarketDataServiceServicer_to_server(servicer, server):
                     servicer.SearchContracts,
                     request_deserializer=ibgateway_dot_v1_dot_market__data__pb2.SearchContractsRequest.FromString,
                     response_serializer=ibgateway_dot_v1_dot_market__data__pb2.SearchContractsResponse.SerializeToString,
+            ),
+            'GetOptionChain': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOptionChain,
+                    request_deserializer=ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainRequest.FromString,
+                    response_serializer=ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -233,6 +254,33 @@ class MarketDataService:
             '/ibgateway.v1.MarketDataService/SearchContracts',
             ibgateway_dot_v1_dot_market__data__pb2.SearchContractsRequest.SerializeToString,
             ibgateway_dot_v1_dot_market__data__pb2.SearchContractsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOptionChain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ibgateway.v1.MarketDataService/GetOptionChain',
+            ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainRequest.SerializeToString,
+            ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,13 @@ class MarketDataServiceStub:
     """Finds instruments whose symbol or name starts with a pattern (IB's
     reqMatchingSymbols), e.g. "AA" → AAPL, AAL, ...
     """
+    GetOptionChain: grpc.UnaryUnaryMultiCallable[ibgateway.v1.market_data_pb2.GetOptionChainRequest, ibgateway.v1.market_data_pb2.GetOptionChainResponse]
+    """Lists the options of an underlying (IB's reqSecDefOptParams): for each exchange and
+    trading class, its expirations, strikes and multiplier. Filter by exchange, trading
+    class, expiry range and strike range (absolute bounds, or a number of strikes on
+    each side of the underlying's current price). NOT_FOUND when the underlying is
+    unknown; an underlying without listed options has no chains.
+    """
 
 @typing.type_check_only
 class MarketDataServiceAsyncStub(MarketDataServiceStub):
@@ -76,6 +83,13 @@ class MarketDataServiceAsyncStub(MarketDataServiceStub):
     SearchContracts: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.market_data_pb2.SearchContractsRequest, ibgateway.v1.market_data_pb2.SearchContractsResponse]  # type: ignore[assignment]
     """Finds instruments whose symbol or name starts with a pattern (IB's
     reqMatchingSymbols), e.g. "AA" → AAPL, AAL, ...
+    """
+    GetOptionChain: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.market_data_pb2.GetOptionChainRequest, ibgateway.v1.market_data_pb2.GetOptionChainResponse]  # type: ignore[assignment]
+    """Lists the options of an underlying (IB's reqSecDefOptParams): for each exchange and
+    trading class, its expirations, strikes and multiplier. Filter by exchange, trading
+    class, expiry range and strike range (absolute bounds, or a number of strikes on
+    each side of the underlying's current price). NOT_FOUND when the underlying is
+    unknown; an underlying without listed options has no chains.
     """
 
 class MarketDataServiceServicer(metaclass=abc.ABCMeta):
@@ -125,6 +139,19 @@ class MarketDataServiceServicer(metaclass=abc.ABCMeta):
     ) -> typing.Union[ibgateway.v1.market_data_pb2.SearchContractsResponse, collections.abc.Awaitable[ibgateway.v1.market_data_pb2.SearchContractsResponse]]:
         """Finds instruments whose symbol or name starts with a pattern (IB's
         reqMatchingSymbols), e.g. "AA" → AAPL, AAL, ...
+        """
+
+    @abc.abstractmethod
+    def GetOptionChain(
+        self,
+        request: ibgateway.v1.market_data_pb2.GetOptionChainRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[ibgateway.v1.market_data_pb2.GetOptionChainResponse, collections.abc.Awaitable[ibgateway.v1.market_data_pb2.GetOptionChainResponse]]:
+        """Lists the options of an underlying (IB's reqSecDefOptParams): for each exchange and
+        trading class, its expirations, strikes and multiplier. Filter by exchange, trading
+        class, expiry range and strike range (absolute bounds, or a number of strikes on
+        each side of the underlying's current price). NOT_FOUND when the underlying is
+        unknown; an underlying without listed options has no chains.
         """
 
 def add_MarketDataServiceServicer_to_server(servicer: MarketDataServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
