@@ -113,6 +113,19 @@ RULES: dict[str, Rule] = {
     "ibgateway.v1.StreamQuotesRequest.contracts": Rule(max_items=1000),
     "ibgateway.v1.StreamQuotesRequest.heartbeat_interval": Rule(maximum=_d("3600")),
     "ibgateway.v1.SearchContractsRequest.pattern": Rule(max_length=64),
+    "ibgateway.v1.GetOptionChainRequest.exchange": Rule(max_length=32),
+    "ibgateway.v1.GetOptionChainRequest.trading_class": Rule(max_length=32),
+    "ibgateway.v1.GetOptionChainRequest.min_expiry": Rule(max_length=8),
+    "ibgateway.v1.GetOptionChainRequest.max_expiry": Rule(max_length=8),
+    "ibgateway.v1.GetOptionChainRequest.min_strike": Rule(
+        minimum=_d("0"), maximum=_d("1000000000"), max_scale=8
+    ),
+    "ibgateway.v1.GetOptionChainRequest.max_strike": Rule(
+        minimum=_d("0"), maximum=_d("1000000000"), max_scale=8
+    ),
+    "ibgateway.v1.GetOptionChainRequest.strikes_around_price": Rule(
+        minimum=_d("0"), maximum=_d("500")
+    ),
     # OrderService
     "ibgateway.v1.PlaceOrderRequest.client_order_id": Rule(max_length=40),
     "ibgateway.v1.PlaceOrderRequest.account_id": _ACCOUNT,

@@ -102,16 +102,27 @@ async def test_option_chain_errors(market: Stub) -> None:
         market.GetOptionChain(
             chain_request(
                 underlying=common_pb2.Contract(symbol="AAPL"),
-                min_expiry="2024-01-01",
-                min_strike=common_pb2.Decimal(value="200"),
-                max_strike=common_pb2.Decimal(value="100"),
-                strikes_around_price=-1,
+                min_expiry="20240101x",
+                strikes_around_price=501,
             ),
             timeout=10,
         )
     )
     assert err.code is grpc.StatusCode.INVALID_ARGUMENT
-    assert set(err.violations) == {"min_expiry", "max_strike", "strikes_around_price"}
+    assert set(err.violations) == {"min_expiry", "strikes_around_price"}
+    err = await expect_error(
+        market.GetOptionChain(
+            chain_request(
+                underlying=common_pb2.Contract(symbol="AAPL"),
+                min_expiry="2024-1-1",
+                min_strike=common_pb2.Decimal(value="200"),
+                max_strike=common_pb2.Decimal(value="100"),
+            ),
+            timeout=10,
+        )
+    )
+    assert err.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert set(err.violations) == {"min_expiry", "max_strike"}
     err = await expect_error(market.GetOptionChain(chain_request(), timeout=10))
     assert "underlying.symbol" in err.violations
     err = await expect_error(
