@@ -33,9 +33,9 @@ $(STAMP): pyproject.toml $(CLIENT_DIR)/pyproject.toml
 ## the ib_async compatibility venv used by tests/e2e/simulator/test_ib_async_compat.py
 compat: $(COMPAT_STAMP)
 
-$(COMPAT_STAMP):
+$(COMPAT_STAMP): Makefile
 	$(PYTHON) -m venv $(COMPAT_VENV)
-	$(COMPAT_VENV)/bin/python -m pip install --quiet 'ib_async>=2,<3' 'pytest>=8,<10'
+	$(COMPAT_VENV)/bin/python -m pip install --quiet 'ib_async>=2,<3' 'pytest>=8,<10' 'pandas>=2.2,<4'
 	touch $(COMPAT_STAMP)
 
 ## the client package in a virtual environment of its own (used by the tests; `make client`)

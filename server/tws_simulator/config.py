@@ -42,6 +42,11 @@ class SimulatorConfig:
     account_update_interval: float = 1.0  # how often portfolios and values follow prices
     pnl_interval: float = 1.0  # how often reqPnL / reqPnLSingle subscribers get an update
     first_order_id: int = 1  # nextValidId of the first connection
+    # IB's historical-data pacing: requests per client within 10 minutes (0: unlimited),
+    # and the seconds within which an identical request is a violation.
+    history_requests_per_10min: int = 60
+    history_identical_window: float = 15.0
+    history_update_interval: float = 1.0  # keepUpToDate: how often the open bar is re-sent
     instruments: tuple[Instrument, ...] = DEFAULT_INSTRUMENTS
     clock_start: float | None = None
     trading_hours: bool = False

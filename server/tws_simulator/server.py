@@ -39,6 +39,9 @@ ConnectionListener = Callable[["ClientConnection"], None]
 # A client that stops reading gets cut off rather than growing our memory without bound.
 MAX_WRITE_BUFFER = 64 * 1024 * 1024
 
+# TWS's "out of date" error, for requests the simulator does not implement.
+UNSUPPORTED_REQUEST = (503, "The TWS is out of date and must be upgraded.")
+
 
 def parse_version_range(text: str) -> tuple[int, int] | None:
     """Read "v157..176" (optionally followed by connect options) or "v176"."""
@@ -294,11 +297,12 @@ class Simulator:
     def _install_features(self) -> None:
         # Each feature module registers its handlers on our dispatch table; they import
         # nothing from here at run time (only types), so the arrows point one way.
-        from . import account_feed, contracts, market_data, orders, session
+        from . import account_feed, contracts, historical, market_data, orders, session
 
         session.install(self)
         contracts.install(self)
         self.market_data = market_data.install(self)
+        self.history = historical.install(self)
         self.account_feed = account_feed.install(self)
         orders.install(self)
 
@@ -375,11 +379,14 @@ class Simulator:
         handler = self.handlers.get(msg_id)
         if handler is None:
             log.warning("%r sent unsupported message %d: %s", conn, msg_id, args[:6])
+            # 503 (what a client gets for a request its TWS is too old for) fails the
+            # waiting call at once in ib_insync and ib_async; 321 is only a warning to
+            # ib_async, whose call would wait out its timeout.
+            code, text = UNSUPPORTED_REQUEST
             conn.send_error(
                 request_id(msg_id, args),
-                321,
-                f"Error validating request.-'{msg_id}' : cause - "
-                f"The simulator does not support request type {_request_name(msg_id)}",
+                code,
+                f"{text} The simulator does not support request type {_request_name(msg_id)}",
             )
             return
         try:
