@@ -55,6 +55,7 @@ from ibgateway_server.cluster.owner import OwnerNode, StandbyGuard
 from ibgateway_server.config import Settings
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib.session import IbSession, SessionEvent, SessionState, StateChange
+from ibgateway_server.market_data.history import HistoryService
 from ibgateway_server.market_data.hub import QuoteHub
 from ibgateway_server.orders.book import OrderBook
 from ibgateway_server.portfolio.accounts import AccountSummaries
@@ -269,7 +270,13 @@ class Gateway:
         self.hub.start()
         # at shutdown the hub ends every quote stream before the server drains
         self._closers.append(self.hub.close)
-        names = [add_market_data_service(server, MarketDataServicer(self.session, self.hub))]
+        history = HistoryService(
+            self.session,
+            requests_per_10min=self.settings.history_requests_per_10min,
+            cache_seconds=self.settings.history_cache_seconds,
+        )
+        market_data = MarketDataServicer(self.session, self.hub, history=history)
+        names = [add_market_data_service(server, market_data)]
 
         self.order_book = OrderBook(self.session)
         self.order_book.start()  # rebuilds itself from TWS on every (re)connect

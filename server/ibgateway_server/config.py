@@ -65,6 +65,18 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(
         5.0, validation_alias=_env("IBGW_HEARTBEAT_SECONDS", "heartbeat_seconds")
     )
+    # IB allows about 60 historical-data requests per 10 minutes; the gateway keeps to
+    # this budget itself and answers RESOURCE_EXHAUSTED (with RetryInfo) beyond it.
+    history_requests_per_10min: int = Field(
+        60,
+        validation_alias=_env("IBGW_HISTORY_REQUESTS_PER_10MIN", "history_requests_per_10min"),
+    )
+    # How long the answer to a history request ending "now" is reused for an identical
+    # request (IB refuses identical requests within 15 s); bars with a past end time are
+    # kept 10 times as long.
+    history_cache_seconds: float = Field(
+        15.0, validation_alias=_env("IBGW_HISTORY_CACHE_SECONDS", "history_cache_seconds")
+    )
     log_level: LogLevel = Field("INFO", validation_alias=_env("IBGW_LOG_LEVEL", "log_level"))
     metrics_port: int | None = Field(
         None, validation_alias=_env("IBGW_METRICS_PORT", "metrics_port")
@@ -224,7 +236,7 @@ class Settings(BaseSettings):
             raise ValueError("must be between 1024 and 67108864 bytes")
         return value
 
-    @field_validator("quote_line_budget")
+    @field_validator("quote_line_budget", "history_requests_per_10min")
     @classmethod
     def _budget(cls, value: int) -> int:
         if value < 1:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -26,7 +27,16 @@ from ibgateway_server.api.validation import (
 from ibgateway_server.errors import GatewayError, deadline_exceeded
 from ibgateway_server.ib import convert
 from ibgateway_server.ib.session import IbSession
+from ibgateway_server.market_data.bars import (
+    BAR_SIZES,
+    DURATION_UNITS,
+    WHAT_TO_SHOW,
+    duration_seconds,
+    duration_text,
+    what_to_show_for,
+)
 from ibgateway_server.market_data.contracts import details_to_proto, match_to_proto
+from ibgateway_server.market_data.history import HistoryQuery, HistoryService
 from ibgateway_server.market_data.hub import (
     FAILED,
     MAX_SEND_WINDOW,
@@ -115,6 +125,42 @@ def send_window_seconds(request: Any, violations: Violations) -> float | None:
     return seconds
 
 
+def validate_history(request: market_data_pb2.GetHistoricalBarsRequest) -> None:
+    """Every field of a GetHistoricalBars request, including IB's duration limits."""
+    v = Violations()
+    check_contract(request.contract if request.HasField("contract") else None, "contract", v)
+    spec = BAR_SIZES.get(request.bar_size)
+    v.check(spec is not None, "bar_size", "required: one of IB's bar sizes (BAR_SIZE_*)")
+    v.check(
+        request.what_to_show in WHAT_TO_SHOW or request.what_to_show == 0,
+        "what_to_show",
+        f"unknown value {request.what_to_show}",
+    )
+    duration = request.duration
+    unit_ok = v.check(
+        duration.unit in DURATION_UNITS, "duration.unit", "required (DURATION_UNIT_*)"
+    )
+    count_ok = v.check(duration.count >= 1, "duration.count", "must be at least 1")
+    if spec is not None and unit_ok and count_ok:
+        seconds = duration_seconds(duration.count, duration.unit)
+        v.check(
+            seconds <= spec.max_seconds,
+            "duration",
+            f"IB serves at most {spec.max_text} of {spec.ib_text} bars per request "
+            f"(got {duration_text(duration.count, duration.unit)}); ask for a shorter "
+            "duration or a larger bar size",
+        )
+    if request.HasField("end_time"):
+        end = request.end_time.ToDatetime(tzinfo=UTC)
+        v.check(end <= datetime.now(UTC), "end_time", "must not be in the future")
+        v.check(
+            request.what_to_show != market_data_pb2.WHAT_TO_SHOW_ADJUSTED_LAST,
+            "end_time",
+            "IB serves ADJUSTED_LAST only up to now: leave end_time unset",
+        )
+    v.raise_if_any()
+
+
 def _status(
     index: int, contract: common_pb2.Contract, state: int, message: str, ib_code: int = 0
 ) -> market_data_pb2.SubscriptionStatus:
@@ -131,10 +177,16 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
     """Quotes through the hub (one IB line per contract), contracts through the session."""
 
     def __init__(
-        self, session: IbSession, hub: QuoteHub, *, heartbeat_seconds: float | None = None
+        self,
+        session: IbSession,
+        hub: QuoteHub,
+        *,
+        heartbeat_seconds: float | None = None,
+        history: HistoryService | None = None,
     ) -> None:
         self.session = session
         self.hub = hub
+        self.history = history or HistoryService(session)
         self.heartbeat_seconds = (
             heartbeat_seconds if heartbeat_seconds is not None else hub.heartbeat_seconds
         )
@@ -214,6 +266,32 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
         if price is not None:
             response.underlying_price.value = convert.decimal_text(price)
         return response
+
+    async def GetHistoricalBars(
+        self, request: market_data_pb2.GetHistoricalBarsRequest, context: Context
+    ) -> market_data_pb2.GetHistoricalBarsResponse:
+        validate_history(request)
+        self.session.require_connected()
+        details = await self.session.qualify_details(
+            convert.contract_from_proto(request.contract), context=context
+        )
+        contract = details.contract
+        assert contract is not None
+        query = HistoryQuery(
+            contract=contract,
+            end=request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None,
+            duration=duration_text(request.duration.count, request.duration.unit),
+            spec=BAR_SIZES[request.bar_size],
+            what_to_show=what_to_show_for(request.what_to_show, contract.secType),
+            regular_hours=request.regular_trading_hours_only,
+        )
+        answer = await self.history.fetch(query, details.timeZoneId, context)
+        return market_data_pb2.GetHistoricalBarsResponse(
+            contract=convert.contract_to_proto(contract),
+            bars=answer.bars,
+            time_zone=answer.time_zone,
+            cached=answer.cached,
+        )
 
     async def GetQuotes(
         self, request: market_data_pb2.GetQuotesRequest, context: Context
@@ -323,6 +401,11 @@ def market_data_handlers(
             servicer.GetOptionChain,
             request_deserializer=md.GetOptionChainRequest.FromString,
             response_serializer=md.GetOptionChainResponse.SerializeToString,
+        ),
+        "GetHistoricalBars": grpc.unary_unary_rpc_method_handler(
+            servicer.GetHistoricalBars,
+            request_deserializer=md.GetHistoricalBarsRequest.FromString,
+            response_serializer=md.GetHistoricalBarsResponse.SerializeToString,
         ),
         "GetQuotes": grpc.unary_unary_rpc_method_handler(
             servicer.GetQuotes,

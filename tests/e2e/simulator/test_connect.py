@@ -140,15 +140,18 @@ async def test_malformed_and_unknown_messages_are_answered_and_harm_nobody(
         await raw.send("abc", 1)  # not a number
         error = await raw.expect("4")
         assert error[3] == "321"
-        await raw.send(555, 1, 2)  # no such request
+        await raw.send(555, 1, 2)  # no such request: 503 fails the waiting call at once
         error = await raw.expect("4")
-        assert error[3] == "321" and "555" in error[4]
+        assert error[3] == "503" and "555" in error[4]
         await raw.send(1, 11, 42, "265598")  # reqMktData cut short
         error = await raw.expect("4")
         assert error[2:4] == ["42", "321"]
-        await raw.send(20, 77, "0", "AAPL")  # historical data: not simulated, named in the error
+        await raw.send(52, 2, 77, "0", "AAPL")  # fundamental data: not simulated, named
         error = await raw.expect("4")
-        assert error[2:4] == ["77", "321"] and "REQ_HISTORICAL_DATA" in error[4]
+        assert error[2:4] == ["77", "503"] and "REQ_FUNDAMENTAL_DATA" in error[4]
+        await raw.send(20, 78, "0", "AAPL")  # historical data cut short
+        error = await raw.expect("4")
+        assert error[2:4] == ["78", "321"]
         await raw.send()  # an empty message
         await raw.send(49, 1)  # still served
         current = await raw.expect("49")

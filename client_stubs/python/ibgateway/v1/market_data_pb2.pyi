@@ -66,6 +66,190 @@ SUBSCRIPTION_STATE_PAUSED: SubscriptionState.ValueType  # 7
 """IB's connection is down; the subscription resumes by itself when it returns."""
 Global___SubscriptionState: typing_extensions.TypeAlias = SubscriptionState
 
+class _BarSize:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _BarSizeEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_BarSize.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    BAR_SIZE_UNSPECIFIED: _BarSize.ValueType  # 0
+    """Not set (required)."""
+    BAR_SIZE_1_SECOND: _BarSize.ValueType  # 1
+    """1 second ("1 secs")."""
+    BAR_SIZE_5_SECONDS: _BarSize.ValueType  # 2
+    """5 seconds ("5 secs"); also the size of IB's real-time bars."""
+    BAR_SIZE_10_SECONDS: _BarSize.ValueType  # 3
+    """10 seconds ("10 secs")."""
+    BAR_SIZE_15_SECONDS: _BarSize.ValueType  # 4
+    """15 seconds ("15 secs")."""
+    BAR_SIZE_30_SECONDS: _BarSize.ValueType  # 5
+    """30 seconds ("30 secs")."""
+    BAR_SIZE_1_MINUTE: _BarSize.ValueType  # 6
+    """1 minute ("1 min")."""
+    BAR_SIZE_2_MINUTES: _BarSize.ValueType  # 7
+    """2 minutes ("2 mins")."""
+    BAR_SIZE_3_MINUTES: _BarSize.ValueType  # 8
+    """3 minutes ("3 mins")."""
+    BAR_SIZE_5_MINUTES: _BarSize.ValueType  # 9
+    """5 minutes ("5 mins")."""
+    BAR_SIZE_10_MINUTES: _BarSize.ValueType  # 10
+    """10 minutes ("10 mins")."""
+    BAR_SIZE_15_MINUTES: _BarSize.ValueType  # 11
+    """15 minutes ("15 mins")."""
+    BAR_SIZE_20_MINUTES: _BarSize.ValueType  # 12
+    """20 minutes ("20 mins")."""
+    BAR_SIZE_30_MINUTES: _BarSize.ValueType  # 13
+    """30 minutes ("30 mins")."""
+    BAR_SIZE_1_HOUR: _BarSize.ValueType  # 14
+    """1 hour ("1 hour")."""
+    BAR_SIZE_2_HOURS: _BarSize.ValueType  # 15
+    """2 hours ("2 hours")."""
+    BAR_SIZE_3_HOURS: _BarSize.ValueType  # 16
+    """3 hours ("3 hours")."""
+    BAR_SIZE_4_HOURS: _BarSize.ValueType  # 17
+    """4 hours ("4 hours")."""
+    BAR_SIZE_8_HOURS: _BarSize.ValueType  # 18
+    """8 hours ("8 hours")."""
+    BAR_SIZE_1_DAY: _BarSize.ValueType  # 19
+    """1 trading day ("1 day")."""
+    BAR_SIZE_1_WEEK: _BarSize.ValueType  # 20
+    """1 week ("1 week")."""
+    BAR_SIZE_1_MONTH: _BarSize.ValueType  # 21
+    """1 month ("1 month")."""
+
+class BarSize(_BarSize, metaclass=_BarSizeEnumTypeWrapper):
+    """IB's bar sizes (reqHistoricalData's barSizeSetting)."""
+
+BAR_SIZE_UNSPECIFIED: BarSize.ValueType  # 0
+"""Not set (required)."""
+BAR_SIZE_1_SECOND: BarSize.ValueType  # 1
+"""1 second ("1 secs")."""
+BAR_SIZE_5_SECONDS: BarSize.ValueType  # 2
+"""5 seconds ("5 secs"); also the size of IB's real-time bars."""
+BAR_SIZE_10_SECONDS: BarSize.ValueType  # 3
+"""10 seconds ("10 secs")."""
+BAR_SIZE_15_SECONDS: BarSize.ValueType  # 4
+"""15 seconds ("15 secs")."""
+BAR_SIZE_30_SECONDS: BarSize.ValueType  # 5
+"""30 seconds ("30 secs")."""
+BAR_SIZE_1_MINUTE: BarSize.ValueType  # 6
+"""1 minute ("1 min")."""
+BAR_SIZE_2_MINUTES: BarSize.ValueType  # 7
+"""2 minutes ("2 mins")."""
+BAR_SIZE_3_MINUTES: BarSize.ValueType  # 8
+"""3 minutes ("3 mins")."""
+BAR_SIZE_5_MINUTES: BarSize.ValueType  # 9
+"""5 minutes ("5 mins")."""
+BAR_SIZE_10_MINUTES: BarSize.ValueType  # 10
+"""10 minutes ("10 mins")."""
+BAR_SIZE_15_MINUTES: BarSize.ValueType  # 11
+"""15 minutes ("15 mins")."""
+BAR_SIZE_20_MINUTES: BarSize.ValueType  # 12
+"""20 minutes ("20 mins")."""
+BAR_SIZE_30_MINUTES: BarSize.ValueType  # 13
+"""30 minutes ("30 mins")."""
+BAR_SIZE_1_HOUR: BarSize.ValueType  # 14
+"""1 hour ("1 hour")."""
+BAR_SIZE_2_HOURS: BarSize.ValueType  # 15
+"""2 hours ("2 hours")."""
+BAR_SIZE_3_HOURS: BarSize.ValueType  # 16
+"""3 hours ("3 hours")."""
+BAR_SIZE_4_HOURS: BarSize.ValueType  # 17
+"""4 hours ("4 hours")."""
+BAR_SIZE_8_HOURS: BarSize.ValueType  # 18
+"""8 hours ("8 hours")."""
+BAR_SIZE_1_DAY: BarSize.ValueType  # 19
+"""1 trading day ("1 day")."""
+BAR_SIZE_1_WEEK: BarSize.ValueType  # 20
+"""1 week ("1 week")."""
+BAR_SIZE_1_MONTH: BarSize.ValueType  # 21
+"""1 month ("1 month")."""
+Global___BarSize: typing_extensions.TypeAlias = BarSize
+
+class _WhatToShow:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _WhatToShowEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_WhatToShow.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    WHAT_TO_SHOW_UNSPECIFIED: _WhatToShow.ValueType  # 0
+    """Not set: trades (WHAT_TO_SHOW_TRADES); for a currency pair, midpoints."""
+    WHAT_TO_SHOW_TRADES: _WhatToShow.ValueType  # 1
+    """Trade prices, with volume, WAP and trade count. Not for currency pairs."""
+    WHAT_TO_SHOW_MIDPOINT: _WhatToShow.ValueType  # 2
+    """Bid/ask midpoints (no volume)."""
+    WHAT_TO_SHOW_BID: _WhatToShow.ValueType  # 3
+    """Bid prices (no volume)."""
+    WHAT_TO_SHOW_ASK: _WhatToShow.ValueType  # 4
+    """Ask prices (no volume)."""
+    WHAT_TO_SHOW_BID_ASK: _WhatToShow.ValueType  # 5
+    """Time-average bid (open), highest ask (high), lowest bid (low), time-average ask (close)."""
+    WHAT_TO_SHOW_ADJUSTED_LAST: _WhatToShow.ValueType  # 6
+    """Trade prices adjusted for splits and dividends (only up to now: end_time unset)."""
+    WHAT_TO_SHOW_HISTORICAL_VOLATILITY: _WhatToShow.ValueType  # 7
+    """The instrument's historical volatility (annualized, e.g. "0.28")."""
+    WHAT_TO_SHOW_OPTION_IMPLIED_VOLATILITY: _WhatToShow.ValueType  # 8
+    """The implied volatility of its options (annualized)."""
+
+class WhatToShow(_WhatToShow, metaclass=_WhatToShowEnumTypeWrapper):
+    """What the bars are made of (reqHistoricalData's whatToShow)."""
+
+WHAT_TO_SHOW_UNSPECIFIED: WhatToShow.ValueType  # 0
+"""Not set: trades (WHAT_TO_SHOW_TRADES); for a currency pair, midpoints."""
+WHAT_TO_SHOW_TRADES: WhatToShow.ValueType  # 1
+"""Trade prices, with volume, WAP and trade count. Not for currency pairs."""
+WHAT_TO_SHOW_MIDPOINT: WhatToShow.ValueType  # 2
+"""Bid/ask midpoints (no volume)."""
+WHAT_TO_SHOW_BID: WhatToShow.ValueType  # 3
+"""Bid prices (no volume)."""
+WHAT_TO_SHOW_ASK: WhatToShow.ValueType  # 4
+"""Ask prices (no volume)."""
+WHAT_TO_SHOW_BID_ASK: WhatToShow.ValueType  # 5
+"""Time-average bid (open), highest ask (high), lowest bid (low), time-average ask (close)."""
+WHAT_TO_SHOW_ADJUSTED_LAST: WhatToShow.ValueType  # 6
+"""Trade prices adjusted for splits and dividends (only up to now: end_time unset)."""
+WHAT_TO_SHOW_HISTORICAL_VOLATILITY: WhatToShow.ValueType  # 7
+"""The instrument's historical volatility (annualized, e.g. "0.28")."""
+WHAT_TO_SHOW_OPTION_IMPLIED_VOLATILITY: WhatToShow.ValueType  # 8
+"""The implied volatility of its options (annualized)."""
+Global___WhatToShow: typing_extensions.TypeAlias = WhatToShow
+
+class _DurationUnit:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _DurationUnitEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_DurationUnit.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    DURATION_UNIT_UNSPECIFIED: _DurationUnit.ValueType  # 0
+    """Not set (required)."""
+    DURATION_UNIT_SECOND: _DurationUnit.ValueType  # 1
+    """Seconds ("S")."""
+    DURATION_UNIT_DAY: _DurationUnit.ValueType  # 2
+    """Trading days ("D"): the session that contains end_time and the ones before it."""
+    DURATION_UNIT_WEEK: _DurationUnit.ValueType  # 3
+    """Weeks ("W")."""
+    DURATION_UNIT_MONTH: _DurationUnit.ValueType  # 4
+    """Months ("M")."""
+    DURATION_UNIT_YEAR: _DurationUnit.ValueType  # 5
+    """Years ("Y")."""
+
+class DurationUnit(_DurationUnit, metaclass=_DurationUnitEnumTypeWrapper):
+    """The unit of a history duration (IB's S, D, W, M, Y)."""
+
+DURATION_UNIT_UNSPECIFIED: DurationUnit.ValueType  # 0
+"""Not set (required)."""
+DURATION_UNIT_SECOND: DurationUnit.ValueType  # 1
+"""Seconds ("S")."""
+DURATION_UNIT_DAY: DurationUnit.ValueType  # 2
+"""Trading days ("D"): the session that contains end_time and the ones before it."""
+DURATION_UNIT_WEEK: DurationUnit.ValueType  # 3
+"""Weeks ("W")."""
+DURATION_UNIT_MONTH: DurationUnit.ValueType  # 4
+"""Months ("M")."""
+DURATION_UNIT_YEAR: DurationUnit.ValueType  # 5
+"""Years ("Y")."""
+Global___DurationUnit: typing_extensions.TypeAlias = DurationUnit
+
 @typing.final
 class ResolveContractRequest(google.protobuf.message.Message):
     """Request for MarketDataService.ResolveContract."""
@@ -711,3 +895,195 @@ class GetOptionChainResponse(google.protobuf.message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___GetOptionChainResponse: typing_extensions.TypeAlias = GetOptionChainResponse
+
+@typing.final
+class HistoryDuration(google.protobuf.message.Message):
+    """How far back from end_time the bars go, e.g. {count: 2, unit: DURATION_UNIT_DAY}."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: builtins.int
+    UNIT_FIELD_NUMBER: builtins.int
+    count: builtins.int
+    """How many units (at least 1)."""
+    unit: Global___DurationUnit.ValueType
+    """The unit."""
+    def __init__(
+        self,
+        *,
+        count: builtins.int = ...,
+        unit: Global___DurationUnit.ValueType = ...,
+    ) -> None: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["count", b"count", "unit", b"unit"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___HistoryDuration: typing_extensions.TypeAlias = HistoryDuration
+
+@typing.final
+class GetHistoricalBarsRequest(google.protobuf.message.Message):
+    """Request for MarketDataService.GetHistoricalBars."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: builtins.int
+    END_TIME_FIELD_NUMBER: builtins.int
+    DURATION_FIELD_NUMBER: builtins.int
+    BAR_SIZE_FIELD_NUMBER: builtins.int
+    WHAT_TO_SHOW_FIELD_NUMBER: builtins.int
+    REGULAR_TRADING_HOURS_ONLY_FIELD_NUMBER: builtins.int
+    bar_size: Global___BarSize.ValueType
+    """Required. The size of each bar."""
+    what_to_show: Global___WhatToShow.ValueType
+    """What the bars are made of; unspecified means trades (midpoints for currency pairs)."""
+    regular_trading_hours_only: builtins.bool
+    """Only bars of the regular trading hours (IB's useRTH); false includes pre- and
+    post-market sessions.
+    """
+    @property
+    def contract(self) -> ibgateway.v1.common_pb2.Contract:
+        """Required. The instrument, fully or partially described."""
+
+    @property
+    def end_time(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """The end of the period (exclusive); unset means now (the last bar may still be
+        forming: see Bar.completed).
+        """
+
+    @property
+    def duration(self) -> Global___HistoryDuration:
+        """Required. How far back from end_time."""
+
+    def __init__(
+        self,
+        *,
+        contract: ibgateway.v1.common_pb2.Contract | None = ...,
+        end_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        duration: Global___HistoryDuration | None = ...,
+        bar_size: Global___BarSize.ValueType = ...,
+        what_to_show: Global___WhatToShow.ValueType = ...,
+        regular_trading_hours_only: builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["contract", b"contract", "duration", b"duration", "end_time", b"end_time"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["bar_size", b"bar_size", "contract", b"contract", "duration", b"duration", "end_time", b"end_time", "regular_trading_hours_only", b"regular_trading_hours_only", "what_to_show", b"what_to_show"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___GetHistoricalBarsRequest: typing_extensions.TypeAlias = GetHistoricalBarsRequest
+
+@typing.final
+class Bar(google.protobuf.message.Message):
+    """One bar. Prices and sizes are exact decimals; volume, wap and bar_count are empty
+    (0 for bar_count) where IB has none (midpoint, bid, ask and volatility bars).
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: builtins.int
+    OPEN_FIELD_NUMBER: builtins.int
+    HIGH_FIELD_NUMBER: builtins.int
+    LOW_FIELD_NUMBER: builtins.int
+    CLOSE_FIELD_NUMBER: builtins.int
+    VOLUME_FIELD_NUMBER: builtins.int
+    WAP_FIELD_NUMBER: builtins.int
+    BAR_COUNT_FIELD_NUMBER: builtins.int
+    TRADE_DATE_FIELD_NUMBER: builtins.int
+    COMPLETED_FIELD_NUMBER: builtins.int
+    bar_count: builtins.int
+    """The number of trades in the bar."""
+    trade_date: builtins.str
+    """For daily, weekly and monthly bars: the session date at the exchange, "YYYYMMDD"."""
+    completed: builtins.bool
+    """False for the bar still forming at the time of the answer (the last one, when
+    end_time is now); true once the bar's period is over.
+    """
+    @property
+    def time(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """The start of the bar (UTC). For daily and longer bars, midnight at the exchange
+        (see trade_date) expressed in UTC.
+        """
+
+    @property
+    def open(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The first price of the bar."""
+
+    @property
+    def high(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The highest price of the bar."""
+
+    @property
+    def low(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The lowest price of the bar."""
+
+    @property
+    def close(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The last price of the bar."""
+
+    @property
+    def volume(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The traded volume (shares, contracts or units)."""
+
+    @property
+    def wap(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The volume-weighted average price."""
+
+    def __init__(
+        self,
+        *,
+        time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        open: ibgateway.v1.common_pb2.Decimal | None = ...,
+        high: ibgateway.v1.common_pb2.Decimal | None = ...,
+        low: ibgateway.v1.common_pb2.Decimal | None = ...,
+        close: ibgateway.v1.common_pb2.Decimal | None = ...,
+        volume: ibgateway.v1.common_pb2.Decimal | None = ...,
+        wap: ibgateway.v1.common_pb2.Decimal | None = ...,
+        bar_count: builtins.int = ...,
+        trade_date: builtins.str = ...,
+        completed: builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["close", b"close", "high", b"high", "low", b"low", "open", b"open", "time", b"time", "volume", b"volume", "wap", b"wap"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["bar_count", b"bar_count", "close", b"close", "completed", b"completed", "high", b"high", "low", b"low", "open", b"open", "time", b"time", "trade_date", b"trade_date", "volume", b"volume", "wap", b"wap"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___Bar: typing_extensions.TypeAlias = Bar
+
+@typing.final
+class GetHistoricalBarsResponse(google.protobuf.message.Message):
+    """Response of MarketDataService.GetHistoricalBars."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: builtins.int
+    BARS_FIELD_NUMBER: builtins.int
+    TIME_ZONE_FIELD_NUMBER: builtins.int
+    CACHED_FIELD_NUMBER: builtins.int
+    time_zone: builtins.str
+    """The exchange's time zone, as IB names it (e.g. "US/Eastern"): convert Bar.time to
+    it for exchange-local times.
+    """
+    cached: builtins.bool
+    """True when this answer came from the gateway's cache of a recent identical request
+    (it did not cost an IB historical-data request).
+    """
+    @property
+    def contract(self) -> ibgateway.v1.common_pb2.Contract:
+        """The qualified contract."""
+
+    @property
+    def bars(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___Bar]:
+        """The bars, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        contract: ibgateway.v1.common_pb2.Contract | None = ...,
+        bars: collections.abc.Iterable[Global___Bar] | None = ...,
+        time_zone: builtins.str = ...,
+        cached: builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["contract", b"contract"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["bars", b"bars", "cached", b"cached", "contract", b"contract", "time_zone", b"time_zone"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___GetHistoricalBarsResponse: typing_extensions.TypeAlias = GetHistoricalBarsResponse

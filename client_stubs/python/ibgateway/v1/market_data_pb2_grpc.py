@@ -61,6 +61,11 @@ class MarketDataServiceStub:
                 request_serializer=ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainRequest.SerializeToString,
                 response_deserializer=ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainResponse.FromString,
                 _registered_method=True)
+        self.GetHistoricalBars = channel.unary_unary(
+                '/ibgateway.v1.MarketDataService/GetHistoricalBars',
+                request_serializer=ibgateway_dot_v1_dot_market__data__pb2.GetHistoricalBarsRequest.SerializeToString,
+                response_deserializer=ibgateway_dot_v1_dot_market__data__pb2.GetHistoricalBarsResponse.FromString,
+                _registered_method=True)
 
 
 class MarketDataServiceServicer:
@@ -115,6 +120,18 @@ class MarketDataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetHistoricalBars(self, request, context):
+        """Returns historical bars (IB's reqHistoricalData). The gateway keeps IB's historical
+        pacing budget itself: an identical request within IBGW_HISTORY_CACHE_SECONDS is
+        served from its cache, and a request it cannot send now without breaking IB's
+        pacing is refused at once with RESOURCE_EXHAUSTED and a RetryInfo delay (never
+        held). A duration longer than IB serves in one request for the bar size is
+        INVALID_ARGUMENT, with a field violation naming the longest allowed duration.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarketDataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +159,11 @@ def add_MarketDataServiceServicer_to_server(servicer, server):
                     servicer.GetOptionChain,
                     request_deserializer=ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainRequest.FromString,
                     response_serializer=ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainResponse.SerializeToString,
+            ),
+            'GetHistoricalBars': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHistoricalBars,
+                    request_deserializer=ibgateway_dot_v1_dot_market__data__pb2.GetHistoricalBarsRequest.FromString,
+                    response_serializer=ibgateway_dot_v1_dot_market__data__pb2.GetHistoricalBarsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -281,6 +303,33 @@ class MarketDataService:
             '/ibgateway.v1.MarketDataService/GetOptionChain',
             ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainRequest.SerializeToString,
             ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHistoricalBars(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ibgateway.v1.MarketDataService/GetHistoricalBars',
+            ibgateway_dot_v1_dot_market__data__pb2.GetHistoricalBarsRequest.SerializeToString,
+            ibgateway_dot_v1_dot_market__data__pb2.GetHistoricalBarsResponse.FromString,
             options,
             channel_credentials,
             insecure,

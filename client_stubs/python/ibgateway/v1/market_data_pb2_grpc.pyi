@@ -56,6 +56,14 @@ class MarketDataServiceStub:
     each side of the underlying's current price). NOT_FOUND when the underlying is
     unknown; an underlying without listed options has no chains.
     """
+    GetHistoricalBars: grpc.UnaryUnaryMultiCallable[ibgateway.v1.market_data_pb2.GetHistoricalBarsRequest, ibgateway.v1.market_data_pb2.GetHistoricalBarsResponse]
+    """Returns historical bars (IB's reqHistoricalData). The gateway keeps IB's historical
+    pacing budget itself: an identical request within IBGW_HISTORY_CACHE_SECONDS is
+    served from its cache, and a request it cannot send now without breaking IB's
+    pacing is refused at once with RESOURCE_EXHAUSTED and a RetryInfo delay (never
+    held). A duration longer than IB serves in one request for the bar size is
+    INVALID_ARGUMENT, with a field violation naming the longest allowed duration.
+    """
 
 @typing.type_check_only
 class MarketDataServiceAsyncStub(MarketDataServiceStub):
@@ -90,6 +98,14 @@ class MarketDataServiceAsyncStub(MarketDataServiceStub):
     class, expiry range and strike range (absolute bounds, or a number of strikes on
     each side of the underlying's current price). NOT_FOUND when the underlying is
     unknown; an underlying without listed options has no chains.
+    """
+    GetHistoricalBars: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.market_data_pb2.GetHistoricalBarsRequest, ibgateway.v1.market_data_pb2.GetHistoricalBarsResponse]  # type: ignore[assignment]
+    """Returns historical bars (IB's reqHistoricalData). The gateway keeps IB's historical
+    pacing budget itself: an identical request within IBGW_HISTORY_CACHE_SECONDS is
+    served from its cache, and a request it cannot send now without breaking IB's
+    pacing is refused at once with RESOURCE_EXHAUSTED and a RetryInfo delay (never
+    held). A duration longer than IB serves in one request for the bar size is
+    INVALID_ARGUMENT, with a field violation naming the longest allowed duration.
     """
 
 class MarketDataServiceServicer(metaclass=abc.ABCMeta):
@@ -152,6 +168,20 @@ class MarketDataServiceServicer(metaclass=abc.ABCMeta):
         class, expiry range and strike range (absolute bounds, or a number of strikes on
         each side of the underlying's current price). NOT_FOUND when the underlying is
         unknown; an underlying without listed options has no chains.
+        """
+
+    @abc.abstractmethod
+    def GetHistoricalBars(
+        self,
+        request: ibgateway.v1.market_data_pb2.GetHistoricalBarsRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[ibgateway.v1.market_data_pb2.GetHistoricalBarsResponse, collections.abc.Awaitable[ibgateway.v1.market_data_pb2.GetHistoricalBarsResponse]]:
+        """Returns historical bars (IB's reqHistoricalData). The gateway keeps IB's historical
+        pacing budget itself: an identical request within IBGW_HISTORY_CACHE_SECONDS is
+        served from its cache, and a request it cannot send now without breaking IB's
+        pacing is refused at once with RESOURCE_EXHAUSTED and a RetryInfo delay (never
+        held). A duration longer than IB serves in one request for the bar size is
+        INVALID_ARGUMENT, with a field violation naming the longest allowed duration.
         """
 
 def add_MarketDataServiceServicer_to_server(servicer: MarketDataServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
