@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .contracts import parse_contract, resolve
+from .dispatch import RequestError
 from .history_data import SYNTHETIC_CELL, Cell, SyntheticPast, Tape, merge
 from .instruments import Instrument
 from .market import Quote
 from .message_ids import In, Out
-from .dispatch import RequestError
 from .wire import fmt_float
 
 if TYPE_CHECKING:
