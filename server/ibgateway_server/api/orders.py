@@ -1,15 +1,16 @@
-"""OrderService: PlaceOrder, CancelOrder, GetOrder, ListOrders, StreamOrderEvents,
-ModifyOrder, PreviewOrder, CancelAllOrders, ListExecutions.
+"""OrderService: PlaceOrder, PlaceBracketOrder, CancelOrder, GetOrder, ListOrders,
+StreamOrderEvents, ModifyOrder, PreviewOrder, CancelAllOrders, ListExecutions.
 
 Thin: check safety → validate → ask the :class:`~ibgateway_server.orders.book.OrderBook`
 → convert. Safety rules (a user of a trading gateway wants these spelled out):
 
-* Read-only mode (IBGW_READ_ONLY): PlaceOrder, CancelOrder, ModifyOrder and
-  CancelAllOrders are PERMISSION_DENIED (``READ_ONLY_MODE``); GetOrder, ListOrders,
+* Read-only mode (IBGW_READ_ONLY): PlaceOrder, PlaceBracketOrder, CancelOrder, ModifyOrder
+  and CancelAllOrders are PERMISSION_DENIED (``READ_ONLY_MODE``); GetOrder, ListOrders,
   ListExecutions and PreviewOrder still work, since they change nothing.
 * Live accounts: an account that is not a paper account (IB paper account ids start with
   "D": DU… individual, DF… advisor; live ones with U, F or I) is PERMISSION_DENIED
-  (``LIVE_TRADING_DISABLED``) for PlaceOrder, CancelOrder, ModifyOrder and CancelAllOrders
+  (``LIVE_TRADING_DISABLED``) for PlaceOrder, PlaceBracketOrder, CancelOrder, ModifyOrder
+  and CancelAllOrders
   (without account_id: if any managed account is live) unless IBGW_ALLOW_LIVE_TRADING is
   set. PreviewOrder is allowed on live accounts: a what-if order places nothing.
 * An account the login does not manage is INVALID_ARGUMENT with a field violation; an
@@ -38,8 +39,8 @@ from ibgateway_server.config import Settings
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib import convert
 from ibgateway_server.ib.session import IbSession
+from ibgateway_server.orders import brackets, ib_orders, ib_terms
 from ibgateway_server.orders import convert as oc
-from ibgateway_server.orders import ib_orders, ib_terms
 from ibgateway_server.orders.book import OrderBook
 from ibgateway_server.orders.events import OrderEventStream
 from ibgateway_server.portfolio.convert import is_paper_account
@@ -74,6 +75,30 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         return orders_pb2.PlaceOrderResponse(
             order=placement.entry.to_proto(), replayed=placement.replayed
         )
+
+    async def PlaceBracketOrder(
+        self, request: orders_pb2.PlaceBracketOrderRequest, context: Context
+    ) -> orders_pb2.PlaceBracketOrderResponse:
+        self._refuse_if_read_only("PlaceBracketOrder")
+        bracket = order_requests.validate_place_bracket(request)
+        self.session.require_connected()
+        account = self._order_account(bracket.entry.account)
+        self._refuse_if_live(account, "PlaceBracketOrder")
+        placement = await brackets.place_bracket(
+            self.book,
+            bracket,
+            convert.contract_from_proto(request.contract),
+            account,
+            context=context,
+        )
+        response = orders_pb2.PlaceBracketOrderResponse(
+            entry=placement.entry.to_proto(), replayed=placement.replayed
+        )
+        if placement.take_profit is not None:
+            response.take_profit.CopyFrom(placement.take_profit.to_proto())
+        if placement.stop_loss is not None:
+            response.stop_loss.CopyFrom(placement.stop_loss.to_proto())
+        return response
 
     async def CancelOrder(
         self, request: orders_pb2.CancelOrderRequest, context: Context

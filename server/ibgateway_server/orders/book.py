@@ -90,6 +90,7 @@ class BookEntry:
     create_time: datetime
     message: tuple[int, str] | None = None  # the latest IB message (code, text) about it
     rejection: tuple[int, str] | None = None  # TWS created the order, then refused it
+    children: Callable[[Trade], list[Trade]] | None = None  # its child orders (brackets)
 
     @property
     def client_order_id(self) -> str:
@@ -121,7 +122,10 @@ class BookEntry:
         return bool(self.perm_id) or self.status not in ib_terms.UNACKNOWLEDGED_IB_STATUSES
 
     def to_proto(self) -> orders_pb2.Order:
-        return oc.trade_to_proto(self.trade, create_time=self.create_time, message=self.message)
+        children = self.children(self.trade) if self.children is not None else []
+        return oc.trade_to_proto(
+            self.trade, create_time=self.create_time, message=self.message, children=children
+        )
 
 
 @dataclass(frozen=True)
@@ -283,8 +287,7 @@ class OrderBook:
             qualified = await self.session.qualify(contract, context=context)
             self.session.require_connected()
             trade = self.ib.placeOrder(qualified, order)
-            entry = BookEntry(trade=trade, create_time=_created(trade))
-            self._by_key[key] = entry
+            entry = self.bind(key, trade)
             log.info(
                 "order %s placed: id %d, %s %s %s %s",
                 key,
@@ -709,6 +712,63 @@ class OrderBook:
                 del self._lock_users[key]
                 self._locks.pop(key, None)
 
+    # ------------------------------------------------------------------ brackets
+    # What orders/brackets.py needs to place several linked orders under one key.
+
+    def key_lock(
+        self, key: str, context: _HasTimeRemaining | None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._key_lock(key, context)
+
+    def bound(self, key: str) -> BookEntry | None:
+        """The order a client_order_id names, if any."""
+        return self._by_key.get(key)
+
+    def bind(self, key: str, trade: Trade) -> BookEntry:
+        """Name a just-placed order with its client_order_id."""
+        entry = BookEntry(trade=trade, create_time=_created(trade), children=self._children)
+        self._by_key[key] = entry
+        return entry
+
+    async def await_acknowledgement(
+        self, entry: BookEntry, context: _HasTimeRemaining | None
+    ) -> None:
+        await self._await_acknowledgement(entry, context)
+
+    def refusal(self, entry: BookEntry) -> tuple[int, str] | None:
+        return self._refusal(entry)
+
+    def rejection_error(
+        self, entry: BookEntry, code: int, text: str, *, replayed: bool
+    ) -> GatewayError:
+        return self._rejection_error(entry, code, text, replayed=replayed)
+
+    def forget_refused(self, entry: BookEntry) -> None:
+        """An order TWS never transmitted (its bracket was refused): free its key and
+        hide it, as an order TWS refused outright."""
+        self._refused.add((entry.trade.order.clientId, entry.order_id))
+        if self._by_key.get(entry.client_order_id) is entry:
+            del self._by_key[entry.client_order_id]
+
+    def _children(self, trade: Trade) -> list[Trade]:
+        """The child orders of ``trade``: by parent id (same client), and a bracket's exits
+        by their derived keys (completed orders do not report a parent id)."""
+        order_id = int(trade.order.orderId or 0)
+        client_id = trade.order.clientId
+        ref = trade.order.orderRef or ""
+        exits = (
+            {ref + ib_terms.TAKE_PROFIT_SUFFIX, ref + ib_terms.STOP_LOSS_SUFFIX} if ref else set()
+        )
+        return [
+            t
+            for t in self.ib.trades()
+            if t is not trade
+            and (
+                (order_id and t.order.parentId == order_id and t.order.clientId == client_id)
+                or (t.order.orderRef or "") in exits
+            )
+        ]
+
     # ------------------------------------------------------------------ sync with TWS
 
     def _on_state(self, change: StateChange) -> None:
@@ -860,13 +920,17 @@ class OrderBook:
             create_time=previous.create_time if same and previous else self._seen(trade),
             message=previous.message if same and previous else None,
             rejection=previous.rejection if same and previous else None,
+            children=self._children,
         )
         return entry
 
     def _transient_entry(self, trade: Trade) -> BookEntry:
         key = (trade.order.clientId, int(trade.order.orderId or 0))
         return BookEntry(
-            trade=trade, create_time=self._seen(trade), message=self._messages.get(key)
+            trade=trade,
+            create_time=self._seen(trade),
+            message=self._messages.get(key),
+            children=self._children,
         )
 
     def _seen(self, trade: Trade) -> datetime:

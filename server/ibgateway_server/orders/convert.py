@@ -15,12 +15,17 @@ from ibgateway.v1 import common_pb2, orders_pb2
 from ibgateway_server.ib import convert
 from ibgateway_server.ib.insync import UNSET_DOUBLE, Fill, OrderState, Trade
 from ibgateway_server.orders.ib_terms import (
+    CAPPED_TYPES,
     DONE_STATUSES,
     LIMIT_TYPES,
+    OCA_TYPE_FROM_IB,
     SIDE_FROM_IB,
     STOP_TYPES,
     TIF_FROM_IB,
+    TRAILING_TYPES,
     TYPE_FROM_IB,
+    bracket_of,
+    good_till_time,
     ib_number,
     status_from_ib,
     strip_error_prefix,
@@ -115,11 +120,13 @@ def trade_to_proto(
     *,
     create_time: datetime | None = None,
     message: tuple[int, str] | None = None,
+    children: Sequence[Trade] = (),
 ) -> orders_pb2.Order:
     """The proto Order of an ib_insync Trade.
 
     ``message`` is the latest (IB code, text) about the order (e.g. 201 and its reason,
     202 cancelled); without it, the newest error recorded in the trade's log is used.
+    ``children`` are the orders whose parent it is.
     """
     order, status = trade.order, trade.orderStatus
     order_type = order.orderType or ""
@@ -150,13 +157,20 @@ def trade_to_proto(
     )
     if order_type in LIMIT_TYPES:
         msg.limit_price.value = convert.decimal_text(order.lmtPrice)
+    elif order_type in CAPPED_TYPES and ib_number(order.lmtPrice):
+        msg.limit_price.value = convert.decimal_text(order.lmtPrice)
     if order_type in STOP_TYPES:
         msg.stop_price.value = convert.decimal_text(order.auxPrice)
-    elif order_type == "TRAIL":
+    elif order_type in TRAILING_TYPES:
         msg.stop_price.value = convert.decimal_text(order.trailStopPrice)
         amount, percent = trailing_offsets(order)
         msg.trailing_amount.value = amount
         msg.trailing_percent.value = percent
+        if order_type == "TRAIL LIMIT":
+            msg.limit_offset.value = convert.decimal_text(order.lmtPriceOffset)
+    elif order_type == "REL":
+        msg.peg_offset.value = convert.decimal_text(order.auxPrice) or "0"
+    _bracket_fields(msg, trade, children)
     code, text = message if message is not None else _last_logged_error(trade)
     msg.ib_code = code
     msg.status_message = text
@@ -164,6 +178,21 @@ def trade_to_proto(
     _stamp(msg.create_time, created)
     _stamp(msg.update_time, last_update_time(trade))
     return msg
+
+
+def _bracket_fields(msg: orders_pb2.Order, trade: Trade, children: Sequence[Trade]) -> None:
+    """GTD expiry, OCA group, parent and children, and the bracket the order is a leg of."""
+    order = trade.order
+    _stamp(msg.good_till_time, good_till_time(order.goodTillDate or ""))
+    msg.oca_group = order.ocaGroup or ""
+    if msg.oca_group:
+        msg.oca_type = OCA_TYPE_FROM_IB.get(order.ocaType or 3, orders_pb2.OCA_TYPE_UNSPECIFIED)
+    msg.parent_order_id = int(order.parentId or trade.orderStatus.parentId or 0)
+    msg.child_order_ids.extend(sorted(int(c.order.orderId or 0) for c in children))
+    bracket, role = bracket_of(order.orderRef or "")
+    if bracket and (role != orders_pb2.BRACKET_ROLE_ENTRY or children):
+        msg.bracket_client_order_id = bracket
+        msg.bracket_role = role
 
 
 def _stamp(target: Timestamp, when: datetime | None) -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import copy
 
 from ibgateway_server.ib.insync import UNSET_DOUBLE, Order
-from ibgateway_server.orders.ib_terms import LIMIT_TYPES, STOP_TYPES, type_name
+from ibgateway_server.orders.ib_terms import (
+    CAPPED_TYPES,
+    LIMIT_TYPES,
+    STOP_TYPES,
+    TRAILING_TYPES,
+    good_till_text,
+    type_name,
+)
 from ibgateway_server.orders.intent import Modification, OrderIntent
 
 
@@ -25,13 +32,22 @@ def build_ib_order(intent: OrderIntent, account: str) -> Order:
         order.lmtPrice = float(intent.limit_price)
     if intent.order_type in STOP_TYPES and intent.stop_price is not None:
         order.auxPrice = float(intent.stop_price)
-    if intent.order_type == "TRAIL":
+    if intent.order_type in TRAILING_TYPES:
         if intent.trailing_amount is not None:
             order.auxPrice = float(intent.trailing_amount)
         if intent.trailing_percent is not None:
             order.trailingPercent = float(intent.trailing_percent)
         if intent.stop_price is not None:
             order.trailStopPrice = float(intent.stop_price)
+    if intent.limit_offset is not None:
+        order.lmtPriceOffset = float(intent.limit_offset)
+    if intent.order_type == "REL" and intent.peg_offset is not None:
+        order.auxPrice = float(intent.peg_offset)
+    if intent.good_till is not None:
+        order.goodTillDate = good_till_text(intent.good_till)
+    if intent.oca_group:
+        order.ocaGroup = intent.oca_group
+        order.ocaType = intent.oca_type
     return order
 
 
@@ -45,14 +61,14 @@ def modified_order(order: Order, change: Modification) -> tuple[Order, list[tupl
     if change.quantity is not None:
         new.totalQuantity = float(change.quantity)
     if change.limit_price is not None:
-        if order_type in LIMIT_TYPES:
+        if order_type in LIMIT_TYPES | CAPPED_TYPES:
             new.lmtPrice = float(change.limit_price)
         else:
             violations.append(("limit_price", f"not used by {type_name(order_type)} orders"))
     if change.stop_price is not None:
         if order_type in STOP_TYPES:
             new.auxPrice = float(change.stop_price)
-        elif order_type == "TRAIL":
+        elif order_type in TRAILING_TYPES:
             new.trailStopPrice = float(change.stop_price)
         else:
             violations.append(("stop_price", f"not used by {type_name(order_type)} orders"))
@@ -62,7 +78,7 @@ def modified_order(order: Order, change: Modification) -> tuple[Order, list[tupl
     ):
         if value is None:
             continue
-        if order_type != "TRAIL":
+        if order_type not in TRAILING_TYPES:
             violations.append(
                 (name, f"only used by TRAILING_STOP orders, not {type_name(order_type)}")
             )

@@ -10,12 +10,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from ibgateway.v1 import common_pb2
 from ibgateway_server.ib import convert
 from ibgateway_server.ib.insync import Order, Trade
-from ibgateway_server.orders.ib_terms import LIMIT_TYPES, STOP_TYPES, ib_number, trailing_offsets
+from ibgateway_server.orders.ib_terms import (
+    CAPPED_TYPES,
+    LIMIT_TYPES,
+    STOP_TYPES,
+    TRAILING_TYPES,
+    good_till_text,
+    ib_number,
+    trailing_offsets,
+)
 
 
 @dataclass(frozen=True)
@@ -25,15 +34,20 @@ class OrderIntent:
     client_order_id: str
     contract: common_pb2.Contract  # the request's (possibly partial) spec
     action: str  # "BUY" / "SELL"
-    order_type: str  # "MKT", "LMT", "STP", "STP LMT", "TRAIL"
+    order_type: str  # IB's spelling: "MKT", "LMT", "STP", "STP LMT", "TRAIL", "MOC", ...
     quantity: Decimal
     limit_price: Decimal | None = None
-    stop_price: Decimal | None = None  # STP / STP LMT trigger; TRAIL: initial stop (optional)
+    stop_price: Decimal | None = None  # STP / STP LMT / MIT / LIT trigger; TRAIL: initial stop
     trailing_amount: Decimal | None = None
     trailing_percent: Decimal | None = None
     tif: str = "DAY"
     outside_rth: bool = False
     account: str = ""  # as given; "" lets the gateway pick the default account
+    good_till: datetime | None = None  # GTD expiry (aware)
+    limit_offset: Decimal | None = None  # TRAIL LIMIT (IB lmtPriceOffset)
+    peg_offset: Decimal | None = None  # REL (IB auxPrice)
+    oca_group: str = ""
+    oca_type: int = 0  # IB's 1-3; 0: TWS's default
 
 
 @dataclass(frozen=True)
@@ -79,9 +93,13 @@ def intent_differences(intent: OrderIntent, trade: Trade) -> list[str]:
         diffs.append("quantity")
     if intent.order_type in LIMIT_TYPES and not _same_number(intent.limit_price, order.lmtPrice):
         diffs.append("limit_price")
+    if intent.order_type in CAPPED_TYPES and _cap(intent.limit_price) != _cap(order.lmtPrice):
+        diffs.append("limit_price")
     if intent.order_type in STOP_TYPES and not _same_number(intent.stop_price, order.auxPrice):
         diffs.append("stop_price")
-    if intent.order_type == "TRAIL":
+    if intent.order_type == "REL" and _cap(intent.peg_offset) != _cap(order.auxPrice):
+        diffs.append("peg_offset")
+    if intent.order_type in TRAILING_TYPES:
         amount, percent = trailing_offsets(order)
         if convert.decimal_text(intent.trailing_amount) != amount:
             diffs.append("trailing_amount")
@@ -93,7 +111,19 @@ def intent_differences(intent: OrderIntent, trade: Trade) -> list[str]:
         diffs.append("outside_rth")
     if intent.account and order.account and intent.account != order.account:
         diffs.append("account_id")
+    if intent.good_till is not None and good_till_text(intent.good_till) != (
+        order.goodTillDate or ""
+    ):
+        diffs.append("good_till_time")
+    if intent.oca_group != (order.ocaGroup or ""):
+        diffs.append("oca_group")
     return diffs
+
+
+def _cap(value: float | Decimal | None) -> Decimal | None:
+    """An optional price: unset and zero both mean none."""
+    number = ib_number(value)
+    return number if number else None
 
 
 def _same_side(action: str) -> frozenset[str]:
@@ -113,11 +143,11 @@ def order_terms(trade: Trade) -> tuple[str, ...]:
 def terms_of(order: Order) -> tuple[str, ...]:
     """:func:`order_terms` of a bare Order."""
     order_type = order.orderType or ""
-    limit = convert.decimal_text(order.lmtPrice) if order_type in LIMIT_TYPES else ""
+    limit = convert.decimal_text(order.lmtPrice) if order_type in LIMIT_TYPES | CAPPED_TYPES else ""
     aux = (
         convert.decimal_text(order.auxPrice)
-        if order_type in STOP_TYPES or order_type == "TRAIL"
+        if order_type in STOP_TYPES | TRAILING_TYPES or order_type == "REL"
         else ""
     )
-    percent = convert.decimal_text(order.trailingPercent) if order_type == "TRAIL" else ""
+    percent = convert.decimal_text(order.trailingPercent) if order_type in TRAILING_TYPES else ""
     return (order_type, convert.decimal_text(order.totalQuantity), limit, aux, percent)

@@ -68,6 +68,33 @@ class _OrderTypeEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._Enum
     """Trailing stop (IB "TRAIL"): the stop follows the market by trailing_amount or
     trailing_percent (exactly one of them).
     """
+    ORDER_TYPE_TRAILING_STOP_LIMIT: _OrderType.ValueType  # 6
+    """Trailing stop limit (IB "TRAIL LIMIT"): trails like TRAILING_STOP; when hit it becomes
+    a limit order limit_offset beyond the stop (above it for a buy, below for a sell).
+    Needs trailing_amount or trailing_percent, and limit_offset.
+    """
+    ORDER_TYPE_MARKET_ON_CLOSE: _OrderType.ValueType  # 7
+    """Market on close (IB "MOC"): executes in the closing auction. Time in force DAY only."""
+    ORDER_TYPE_LIMIT_ON_CLOSE: _OrderType.ValueType  # 8
+    """Limit on close (IB "LOC"): executes in the closing auction if the closing price is at
+    or better than limit_price. Time in force DAY only.
+    """
+    ORDER_TYPE_MARKET_IF_TOUCHED: _OrderType.ValueType  # 9
+    """Market if touched (IB "MIT"): becomes a market order when the price touches
+    stop_price from the other side than a stop (a buy when it falls to it).
+    """
+    ORDER_TYPE_LIMIT_IF_TOUCHED: _OrderType.ValueType  # 10
+    """Limit if touched (IB "LIT"): becomes a limit order at limit_price when the price
+    touches stop_price (like MARKET_IF_TOUCHED). Needs both.
+    """
+    ORDER_TYPE_MIDPRICE: _OrderType.ValueType  # 11
+    """Midprice (IB "MIDPRICE"): fills at the midpoint of the bid and ask; limit_price, when
+    given, is the worst price accepted. US stocks.
+    """
+    ORDER_TYPE_RELATIVE: _OrderType.ValueType  # 12
+    """Relative / pegged to primary (IB "REL"): a limit that follows the bid (buy) or ask
+    (sell), peg_offset more aggressive; limit_price, when given, caps it.
+    """
 
 class OrderType(_OrderType, metaclass=_OrderTypeEnumTypeWrapper):
     """The order type."""
@@ -88,6 +115,33 @@ ORDER_TYPE_TRAILING_STOP: OrderType.ValueType  # 5
 """Trailing stop (IB "TRAIL"): the stop follows the market by trailing_amount or
 trailing_percent (exactly one of them).
 """
+ORDER_TYPE_TRAILING_STOP_LIMIT: OrderType.ValueType  # 6
+"""Trailing stop limit (IB "TRAIL LIMIT"): trails like TRAILING_STOP; when hit it becomes
+a limit order limit_offset beyond the stop (above it for a buy, below for a sell).
+Needs trailing_amount or trailing_percent, and limit_offset.
+"""
+ORDER_TYPE_MARKET_ON_CLOSE: OrderType.ValueType  # 7
+"""Market on close (IB "MOC"): executes in the closing auction. Time in force DAY only."""
+ORDER_TYPE_LIMIT_ON_CLOSE: OrderType.ValueType  # 8
+"""Limit on close (IB "LOC"): executes in the closing auction if the closing price is at
+or better than limit_price. Time in force DAY only.
+"""
+ORDER_TYPE_MARKET_IF_TOUCHED: OrderType.ValueType  # 9
+"""Market if touched (IB "MIT"): becomes a market order when the price touches
+stop_price from the other side than a stop (a buy when it falls to it).
+"""
+ORDER_TYPE_LIMIT_IF_TOUCHED: OrderType.ValueType  # 10
+"""Limit if touched (IB "LIT"): becomes a limit order at limit_price when the price
+touches stop_price (like MARKET_IF_TOUCHED). Needs both.
+"""
+ORDER_TYPE_MIDPRICE: OrderType.ValueType  # 11
+"""Midprice (IB "MIDPRICE"): fills at the midpoint of the bid and ask; limit_price, when
+given, is the worst price accepted. US stocks.
+"""
+ORDER_TYPE_RELATIVE: OrderType.ValueType  # 12
+"""Relative / pegged to primary (IB "REL"): a limit that follows the bid (buy) or ask
+(sell), peg_offset more aggressive; limit_price, when given, caps it.
+"""
 Global___OrderType: typing_extensions.TypeAlias = OrderType
 
 class _TimeInForce:
@@ -104,6 +158,14 @@ class _TimeInForceEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._En
     """Until cancelled (IB "GTC")."""
     TIME_IN_FORCE_IOC: _TimeInForce.ValueType  # 3
     """Immediate or cancel: fill what is possible now, cancel the rest (IB "IOC")."""
+    TIME_IN_FORCE_GTD: _TimeInForce.ValueType  # 4
+    """Good till date: until good_till_time, which must be in the future (IB "GTD")."""
+    TIME_IN_FORCE_FOK: _TimeInForce.ValueType  # 5
+    """Fill or kill: fill the whole quantity now or cancel it all (IB "FOK")."""
+    TIME_IN_FORCE_OPG: _TimeInForce.ValueType  # 6
+    """At the open: executes in the opening auction, the rest is cancelled (IB "OPG");
+    MARKET and LIMIT orders only.
+    """
 
 class TimeInForce(_TimeInForce, metaclass=_TimeInForceEnumTypeWrapper):
     """How long an order stays working."""
@@ -116,7 +178,83 @@ TIME_IN_FORCE_GTC: TimeInForce.ValueType  # 2
 """Until cancelled (IB "GTC")."""
 TIME_IN_FORCE_IOC: TimeInForce.ValueType  # 3
 """Immediate or cancel: fill what is possible now, cancel the rest (IB "IOC")."""
+TIME_IN_FORCE_GTD: TimeInForce.ValueType  # 4
+"""Good till date: until good_till_time, which must be in the future (IB "GTD")."""
+TIME_IN_FORCE_FOK: TimeInForce.ValueType  # 5
+"""Fill or kill: fill the whole quantity now or cancel it all (IB "FOK")."""
+TIME_IN_FORCE_OPG: TimeInForce.ValueType  # 6
+"""At the open: executes in the opening auction, the rest is cancelled (IB "OPG");
+MARKET and LIMIT orders only.
+"""
 Global___TimeInForce: typing_extensions.TypeAlias = TimeInForce
+
+class _OcaType:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _OcaTypeEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_OcaType.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    OCA_TYPE_UNSPECIFIED: _OcaType.ValueType  # 0
+    """Not set: REDUCE_NON_BLOCK for PlaceOrder (IB's default), REDUCE_WITH_BLOCK for a
+    bracket's exits.
+    """
+    OCA_TYPE_CANCEL_WITH_BLOCK: _OcaType.ValueType  # 1
+    """Any fill cancels the other orders; they are blocked while it executes (IB type 1)."""
+    OCA_TYPE_REDUCE_WITH_BLOCK: _OcaType.ValueType  # 2
+    """Each fill reduces the others by its quantity; blocked while it executes, so the group
+    never overfills (IB type 2).
+    """
+    OCA_TYPE_REDUCE_NON_BLOCK: _OcaType.ValueType  # 3
+    """Each fill reduces the others by its quantity, without blocking: two may fill at once
+    (IB type 3).
+    """
+
+class OcaType(_OcaType, metaclass=_OcaTypeEnumTypeWrapper):
+    """What a fill of one order of an OCA (one-cancels-all) group does to the others."""
+
+OCA_TYPE_UNSPECIFIED: OcaType.ValueType  # 0
+"""Not set: REDUCE_NON_BLOCK for PlaceOrder (IB's default), REDUCE_WITH_BLOCK for a
+bracket's exits.
+"""
+OCA_TYPE_CANCEL_WITH_BLOCK: OcaType.ValueType  # 1
+"""Any fill cancels the other orders; they are blocked while it executes (IB type 1)."""
+OCA_TYPE_REDUCE_WITH_BLOCK: OcaType.ValueType  # 2
+"""Each fill reduces the others by its quantity; blocked while it executes, so the group
+never overfills (IB type 2).
+"""
+OCA_TYPE_REDUCE_NON_BLOCK: OcaType.ValueType  # 3
+"""Each fill reduces the others by its quantity, without blocking: two may fill at once
+(IB type 3).
+"""
+Global___OcaType: typing_extensions.TypeAlias = OcaType
+
+class _BracketRole:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _BracketRoleEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_BracketRole.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    BRACKET_ROLE_UNSPECIFIED: _BracketRole.ValueType  # 0
+    """Not part of a bracket placed by the gateway."""
+    BRACKET_ROLE_ENTRY: _BracketRole.ValueType  # 1
+    """The entry (the parent order)."""
+    BRACKET_ROLE_TAKE_PROFIT: _BracketRole.ValueType  # 2
+    """The take-profit exit (a child of the entry)."""
+    BRACKET_ROLE_STOP_LOSS: _BracketRole.ValueType  # 3
+    """The stop-loss exit (a child of the entry)."""
+
+class BracketRole(_BracketRole, metaclass=_BracketRoleEnumTypeWrapper):
+    """The part an order plays in a bracket (PlaceBracketOrder)."""
+
+BRACKET_ROLE_UNSPECIFIED: BracketRole.ValueType  # 0
+"""Not part of a bracket placed by the gateway."""
+BRACKET_ROLE_ENTRY: BracketRole.ValueType  # 1
+"""The entry (the parent order)."""
+BRACKET_ROLE_TAKE_PROFIT: BracketRole.ValueType  # 2
+"""The take-profit exit (a child of the entry)."""
+BRACKET_ROLE_STOP_LOSS: BracketRole.ValueType  # 3
+"""The stop-loss exit (a child of the entry)."""
+Global___BracketRole: typing_extensions.TypeAlias = BracketRole
 
 class _OrderStatus:
     ValueType = typing.NewType("ValueType", builtins.int)
@@ -331,6 +469,15 @@ class Order(google.protobuf.message.Message):
     IB_CODE_FIELD_NUMBER: builtins.int
     CREATE_TIME_FIELD_NUMBER: builtins.int
     UPDATE_TIME_FIELD_NUMBER: builtins.int
+    GOOD_TILL_TIME_FIELD_NUMBER: builtins.int
+    LIMIT_OFFSET_FIELD_NUMBER: builtins.int
+    PEG_OFFSET_FIELD_NUMBER: builtins.int
+    OCA_GROUP_FIELD_NUMBER: builtins.int
+    OCA_TYPE_FIELD_NUMBER: builtins.int
+    PARENT_ORDER_ID_FIELD_NUMBER: builtins.int
+    CHILD_ORDER_IDS_FIELD_NUMBER: builtins.int
+    BRACKET_CLIENT_ORDER_ID_FIELD_NUMBER: builtins.int
+    BRACKET_ROLE_FIELD_NUMBER: builtins.int
     client_order_id: builtins.str
     """The client's idempotency key given in PlaceOrder (stored in IB's orderRef)."""
     order_id: builtins.int
@@ -353,6 +500,18 @@ class Order(google.protobuf.message.Message):
     """The latest message IB sent about the order, e.g. a rejection reason."""
     ib_code: builtins.int
     """The IB code of that message (e.g. 201 rejected, 202 cancelled), or 0."""
+    oca_group: builtins.str
+    """The OCA group the order belongs to (empty: none)."""
+    oca_type: Global___OcaType.ValueType
+    """What a fill in its OCA group does to the others."""
+    parent_order_id: builtins.int
+    """IB's order id of its parent order (0: none), e.g. the entry of a bracket."""
+    bracket_client_order_id: builtins.str
+    """The client_order_id of the bracket the order belongs to (the same on every leg);
+    empty for an order that is not part of a bracket.
+    """
+    bracket_role: Global___BracketRole.ValueType
+    """The part it plays in that bracket."""
     @property
     def contract(self) -> ibgateway.v1.common_pb2.Contract:
         """The qualified instrument."""
@@ -407,6 +566,22 @@ class Order(google.protobuf.message.Message):
     def update_time(self) -> google.protobuf.timestamp_pb2.Timestamp:
         """When the order last changed."""
 
+    @property
+    def good_till_time(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """When a GTD order expires."""
+
+    @property
+    def limit_offset(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The limit offset of a TRAILING_STOP_LIMIT order."""
+
+    @property
+    def peg_offset(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The peg offset of a RELATIVE order."""
+
+    @property
+    def child_order_ids(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.int]:
+        """IB's order ids of its child orders, e.g. a bracket's exits."""
+
     def __init__(
         self,
         *,
@@ -434,10 +609,19 @@ class Order(google.protobuf.message.Message):
         ib_code: builtins.int = ...,
         create_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
         update_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        good_till_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        limit_offset: ibgateway.v1.common_pb2.Decimal | None = ...,
+        peg_offset: ibgateway.v1.common_pb2.Decimal | None = ...,
+        oca_group: builtins.str = ...,
+        oca_type: Global___OcaType.ValueType = ...,
+        parent_order_id: builtins.int = ...,
+        child_order_ids: collections.abc.Iterable[builtins.int] | None = ...,
+        bracket_client_order_id: builtins.str = ...,
+        bracket_role: Global___BracketRole.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["average_fill_price", b"average_fill_price", "contract", b"contract", "create_time", b"create_time", "filled_quantity", b"filled_quantity", "limit_price", b"limit_price", "quantity", b"quantity", "remaining_quantity", b"remaining_quantity", "stop_price", b"stop_price", "total_commission", b"total_commission", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent", "update_time", b"update_time"]
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["average_fill_price", b"average_fill_price", "contract", b"contract", "create_time", b"create_time", "filled_quantity", b"filled_quantity", "good_till_time", b"good_till_time", "limit_offset", b"limit_offset", "limit_price", b"limit_price", "peg_offset", b"peg_offset", "quantity", b"quantity", "remaining_quantity", b"remaining_quantity", "stop_price", b"stop_price", "total_commission", b"total_commission", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent", "update_time", b"update_time"]
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id", "average_fill_price", b"average_fill_price", "client_order_id", b"client_order_id", "contract", b"contract", "create_time", b"create_time", "filled_quantity", b"filled_quantity", "fills", b"fills", "ib_code", b"ib_code", "limit_price", b"limit_price", "order_id", b"order_id", "order_type", b"order_type", "outside_rth", b"outside_rth", "perm_id", b"perm_id", "quantity", b"quantity", "remaining_quantity", b"remaining_quantity", "side", b"side", "status", b"status", "status_message", b"status_message", "stop_price", b"stop_price", "time_in_force", b"time_in_force", "total_commission", b"total_commission", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent", "update_time", b"update_time"]
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id", "average_fill_price", b"average_fill_price", "bracket_client_order_id", b"bracket_client_order_id", "bracket_role", b"bracket_role", "child_order_ids", b"child_order_ids", "client_order_id", b"client_order_id", "contract", b"contract", "create_time", b"create_time", "filled_quantity", b"filled_quantity", "fills", b"fills", "good_till_time", b"good_till_time", "ib_code", b"ib_code", "limit_offset", b"limit_offset", "limit_price", b"limit_price", "oca_group", b"oca_group", "oca_type", b"oca_type", "order_id", b"order_id", "order_type", b"order_type", "outside_rth", b"outside_rth", "parent_order_id", b"parent_order_id", "peg_offset", b"peg_offset", "perm_id", b"perm_id", "quantity", b"quantity", "remaining_quantity", b"remaining_quantity", "side", b"side", "status", b"status", "status_message", b"status_message", "stop_price", b"stop_price", "time_in_force", b"time_in_force", "total_commission", b"total_commission", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent", "update_time", b"update_time"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___Order: typing_extensions.TypeAlias = Order
@@ -460,6 +644,11 @@ class PlaceOrderRequest(google.protobuf.message.Message):
     TIME_IN_FORCE_FIELD_NUMBER: builtins.int
     OUTSIDE_RTH_FIELD_NUMBER: builtins.int
     ACCOUNT_ID_FIELD_NUMBER: builtins.int
+    GOOD_TILL_TIME_FIELD_NUMBER: builtins.int
+    LIMIT_OFFSET_FIELD_NUMBER: builtins.int
+    PEG_OFFSET_FIELD_NUMBER: builtins.int
+    OCA_GROUP_FIELD_NUMBER: builtins.int
+    OCA_TYPE_FIELD_NUMBER: builtins.int
     client_order_id: builtins.str
     """Required. The client's idempotency key for this order: 1-40 characters from
     [A-Za-z0-9._:-]. A retry with the same key returns the existing order and places
@@ -475,6 +664,12 @@ class PlaceOrderRequest(google.protobuf.message.Message):
     """Allow fills outside regular trading hours."""
     account_id: builtins.str
     """The account; may be empty when the login manages exactly one account."""
+    oca_group: builtins.str
+    """An OCA (one-cancels-all) group to put the order in: orders of one account with the
+    same group name are linked (1-40 characters from [A-Za-z0-9._:-]).
+    """
+    oca_type: Global___OcaType.ValueType
+    """What a fill in the OCA group does to the others; only with oca_group."""
     @property
     def contract(self) -> ibgateway.v1.common_pb2.Contract:
         """Required. The instrument (a partial description is qualified first)."""
@@ -501,6 +696,22 @@ class PlaceOrderRequest(google.protobuf.message.Message):
     def trailing_percent(self) -> ibgateway.v1.common_pb2.Decimal:
         """The trailing distance in percent; for TRAILING_STOP, set this or trailing_amount."""
 
+    @property
+    def good_till_time(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """When a GTD order expires; required for TIME_IN_FORCE_GTD (in the future), not
+        allowed otherwise.
+        """
+
+    @property
+    def limit_offset(self) -> ibgateway.v1.common_pb2.Decimal:
+        """For TRAILING_STOP_LIMIT (required): how far beyond the stop the limit goes."""
+
+    @property
+    def peg_offset(self) -> ibgateway.v1.common_pb2.Decimal:
+        """For RELATIVE (optional, default 0): how much more aggressive than the bid (buy) or
+        ask (sell) the order pegs.
+        """
+
     def __init__(
         self,
         *,
@@ -516,10 +727,15 @@ class PlaceOrderRequest(google.protobuf.message.Message):
         time_in_force: Global___TimeInForce.ValueType = ...,
         outside_rth: builtins.bool = ...,
         account_id: builtins.str = ...,
+        good_till_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        limit_offset: ibgateway.v1.common_pb2.Decimal | None = ...,
+        peg_offset: ibgateway.v1.common_pb2.Decimal | None = ...,
+        oca_group: builtins.str = ...,
+        oca_type: Global___OcaType.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["contract", b"contract", "limit_price", b"limit_price", "quantity", b"quantity", "stop_price", b"stop_price", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["contract", b"contract", "good_till_time", b"good_till_time", "limit_offset", b"limit_offset", "limit_price", b"limit_price", "peg_offset", b"peg_offset", "quantity", b"quantity", "stop_price", b"stop_price", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id", "client_order_id", b"client_order_id", "contract", b"contract", "limit_price", b"limit_price", "order_type", b"order_type", "outside_rth", b"outside_rth", "quantity", b"quantity", "side", b"side", "stop_price", b"stop_price", "time_in_force", b"time_in_force", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id", "client_order_id", b"client_order_id", "contract", b"contract", "good_till_time", b"good_till_time", "limit_offset", b"limit_offset", "limit_price", b"limit_price", "oca_group", b"oca_group", "oca_type", b"oca_type", "order_type", b"order_type", "outside_rth", b"outside_rth", "peg_offset", b"peg_offset", "quantity", b"quantity", "side", b"side", "stop_price", b"stop_price", "time_in_force", b"time_in_force", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___PlaceOrderRequest: typing_extensions.TypeAlias = PlaceOrderRequest
@@ -999,6 +1215,11 @@ class PreviewOrderRequest(google.protobuf.message.Message):
     TIME_IN_FORCE_FIELD_NUMBER: builtins.int
     OUTSIDE_RTH_FIELD_NUMBER: builtins.int
     ACCOUNT_ID_FIELD_NUMBER: builtins.int
+    GOOD_TILL_TIME_FIELD_NUMBER: builtins.int
+    LIMIT_OFFSET_FIELD_NUMBER: builtins.int
+    PEG_OFFSET_FIELD_NUMBER: builtins.int
+    TAKE_PROFIT_FIELD_NUMBER: builtins.int
+    STOP_LOSS_FIELD_NUMBER: builtins.int
     side: Global___OrderSide.ValueType
     """Required. Buy or sell."""
     order_type: Global___OrderType.ValueType
@@ -1033,6 +1254,29 @@ class PreviewOrderRequest(google.protobuf.message.Message):
     def trailing_percent(self) -> ibgateway.v1.common_pb2.Decimal:
         """The trailing distance in percent (TRAILING_STOP)."""
 
+    @property
+    def good_till_time(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """When a GTD order would expire (TIME_IN_FORCE_GTD)."""
+
+    @property
+    def limit_offset(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The limit offset (TRAILING_STOP_LIMIT)."""
+
+    @property
+    def peg_offset(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The peg offset (RELATIVE)."""
+
+    @property
+    def take_profit(self) -> Global___BracketLeg:
+        """A take-profit to preview with the order as a bracket's entry: checked like
+        PlaceBracketOrder's; the figures are those of the entry (the exits only close what
+        it opens).
+        """
+
+    @property
+    def stop_loss(self) -> Global___BracketLeg:
+        """A stop-loss to preview with the order as a bracket's entry (see take_profit)."""
+
     def __init__(
         self,
         *,
@@ -1047,10 +1291,15 @@ class PreviewOrderRequest(google.protobuf.message.Message):
         time_in_force: Global___TimeInForce.ValueType = ...,
         outside_rth: builtins.bool = ...,
         account_id: builtins.str = ...,
+        good_till_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        limit_offset: ibgateway.v1.common_pb2.Decimal | None = ...,
+        peg_offset: ibgateway.v1.common_pb2.Decimal | None = ...,
+        take_profit: Global___BracketLeg | None = ...,
+        stop_loss: Global___BracketLeg | None = ...,
     ) -> None: ...
-    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["contract", b"contract", "limit_price", b"limit_price", "quantity", b"quantity", "stop_price", b"stop_price", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["contract", b"contract", "good_till_time", b"good_till_time", "limit_offset", b"limit_offset", "limit_price", b"limit_price", "peg_offset", b"peg_offset", "quantity", b"quantity", "stop_loss", b"stop_loss", "stop_price", b"stop_price", "take_profit", b"take_profit", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id", "contract", b"contract", "limit_price", b"limit_price", "order_type", b"order_type", "outside_rth", b"outside_rth", "quantity", b"quantity", "side", b"side", "stop_price", b"stop_price", "time_in_force", b"time_in_force", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id", "contract", b"contract", "good_till_time", b"good_till_time", "limit_offset", b"limit_offset", "limit_price", b"limit_price", "order_type", b"order_type", "outside_rth", b"outside_rth", "peg_offset", b"peg_offset", "quantity", b"quantity", "side", b"side", "stop_loss", b"stop_loss", "stop_price", b"stop_price", "take_profit", b"take_profit", "time_in_force", b"time_in_force", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___PreviewOrderRequest: typing_extensions.TypeAlias = PreviewOrderRequest
@@ -1251,6 +1500,184 @@ class Execution(google.protobuf.message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___Execution: typing_extensions.TypeAlias = Execution
+
+@typing.final
+class BracketLeg(google.protobuf.message.Message):
+    """The terms of one leg of a bracket: the same fields, with the same rules, as in
+    PlaceOrderRequest.
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ORDER_TYPE_FIELD_NUMBER: builtins.int
+    LIMIT_PRICE_FIELD_NUMBER: builtins.int
+    STOP_PRICE_FIELD_NUMBER: builtins.int
+    TRAILING_AMOUNT_FIELD_NUMBER: builtins.int
+    TRAILING_PERCENT_FIELD_NUMBER: builtins.int
+    LIMIT_OFFSET_FIELD_NUMBER: builtins.int
+    PEG_OFFSET_FIELD_NUMBER: builtins.int
+    TIME_IN_FORCE_FIELD_NUMBER: builtins.int
+    GOOD_TILL_TIME_FIELD_NUMBER: builtins.int
+    OUTSIDE_RTH_FIELD_NUMBER: builtins.int
+    order_type: Global___OrderType.ValueType
+    """The order type (for a take-profit: LIMIT or unspecified; for a stop-loss: STOP,
+    STOP_LIMIT, TRAILING_STOP, TRAILING_STOP_LIMIT, or unspecified for STOP).
+    """
+    time_in_force: Global___TimeInForce.ValueType
+    """How long the leg stays working; unspecified: the entry's (DAY for the entry)."""
+    outside_rth: builtins.bool
+    """Allow fills outside regular trading hours."""
+    @property
+    def limit_price(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The limit price."""
+
+    @property
+    def stop_price(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The stop (trigger) price."""
+
+    @property
+    def trailing_amount(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The trailing distance in price units."""
+
+    @property
+    def trailing_percent(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The trailing distance in percent."""
+
+    @property
+    def limit_offset(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The limit offset of a TRAILING_STOP_LIMIT."""
+
+    @property
+    def peg_offset(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The peg offset of a RELATIVE order."""
+
+    @property
+    def good_till_time(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """When a GTD leg expires."""
+
+    def __init__(
+        self,
+        *,
+        order_type: Global___OrderType.ValueType = ...,
+        limit_price: ibgateway.v1.common_pb2.Decimal | None = ...,
+        stop_price: ibgateway.v1.common_pb2.Decimal | None = ...,
+        trailing_amount: ibgateway.v1.common_pb2.Decimal | None = ...,
+        trailing_percent: ibgateway.v1.common_pb2.Decimal | None = ...,
+        limit_offset: ibgateway.v1.common_pb2.Decimal | None = ...,
+        peg_offset: ibgateway.v1.common_pb2.Decimal | None = ...,
+        time_in_force: Global___TimeInForce.ValueType = ...,
+        good_till_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        outside_rth: builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["good_till_time", b"good_till_time", "limit_offset", b"limit_offset", "limit_price", b"limit_price", "peg_offset", b"peg_offset", "stop_price", b"stop_price", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["good_till_time", b"good_till_time", "limit_offset", b"limit_offset", "limit_price", b"limit_price", "order_type", b"order_type", "outside_rth", b"outside_rth", "peg_offset", b"peg_offset", "stop_price", b"stop_price", "time_in_force", b"time_in_force", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___BracketLeg: typing_extensions.TypeAlias = BracketLeg
+
+@typing.final
+class PlaceBracketOrderRequest(google.protobuf.message.Message):
+    """Request for OrderService.PlaceBracketOrder."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    CLIENT_ORDER_ID_FIELD_NUMBER: builtins.int
+    CONTRACT_FIELD_NUMBER: builtins.int
+    SIDE_FIELD_NUMBER: builtins.int
+    QUANTITY_FIELD_NUMBER: builtins.int
+    ENTRY_FIELD_NUMBER: builtins.int
+    TAKE_PROFIT_FIELD_NUMBER: builtins.int
+    STOP_LOSS_FIELD_NUMBER: builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: builtins.int
+    client_order_id: builtins.str
+    """Required. The bracket's idempotency key: 1-37 characters from [A-Za-z0-9._:-]. The
+    entry is stored with this key, the exits with "<key>:tp" and "<key>:sl" (IB's
+    orderRef), so a retry finds the bracket even after a gateway restart.
+    """
+    side: Global___OrderSide.ValueType
+    """Required. The entry's side; the exits take the other side."""
+    account_id: builtins.str
+    """The account; may be empty when the login manages exactly one account."""
+    @property
+    def contract(self) -> ibgateway.v1.common_pb2.Contract:
+        """Required. The instrument (a partial description is qualified first)."""
+
+    @property
+    def quantity(self) -> ibgateway.v1.common_pb2.Decimal:
+        """Required. The quantity of every leg, greater than zero."""
+
+    @property
+    def entry(self) -> Global___BracketLeg:
+        """Required. The entry order (any order type)."""
+
+    @property
+    def take_profit(self) -> Global___BracketLeg:
+        """The take-profit exit (a LIMIT order); omit for none."""
+
+    @property
+    def stop_loss(self) -> Global___BracketLeg:
+        """The stop-loss exit (STOP, STOP_LIMIT, TRAILING_STOP or TRAILING_STOP_LIMIT); omit
+        for none.
+        """
+
+    def __init__(
+        self,
+        *,
+        client_order_id: builtins.str = ...,
+        contract: ibgateway.v1.common_pb2.Contract | None = ...,
+        side: Global___OrderSide.ValueType = ...,
+        quantity: ibgateway.v1.common_pb2.Decimal | None = ...,
+        entry: Global___BracketLeg | None = ...,
+        take_profit: Global___BracketLeg | None = ...,
+        stop_loss: Global___BracketLeg | None = ...,
+        account_id: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["contract", b"contract", "entry", b"entry", "quantity", b"quantity", "stop_loss", b"stop_loss", "take_profit", b"take_profit"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id", "client_order_id", b"client_order_id", "contract", b"contract", "entry", b"entry", "quantity", b"quantity", "side", b"side", "stop_loss", b"stop_loss", "take_profit", b"take_profit"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___PlaceBracketOrderRequest: typing_extensions.TypeAlias = PlaceBracketOrderRequest
+
+@typing.final
+class PlaceBracketOrderResponse(google.protobuf.message.Message):
+    """Response of OrderService.PlaceBracketOrder."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: builtins.int
+    TAKE_PROFIT_FIELD_NUMBER: builtins.int
+    STOP_LOSS_FIELD_NUMBER: builtins.int
+    REPLAYED_FIELD_NUMBER: builtins.int
+    replayed: builtins.bool
+    """True when the bracket already existed and was returned instead of placing one."""
+    @property
+    def entry(self) -> Global___Order:
+        """The entry order."""
+
+    @property
+    def take_profit(self) -> Global___Order:
+        """The take-profit order (unset when the bracket has none)."""
+
+    @property
+    def stop_loss(self) -> Global___Order:
+        """The stop-loss order (unset when the bracket has none)."""
+
+    def __init__(
+        self,
+        *,
+        entry: Global___Order | None = ...,
+        take_profit: Global___Order | None = ...,
+        stop_loss: Global___Order | None = ...,
+        replayed: builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["entry", b"entry", "stop_loss", b"stop_loss", "take_profit", b"take_profit"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["entry", b"entry", "replayed", b"replayed", "stop_loss", b"stop_loss", "take_profit", b"take_profit"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___PlaceBracketOrderResponse: typing_extensions.TypeAlias = PlaceBracketOrderResponse
 
 @typing.final
 class ListExecutionsRequest(google.protobuf.message.Message):

@@ -83,6 +83,11 @@ class OrderServiceStub:
                 request_serializer=ibgateway_dot_v1_dot_orders__pb2.ListExecutionsRequest.SerializeToString,
                 response_deserializer=ibgateway_dot_v1_dot_orders__pb2.ListExecutionsResponse.FromString,
                 _registered_method=True)
+        self.PlaceBracketOrder = channel.unary_unary(
+                '/ibgateway.v1.OrderService/PlaceBracketOrder',
+                request_serializer=ibgateway_dot_v1_dot_orders__pb2.PlaceBracketOrderRequest.SerializeToString,
+                response_deserializer=ibgateway_dot_v1_dot_orders__pb2.PlaceBracketOrderResponse.FromString,
+                _registered_method=True)
 
 
 class OrderServiceServicer:
@@ -165,6 +170,17 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PlaceBracketOrder(self, request, context):
+        """Places an entry order with an optional take-profit and an optional stop-loss attached
+        (IB's parent/child orders, sent with transmit chaining so that nothing works until
+        every leg reached TWS). The exits form an OCA group and wait until the entry filled;
+        cancelling the entry cancels them. One client_order_id names the bracket: a retry
+        returns the same bracket and places nothing new, even after a gateway restart.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -212,6 +228,11 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.ListExecutions,
                     request_deserializer=ibgateway_dot_v1_dot_orders__pb2.ListExecutionsRequest.FromString,
                     response_serializer=ibgateway_dot_v1_dot_orders__pb2.ListExecutionsResponse.SerializeToString,
+            ),
+            'PlaceBracketOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlaceBracketOrder,
+                    request_deserializer=ibgateway_dot_v1_dot_orders__pb2.PlaceBracketOrderRequest.FromString,
+                    response_serializer=ibgateway_dot_v1_dot_orders__pb2.PlaceBracketOrderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -461,6 +482,33 @@ class OrderService:
             '/ibgateway.v1.OrderService/ListExecutions',
             ibgateway_dot_v1_dot_orders__pb2.ListExecutionsRequest.SerializeToString,
             ibgateway_dot_v1_dot_orders__pb2.ListExecutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlaceBracketOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ibgateway.v1.OrderService/PlaceBracketOrder',
+            ibgateway_dot_v1_dot_orders__pb2.PlaceBracketOrderRequest.SerializeToString,
+            ibgateway_dot_v1_dot_orders__pb2.PlaceBracketOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

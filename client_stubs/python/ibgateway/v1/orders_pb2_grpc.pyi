@@ -64,6 +64,13 @@ class OrderServiceStub:
     """
     ListExecutions: grpc.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.ListExecutionsRequest, ibgateway.v1.orders_pb2.ListExecutionsResponse]
     """Lists today's executions (fills) with their commissions."""
+    PlaceBracketOrder: grpc.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.PlaceBracketOrderRequest, ibgateway.v1.orders_pb2.PlaceBracketOrderResponse]
+    """Places an entry order with an optional take-profit and an optional stop-loss attached
+    (IB's parent/child orders, sent with transmit chaining so that nothing works until
+    every leg reached TWS). The exits form an OCA group and wait until the entry filled;
+    cancelling the entry cancels them. One client_order_id names the bracket: a retry
+    returns the same bracket and places nothing new, even after a gateway restart.
+    """
 
 @typing.type_check_only
 class OrderServiceAsyncStub(OrderServiceStub):
@@ -107,6 +114,13 @@ class OrderServiceAsyncStub(OrderServiceStub):
     """
     ListExecutions: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.ListExecutionsRequest, ibgateway.v1.orders_pb2.ListExecutionsResponse]  # type: ignore[assignment]
     """Lists today's executions (fills) with their commissions."""
+    PlaceBracketOrder: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.orders_pb2.PlaceBracketOrderRequest, ibgateway.v1.orders_pb2.PlaceBracketOrderResponse]  # type: ignore[assignment]
+    """Places an entry order with an optional take-profit and an optional stop-loss attached
+    (IB's parent/child orders, sent with transmit chaining so that nothing works until
+    every leg reached TWS). The exits form an OCA group and wait until the entry filled;
+    cancelling the entry cancels them. One client_order_id names the bracket: a retry
+    returns the same bracket and places nothing new, even after a gateway restart.
+    """
 
 class OrderServiceServicer(metaclass=abc.ABCMeta):
     """Places, cancels and lists orders. Every order carries a client-chosen idempotency key
@@ -201,5 +215,18 @@ class OrderServiceServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[ibgateway.v1.orders_pb2.ListExecutionsResponse, collections.abc.Awaitable[ibgateway.v1.orders_pb2.ListExecutionsResponse]]:
         """Lists today's executions (fills) with their commissions."""
+
+    @abc.abstractmethod
+    def PlaceBracketOrder(
+        self,
+        request: ibgateway.v1.orders_pb2.PlaceBracketOrderRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[ibgateway.v1.orders_pb2.PlaceBracketOrderResponse, collections.abc.Awaitable[ibgateway.v1.orders_pb2.PlaceBracketOrderResponse]]:
+        """Places an entry order with an optional take-profit and an optional stop-loss attached
+        (IB's parent/child orders, sent with transmit chaining so that nothing works until
+        every leg reached TWS). The exits form an OCA group and wait until the entry filled;
+        cancelling the entry cancels them. One client_order_id names the bracket: a retry
+        returns the same bracket and places nothing new, even after a gateway restart.
+        """
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
