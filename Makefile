@@ -71,6 +71,9 @@ proto: install
 	    --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=$(STUBS_DIR) \
 	    --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=$(STUBS_DIR) \
 	    $(PROTOS)
+	# the same files with their comments (source info): what server reflection serves
+	$(PY) -m grpc_tools.protoc -I protos --include_source_info \
+	    --descriptor_set_out=$(STUBS_DIR)/ibgateway/v1/ibgateway.binpb $(sort $(PROTOS))
 
 ## buf (from the npm registry) for `buf lint` on the protos
 $(BUF):

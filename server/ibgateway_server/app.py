@@ -19,7 +19,6 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from ibgateway.v1 import (
@@ -50,6 +49,7 @@ from ibgateway_server.api.market_data import (
 )
 from ibgateway_server.api.orders import OrderServicer
 from ibgateway_server.api.portfolio import PortfolioServicer
+from ibgateway_server.api.reflection import add_reflection
 from ibgateway_server.cluster.edge import EdgeNode, PassThroughEncoder
 from ibgateway_server.cluster.owner import OwnerNode, StandbyGuard
 from ibgateway_server.config import Settings
@@ -220,14 +220,7 @@ class Gateway:
         names = self._add_services(server)
         self.ib_service_names = names
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [
-                *names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
-        )
+        add_reflection(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
         return server
 
     def _add_services(self, server: grpc.aio.Server) -> list[str]:

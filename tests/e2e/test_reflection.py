@@ -1,6 +1,8 @@
 """A client that knows nothing but server reflection, the way grpcurl works: list the
 services, fetch their file descriptors, build the message types at run time and invoke a
-method with JSON in and JSON out. No generated stubs on the client side."""
+method with JSON in and JSON out. No generated stubs on the client side. Both protocol
+versions (grpc.reflection.v1, which grpcurl tries first, and v1alpha) are served, from
+descriptors that keep the .proto comments (what `grpcurl describe` prints)."""
 
 from __future__ import annotations
 
@@ -9,21 +11,29 @@ from typing import Any
 
 import grpc
 import grpc.aio
+import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
+
+# v1 and v1alpha have the same messages (field numbers and all) under two package names
+VERSIONS = ["grpc.reflection.v1", "grpc.reflection.v1alpha"]
 
 
 class ReflectionClient:
     """Just enough of grpcurl: list, describe, invoke (unary)."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, version: str = "grpc.reflection.v1") -> None:
         self.channel = channel
-        self.stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
+        self.info: Any = channel.stream_stream(
+            f"/{version}.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
         self.pool = descriptor_pool.DescriptorPool()  # empty: not the stubs' default pool
         self._files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
 
     async def _ask(self, request: reflection_pb2.ServerReflectionRequest) -> Any:
-        call = self.stub.ServerReflectionInfo(iter([request]))
+        call = self.info(iter([request]))
         async for response in call:
             return response
         raise AssertionError("no reflection answer")
@@ -74,8 +84,9 @@ class ReflectionClient:
         return result
 
 
-async def test_lists_every_service(channel: grpc.aio.Channel) -> None:
-    services = await ReflectionClient(channel).list_services()
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_lists_every_service(channel: grpc.aio.Channel, version: str) -> None:
+    services = await ReflectionClient(channel, version).list_services()
     assert {
         "ibgateway.v1.ConnectionService",
         "ibgateway.v1.AccountService",
@@ -84,11 +95,13 @@ async def test_lists_every_service(channel: grpc.aio.Channel) -> None:
         "ibgateway.v1.OrderService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
     } <= set(services)
 
 
-async def test_describes_a_service(channel: grpc.aio.Channel) -> None:
-    methods = await ReflectionClient(channel).describe("ibgateway.v1.ConnectionService")
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_describes_a_service(channel: grpc.aio.Channel, version: str) -> None:
+    methods = await ReflectionClient(channel, version).describe("ibgateway.v1.ConnectionService")
     assert methods["GetConnectionStatus"] == (
         "ibgateway.v1.GetConnectionStatusRequest",
         "ibgateway.v1.GetConnectionStatusResponse",
@@ -112,8 +125,53 @@ async def test_invokes_dynamically_with_json(channel: grpc.aio.Channel) -> None:
     assert summary["values"][0]["currency"] == "USD"
 
 
-async def test_every_registered_service_resolves(channel: grpc.aio.Channel) -> None:
-    client = ReflectionClient(channel)
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_every_registered_service_resolves(channel: grpc.aio.Channel, version: str) -> None:
+    client = ReflectionClient(channel, version)
     for service in await client.list_services():
         methods = await client.describe(service)
         assert methods, service
+
+
+def _comments(proto: descriptor_pb2.FileDescriptorProto) -> dict[str, str]:
+    """{symbol: leading comment} for the services, RPCs, messages and fields of a file."""
+    by_path = {
+        tuple(loc.path): loc.leading_comments.strip() for loc in proto.source_code_info.location
+    }
+    pkg = proto.package
+    found: dict[str, str] = {}
+    for i, service in enumerate(proto.service):
+        found[f"{pkg}.{service.name}"] = by_path.get((6, i), "")
+        for j, method in enumerate(service.method):
+            found[f"{pkg}.{service.name}.{method.name}"] = by_path.get((6, i, 2, j), "")
+    for i, message in enumerate(proto.message_type):
+        found[f"{pkg}.{message.name}"] = by_path.get((4, i), "")
+        for j, field in enumerate(message.field):
+            found[f"{pkg}.{message.name}.{field.name}"] = by_path.get((4, i, 2, j), "")
+    return found
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_descriptors_carry_the_proto_comments(
+    channel: grpc.aio.Channel, version: str
+) -> None:
+    client = ReflectionClient(channel, version)
+    for service in await client.list_services():
+        if service.startswith("ibgateway."):
+            await client.load_symbol(service)
+    ours = [f for name, f in client._files.items() if name.startswith("ibgateway/v1/")]
+    assert len(ours) == 6  # account, common, connection, market_data, orders, portfolio
+    comments: dict[str, str] = {}
+    for proto in ours:
+        comments.update(_comments(proto))
+    missing = sorted(symbol for symbol, text in comments.items() if not text)
+    assert not missing, f"no comment served for {missing[:10]}"
+    assert comments["ibgateway.v1.MarketDataService"].startswith(
+        "Resolves instruments and delivers quotes"
+    )
+    assert comments["ibgateway.v1.PlaceOrderRequest.client_order_id"].startswith(
+        "Required. The client's idempotency key"
+    )
+    # and the reflection service describes itself in the version asked
+    methods = await client.describe(f"{version}.ServerReflection")
+    assert methods["ServerReflectionInfo"][0] == f"{version}.ServerReflectionRequest"

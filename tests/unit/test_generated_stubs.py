@@ -32,6 +32,17 @@ def _generate(out: Path) -> None:
         *protos,
     ]
     assert protoc.main(args) == 0, "protoc failed"
+    # the descriptor set with source info (comments) that server reflection serves
+    descriptor_set = out / "ibgateway" / "v1" / "ibgateway.binpb"
+    args = [
+        "protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{well_known}",
+        "--include_source_info",
+        f"--descriptor_set_out={descriptor_set}",
+        *protos,
+    ]
+    assert protoc.main(args) == 0, "protoc failed"
 
 
 def test_committed_stubs_match_the_protos(tmp_path: Path) -> None:
