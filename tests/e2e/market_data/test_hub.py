@@ -389,7 +389,10 @@ async def test_a_send_window_batches_ib_like_spread_out_ticks(
 
         assert per_message(windowed) > 2.5
         assert len(windowed.batches) <= 1.0 / 0.020 + 2
-        assert per_message(immediate) < 1.5
+        # Without a window a message leaves as soon as the loop gets to it: on a loaded
+        # machine that may join a couple of ticks, never the window's many.
+        assert per_message(immediate) < per_message(windowed) / 2
+        assert len(immediate.batches) > 2 * len(windowed.batches)
         assert len(immediate.batches) > 3 * len(windowed.batches)
     finally:
         await close_all([windowed, immediate])

@@ -141,4 +141,7 @@ async def test_falling_behind_drops_steps_instead_of_blocking_the_loop() -> None
     assert market.dropped > 10 * market.steps
     # one pass of the market: its budget plus at most one step (every instrument × 50 µs)
     one_step = len(universe.instruments) * 50e-6
-    assert max(gaps) < MAX_WORK_PER_WAKE + one_step + 0.03
+    # Most passes fit the budget; a few may be stretched by the OS on a busy machine (a
+    # market that never yields would hang this loop instead).
+    gaps.sort()
+    assert gaps[len(gaps) * 9 // 10] < MAX_WORK_PER_WAKE + one_step + 0.01
