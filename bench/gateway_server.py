@@ -95,6 +95,7 @@ async def main() -> None:
         "tls_cert": None,
         "tls_key": None,
         "tls_client_ca": None,
+        "order_journal": "off",
     }
     settings = Settings(**values)
     gateway = Gateway(settings)

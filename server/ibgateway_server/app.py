@@ -58,6 +58,7 @@ from ibgateway_server.ib.session import IbSession, SessionEvent, SessionState, S
 from ibgateway_server.market_data.history import HistoryService
 from ibgateway_server.market_data.hub import QuoteHub
 from ibgateway_server.orders.book import OrderBook
+from ibgateway_server.orders.journal import SqliteJournal
 from ibgateway_server.portfolio.accounts import AccountSummaries
 from tws_simulator import SimulatorConfig, TwsSimulator
 
@@ -271,7 +272,17 @@ class Gateway:
         market_data = MarketDataServicer(self.session, self.hub, history=history)
         names = [add_market_data_service(server, market_data)]
 
-        self.order_book = OrderBook(self.session)
+        journal_path = self.settings.order_journal_path()
+        journal = (
+            SqliteJournal(
+                journal_path,
+                max_events=self.settings.journal_max_events,
+                max_age_days=self.settings.journal_max_age_days,
+            )
+            if journal_path is not None
+            else None
+        )
+        self.order_book = OrderBook(self.session, journal=journal)
         self.order_book.start()  # rebuilds itself from TWS on every (re)connect
         self._closers.append(self.order_book.close)
         orders_pb2_grpc.add_OrderServiceServicer_to_server(

@@ -20,6 +20,7 @@ from google.protobuf import duration_pb2
 
 from ibgateway.v1 import connection_pb2, connection_pb2_grpc
 from ibgateway_server.config import ConfigError, Settings, load
+from ibgateway_server.orders.journal import JournalInUse
 from tws_simulator.__main__ import main as simulator_main
 
 log = logging.getLogger("ibgateway_server")
@@ -149,6 +150,16 @@ def main() -> None:
     type=click.Path(path_type=Path),
     help="Bearer tokens file [IBGW_AUTH_TOKENS_FILE]",
 )
+@click.option(
+    "--order-journal",
+    help="Order-event journal file, or 'off' [IBGW_ORDER_JOURNAL, "
+    "<state dir>/order-journal.sqlite3 with a real TWS, off with the simulator]",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    help="Where the gateway keeps state [IBGW_STATE_DIR, ~/.local/state/ibgateway]",
+)
 def serve(**flags: Any) -> None:
     """Serve the gateway until SIGTERM / Ctrl-C (then shut down gracefully)."""
     from ibgateway_server.app import run
@@ -168,6 +179,9 @@ def serve(**flags: Any) -> None:
         sys.exit(2)
     try:
         asyncio.run(run(settings))
+    except JournalInUse as exc:
+        click.echo(f"ibgw: {exc}", err=True)
+        sys.exit(2)
     except OSError as exc:
         # e.g. the listen port is taken
         click.echo(f"ibgw: cannot serve: {exc}", err=True)

@@ -7,6 +7,7 @@ Validation happens at start-up; :func:`load` turns a pydantic error into one rea
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -85,6 +86,16 @@ class Settings(BaseSettings):
         5.0, validation_alias=_env("IBGW_SHUTDOWN_GRACE", "shutdown_grace")
     )
     check_symbol: str = Field("AAPL", validation_alias=_env("IBGW_CHECK_SYMBOL", "check_symbol"))
+    state_dir: Path | None = Field(None, validation_alias=_env("IBGW_STATE_DIR", "state_dir"))
+    order_journal: str | None = Field(
+        None, validation_alias=_env("IBGW_ORDER_JOURNAL", "order_journal")
+    )
+    journal_max_events: int = Field(
+        100_000, validation_alias=_env("IBGW_JOURNAL_MAX_EVENTS", "journal_max_events")
+    )
+    journal_max_age_days: float = Field(
+        7.0, validation_alias=_env("IBGW_JOURNAL_MAX_AGE_DAYS", "journal_max_age_days")
+    )
     max_request_bytes: int = Field(
         64 * 1024, validation_alias=_env("IBGW_MAX_REQUEST_BYTES", "max_request_bytes")
     )
@@ -229,6 +240,20 @@ class Settings(BaseSettings):
             raise ValueError("must be 0 or more")
         return value
 
+    @field_validator("journal_max_events")
+    @classmethod
+    def _journal_events(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("journal_max_age_days")
+    @classmethod
+    def _journal_age(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
     @field_validator("max_request_bytes")
     @classmethod
     def _request_bytes(cls, value: int) -> int:
@@ -292,6 +317,30 @@ class Settings(BaseSettings):
                 ) from None
             tokens.update(parse_tokens(text, source=str(self.auth_tokens_file)))
         return tokens
+
+    def order_journal_path(self) -> Path | None:
+        """Where the order-event journal lives; None: in memory only.
+
+        IBGW_ORDER_JOURNAL names the file ("off" for none). Unset: a real TWS gets
+        ``<state dir>/order-journal.sqlite3``; the embedded simulator none, since its
+        orders do not outlive the process either.
+        """
+        given = (self.order_journal or "").strip()
+        if given.lower() in ("off", "none", "memory"):
+            return None
+        if given:
+            return Path(given).expanduser()
+        if self.backend == "sim":
+            return None
+        return self.state_directory() / "order-journal.sqlite3"
+
+    def state_directory(self) -> Path:
+        """IBGW_STATE_DIR, else $XDG_STATE_HOME/ibgateway, else ~/.local/state/ibgateway."""
+        if self.state_dir is not None:
+            return self.state_dir.expanduser()
+        xdg = os.environ.get("XDG_STATE_HOME", "").strip()
+        base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+        return base / "ibgateway"
 
     @property
     def listen_host_port(self) -> tuple[str, int]:

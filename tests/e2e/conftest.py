@@ -75,6 +75,7 @@ def gateway_settings(sim: TwsSimulator, **overrides: Any) -> Settings:
         "tls_cert": None,
         "tls_key": None,
         "tls_client_ca": None,
+        "order_journal": "off",
     }
     values.update(overrides)
     return Settings(**values)

@@ -52,6 +52,7 @@ from ibgateway_server.orders.intent import (
     order_terms,
     terms_of,
 )
+from ibgateway_server.orders.journal import OrderJournal, SqliteJournal, set_aside
 from ibgateway_server.orders.tracker import OrderTracker
 
 log = logging.getLogger(__name__)
@@ -151,10 +152,16 @@ class OrderBook:
     and the tracker that fills it from IB's callbacks and from every re-sync.
     """
 
-    def __init__(self, session: IbSession, *, event_retention: int | None = None) -> None:
+    def __init__(
+        self,
+        session: IbSession,
+        *,
+        event_retention: int | None = None,
+        journal: OrderJournal | None = None,
+    ) -> None:
         self.session = session
         self.ib = session.ib
-        self.events = OrderEventLog(retention=event_retention)
+        self.events = OrderEventLog(retention=event_retention, journal=journal)
         self.tracker = OrderTracker(self.ib, self.events, self._render, self._trade_of_request)
         self._by_key: dict[str, BookEntry] = {}
         self._first_seen: dict[int, datetime] = {}  # perm id → when the book first saw it
@@ -204,6 +211,7 @@ class OrderBook:
         self.ib.orderStatusEvent -= self._on_order_status
         self.tracker.close()
         self.events.close()  # order event streams end (OK) before the server drains
+        self.events.journal.close()
         if self._resync_task is not None:
             self._resync_task.cancel()
         self._poke()
@@ -784,9 +792,37 @@ class OrderBook:
             self._modifying.clear()
         self._poke()
 
+    def _check_journal_accounts(self) -> None:
+        """A journal written for other accounts is set aside, never mixed in."""
+        journal = self.events.journal
+        accounts = self.session.accounts
+        if journal.claim_accounts(accounts):
+            return
+        held = ", ".join(sorted(journal.accounts()))
+        if not isinstance(journal, SqliteJournal):
+            raise RuntimeError(f"the order journal belongs to other accounts ({held})")
+        path = journal.path
+        settings = (journal.max_events, journal.max_age / 86_400)
+        journal.close()
+        aside = set_aside(path, "other-account")
+        log.error(
+            "order journal %s holds the events of account(s) %s, not of this login (%s): "
+            "set aside as %s; starting a new journal (new epoch: clients re-sync with "
+            "ListOrders)",
+            path,
+            held,
+            ", ".join(accounts),
+            aside,
+        )
+        fresh = SqliteJournal(path, max_events=settings[0], max_age_days=settings[1])
+        fresh.claim_accounts(accounts)
+        self.events.restart(fresh)
+        self.tracker.restart()
+
     def _begin_resync(self) -> None:
         """ib_insync has just loaded this client's open orders, the completed orders and
         the executions: index them now, then fetch other clients' open orders."""
+        self._check_journal_accounts()
         self._synced.clear()
         self.tracker.suspend()  # what changes meanwhile is seen by the sync at the end
         self._reindex()

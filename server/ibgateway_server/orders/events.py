@@ -1,8 +1,10 @@
 """OrderEventLog: the gateway's one sequence of order events, and the streams reading it.
 
-* Every event gets the next ``sequence`` (1, 2, 3, ... without holes) of this gateway run,
-  whose ``epoch`` is a token chosen at start-up (UTC start time plus random hex), so a
-  client can tell a restart (new epoch, sequences start again) from a gap.
+* Every event gets the next ``sequence`` (1, 2, 3, ... without holes) of the log, whose
+  ``epoch`` is a token chosen when the log was created (UTC time plus random hex), so a
+  client can tell a new log (new epoch, sequences start again) from a gap. With a
+  journal on disk (``orders/journal.py``) the log, its epoch and its sequence survive a
+  restart; without one every run is a new epoch.
 * The log holds the newest ``retention`` events (:data:`DEFAULT_RETENTION`); older ones
   are dropped, so memory stays bounded whatever the clients do.
 * Each event is converted to its ``StreamOrderEventsResponse`` once, when it is appended;
@@ -23,7 +25,6 @@ Everything runs on the gateway's event loop; nothing here talks to IB.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,18 +36,13 @@ import grpc
 from ibgateway.v1 import common_pb2, orders_pb2
 from ibgateway_server.errors import GatewayError, invalid_argument
 from ibgateway_server.ib import convert
+from ibgateway_server.orders.journal import JournaledEvent, MemoryJournal, OrderJournal
 
 DEFAULT_RETENTION = 10_000  # events held for resuming streams
 MAX_CONNECTION_CHANGES = 16  # connection-state changes held for streams that lag
 
 EventType: TypeAlias = orders_pb2.OrderEventType.ValueType
 Writer = Callable[[orders_pb2.StreamOrderEventsResponse], Awaitable[None]]
-
-
-def new_epoch(now: datetime | None = None) -> str:
-    """A token naming one gateway run: its UTC start time and 8 random hex digits."""
-    moment = now or datetime.now(UTC)
-    return f"{moment.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True)
@@ -120,14 +116,20 @@ def plan_resume(
 class OrderEventLog:
     """The bounded, sequenced log of order events and the streams that read it."""
 
-    def __init__(self, *, retention: int | None = None, epoch: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        retention: int | None = None,
+        epoch: str | None = None,
+        journal: OrderJournal | None = None,
+    ) -> None:
         size = DEFAULT_RETENTION if retention is None else retention
         if size < 1:
             raise ValueError("retention must be at least 1")
         self.retention = size
-        self.epoch = epoch or new_epoch()
         self._events: deque[LoggedEvent] = deque(maxlen=size)
         self._last = 0
+        self._load(journal or MemoryJournal(epoch))
         self._changes: deque[_ConnectionChange] = deque(maxlen=MAX_CONNECTION_CHANGES)
         self._change_count = 0
         self._connection = common_pb2.ConnectionStateChange(
@@ -136,6 +138,24 @@ class OrderEventLog:
         self._connection.change_time.GetCurrentTime()
         self._streams: set[OrderEventStream] = set()
         self._closed = False
+
+    def _load(self, journal: OrderJournal) -> None:
+        """Continue the journal's epoch and sequence, holding its newest events."""
+        self.journal = journal
+        self.epoch = journal.epoch
+        self._last = journal.last_sequence
+        self._events.clear()
+        start = max(0, self._last - self.retention)
+        for held in journal.read_after(start, self.retention):
+            message = orders_pb2.StreamOrderEventsResponse.FromString(held.message)
+            self._events.append(LoggedEvent(held.sequence, held.account, message))
+
+    def restart(self, journal: OrderJournal) -> None:
+        """Start over on another journal (e.g. a new one after the old was set aside):
+        its epoch; the streams open now end (they resume into a ReplayGap)."""
+        self._load(journal)
+        for stream in list(self._streams):
+            stream.end()
 
     # ---------------------------------------------------------------- writing
 
@@ -174,11 +194,21 @@ class OrderEventLog:
         )
         if fill is not None:
             event.fill.CopyFrom(fill)
-        event.event_time.FromDatetime(time or datetime.now(UTC))
+        moment = time or datetime.now(UTC)
+        event.event_time.FromDatetime(moment)
         logged = LoggedEvent(
             self._last,
             order.account_id,
             orders_pb2.StreamOrderEventsResponse(order_event=event),
+        )
+        # journaled first: its commit is queued ahead of the streams' wake-ups
+        self.journal.append(
+            JournaledEvent(
+                self._last,
+                order.account_id,
+                moment.timestamp(),
+                logged.message.SerializeToString(),
+            )
         )
         self._events.append(logged)
         self._wake_all()

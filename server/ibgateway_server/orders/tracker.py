@@ -24,6 +24,12 @@ FILLED / COMMISSION / STATUS_CHANGED events then, and nothing already reported i
 repeated. Until then (and until the very first sync, which only records what TWS holds)
 callbacks are ignored: the sync sees their effect.
 
+With a journal on disk, what was reported about each order is kept there too (written in
+the same transaction as the events), so after a restart the first sync compares TWS's
+orders with what the previous run reported: a fill that happened while the gateway was
+down yields its FILLED event once, and nothing reported before is repeated. Only a new
+journal starts with a silent baseline.
+
 IB messages about an order that are information (202 "Order Canceled", warnings) are
 attached to that order's next event (``message``, ``ib_code``).
 """
@@ -41,6 +47,7 @@ from ibgateway_server.orders import convert as oc
 from ibgateway_server.orders import ib_terms
 from ibgateway_server.orders.events import EventType, OrderEventLog
 from ibgateway_server.orders.intent import order_terms
+from ibgateway_server.orders.journal import JournaledOrder
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,32 @@ class Reported:
     fills: set[str] = field(default_factory=set)  # execution ids sent as FILLED
     commissions: set[str] = field(default_factory=set)  # ... sent as COMMISSION
     note: tuple[int, str] | None = None  # an informational IB message for the next event
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "acknowledged": self.acknowledged,
+            "status": int(self.status),
+            "filled": str(self.filled),
+            "terms": list(self.terms),
+            "fills": sorted(self.fills),
+            "commissions": sorted(self.commissions),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Reported:
+        def strings(name: str) -> list[str]:
+            value = data.get(name, [])
+            return [str(v) for v in value] if isinstance(value, list) else []
+
+        status = data.get("status", 0)
+        return cls(
+            acknowledged=bool(data.get("acknowledged", False)),
+            status=orders_pb2.OrderStatus.ValueType(int(status) if isinstance(status, int) else 0),
+            filled=Decimal(str(data.get("filled", "0"))),
+            terms=tuple(strings("terms")),
+            fills=set(strings("fills")),
+            commissions=set(strings("commissions")),
+        )
 
 
 def order_key(trade: Trade) -> OrderKey:
@@ -148,8 +181,52 @@ class OrderTracker:
         self._reported: dict[OrderKey, Reported] = {}
         self._live = False  # callbacks count only between a sync and the next disconnect
         self._baseline = True  # the first sync records without events
+        self._saved: dict[int, dict[str, object]] = {}  # what the journal holds per perm id
+        self._restore()
         self._started = False
         self._reported_error: tuple[int, int] | None = None  # (id(trade), code) told already
+
+    def _restore(self) -> None:
+        """Take up what an earlier run reported (from the event log's journal)."""
+        journal = self.log.journal
+        self._reported, self._saved = {}, {}
+        self._baseline = True
+        for held in journal.orders():
+            try:
+                perm = int(held.key)
+                self._reported[perm] = Reported.from_json(held.state)
+                self._saved[perm] = held.state
+            except (ValueError, TypeError, ArithmeticError):
+                log.warning("order journal: ignoring an unreadable order state %r", held.key)
+        if journal.restored:
+            self._baseline = False  # compare TWS's orders with what was reported before
+
+    def restart(self) -> None:
+        """The event log moved to another journal: start over from it."""
+        self._restore()
+
+    def _persist(self, key: OrderKey) -> None:
+        """Write one order's reported state to the journal if it changed."""
+        if not isinstance(key, int):
+            return  # not acknowledged by TWS yet: nothing durable to remember
+        state = self._reported.get(key)
+        if state is None:
+            return
+        data = state.to_json()
+        if self._saved.get(key) == data:
+            return
+        self._saved[key] = data
+        final = state.status in ib_terms.DONE_STATUSES
+        self.log.journal.put_order(JournaledOrder(str(key), data, final))
+
+    def _persist_all(self) -> None:
+        for key in list(self._reported):
+            self._persist(key)
+        gone = [k for k in self._saved if k not in self._reported]
+        if gone:
+            self.log.journal.forget_orders(str(k) for k in gone)
+            for key in gone:
+                del self._saved[key]
 
     @property
     def tracked(self) -> int:
@@ -204,6 +281,7 @@ class OrderTracker:
                 if state is not None:
                     kept[key] = state
             self._reported = kept
+        self._persist_all()
         self._live = True
 
     def modify_rejected(self, trade: Trade, code: int, text: str) -> None:
@@ -219,6 +297,7 @@ class OrderTracker:
             _Emitter(self.log, self.render, trade, state).emit(
                 MODIFY_REJECTED, message=(code, text)
             )
+            self._persist(order_key(trade))
         except Exception:
             log.exception("order events: cannot report the refused change of %s", order_key(trade))
         self._reported_error = (id(trade), code)  # the same IB error follows in _on_error
@@ -251,6 +330,7 @@ class OrderTracker:
         # One odd order must not stop the events of the others (nor a re-sync).
         try:
             self._reconcile(trade, error)
+            self._persist(order_key(trade))
         except Exception:
             log.exception("order events: cannot follow order %s", order_key(trade))
 

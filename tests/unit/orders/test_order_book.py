@@ -107,6 +107,7 @@ class ScriptedSession:
         self.client_id = CLIENT_ID
         self.timeout = timeout
         self.connected = True
+        self.accounts = ["DU1234567"]
         self.listeners: list[Callable[[StateChange], None]] = []
 
     def add_state_listener(self, listener: Callable[[StateChange], None]) -> Callable[[], None]:
