@@ -321,16 +321,17 @@ class Settings(BaseSettings):
     def order_journal_path(self) -> Path | None:
         """Where the order-event journal lives; None: in memory only.
 
-        IBGW_ORDER_JOURNAL names the file ("off" for none). Unset: a real TWS gets
-        ``<state dir>/order-journal.sqlite3``; the embedded simulator none, since its
-        orders do not outlive the process either.
+        IBGW_ORDER_JOURNAL names the file ("off" for none). Unset: the all-in-one gateway
+        on a real TWS gets ``<state dir>/order-journal.sqlite3``; the embedded simulator
+        none, since its orders do not outlive the process either; nor do cluster roles
+        (an owner and its standby would share one file; their journal belongs in NATS).
         """
         given = (self.order_journal or "").strip()
         if given.lower() in ("off", "none", "memory"):
             return None
         if given:
             return Path(given).expanduser()
-        if self.backend == "sim":
+        if self.backend == "sim" or self.role != "all-in-one":
             return None
         return self.state_directory() / "order-journal.sqlite3"
 

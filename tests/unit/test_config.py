@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ibgateway_server.config import ConfigError, load, split_host_port
@@ -65,3 +67,14 @@ def test_split_host_port() -> None:
     assert split_host_port("[::1]:7") == ("::1", 7)
     with pytest.raises(ValueError):
         split_host_port("host:port")
+
+
+def test_order_journal_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert load(backend="sim").order_journal_path() is None
+    tws = load(backend="tws")
+    assert tws.order_journal_path() == tmp_path / "ibgateway" / "order-journal.sqlite3"
+    assert load(backend="tws", order_journal="off").order_journal_path() is None
+    assert load(backend="sim", order_journal="/x/j.db").order_journal_path() == Path("/x/j.db")
+    state = load(backend="tws", state_dir=str(tmp_path / "s")).order_journal_path()
+    assert state == tmp_path / "s" / "order-journal.sqlite3"
