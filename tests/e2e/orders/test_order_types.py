@@ -10,7 +10,7 @@ import grpc.aio
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from ibgateway.v1 import orders_pb2, orders_pb2_grpc
+from ibgateway.v1 import common_pb2, orders_pb2, orders_pb2_grpc
 from tests.e2e.conftest import expect_error
 from tests.e2e.orders.test_orders_support import AAPL_CON_ID, order_request, wait_for_order
 from tws_simulator import TwsSimulator
@@ -195,3 +195,16 @@ async def test_gtd_in_the_past_and_reserved_keys(
     reserved = order_request("mine:tp", T.ORDER_TYPE_MARKET)
     error = await expect_error(stub.PlaceOrder(reserved, timeout=10))
     assert "reserved" in error.violations["client_order_id"]
+
+
+async def test_an_order_type_the_instrument_does_not_take_is_ibs_387(
+    stub: orders_pb2_grpc.OrderServiceAsyncStub,
+) -> None:
+    eurusd = common_pb2.Contract(
+        symbol="EUR", sec_type=common_pb2.SECURITY_TYPE_FOREX, currency="USD"
+    )
+    req = order_request("fx-moc", T.ORDER_TYPE_MARKET_ON_CLOSE, quantity="20000", contract=eurusd)
+    error = await expect_error(stub.PlaceOrder(req, timeout=10))
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.info is not None and error.info.reason == "ORDER_TYPE_NOT_SUPPORTED"
+    assert error.info.metadata["ib_code"] == "387"
