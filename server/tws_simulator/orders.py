@@ -8,7 +8,8 @@ account, and sends each order's messages to the client that owns it, in TWS's or
 * each fill:  execDetails → openOrder → orderStatus → commissionReport
   (the account's portfolio/position/value updates go out between the last two)
 * cancelled:  error 202 "Order Canceled - reason:" → orderStatus Cancelled
-* rejected:   one error message with IB's code; no order is created
+* rejected:   one error message with IB's code; no order is created (an order whose
+  exposure exceeds the buying power left after what the working orders reserve is 201)
 
 Orders outlive their client's connection, as in TWS; a reconnecting client sees them via
 reqOpenOrders / reqCompletedOrders / reqExecutions. Only the owning client gets an order's
@@ -403,9 +404,30 @@ class OrderDesk:
             price=_reference_price(req, quote),
             position=position.quantity if position else Decimal(0),
             equity=account.net_liquidation(),
-            buying_power=account.buying_power(),
+            buying_power=max(0.0, account.buying_power() - self.reserved_buying_power()),
             currency=account.currency,
         )
+
+    def reserved_buying_power(self) -> float:
+        """What the working orders would spend if they filled: the unfilled part of every
+        live order that opens exposure (a child only closes what its parent opens, and
+        what closes a position needs nothing), at the price its funds are checked at."""
+        account = self.sim.account
+        reserved = 0.0
+        for order in self._live.values():
+            req = order.request
+            if order.parent is not None:
+                continue
+            position = account.position(order.instrument.con_id)
+            held = position.quantity if position else Decimal(0)
+            closing = held < 0 if req.action == "BUY" else held > 0
+            remaining = order.work.remaining - (
+                min(order.work.remaining, abs(held)) if closing else 0
+            )
+            if remaining > 0:
+                quote = self.sim.market.quote(order.instrument.con_id)
+                reserved += float(remaining) * _reference_price(req, quote)
+        return reserved
 
     def _accept(
         self, conn: ClientConnection, req: OrderRequest, instrument: Instrument, quote: Quote

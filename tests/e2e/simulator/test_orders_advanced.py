@@ -289,3 +289,17 @@ async def test_pre_market_outside_rth_and_the_opening_auction(
     await done(opening)
     await done(rth_only)
     assert (opening.orderStatus.status, rth_only.orderStatus.status) == ("Filled", "Filled")
+
+
+@pytest.mark.sim_config(**FROZEN, cash=10_000.0)
+async def test_working_orders_reserve_buying_power(simulator: TwsSimulator, ib: IB) -> None:
+    errors = Errors(ib)
+    contract = await aapl(ib)
+    price = round(simulator.market.quote(contract.conId).bid - 40.00, 2)  # rests
+    first = await reaches(ib.placeOrder(contract, LimitOrder("BUY", 200, price)), "Submitted")
+    # 40,000 of buying power (4 x 10,000), about 30,000 of it reserved by the first order.
+    second = ib.placeOrder(contract, LimitOrder("BUY", 100, price))
+    assert "YOUR ORDER IS NOT ACCEPTED" in await rejected(ib, errors, second, 201)
+    ib.cancelOrder(first.order)
+    await done(first)
+    await reaches(ib.placeOrder(contract, LimitOrder("BUY", 100, price)), "Submitted")
