@@ -1,34 +1,35 @@
-"""Benchmark baseline: a bare grpc.aio server streaming the same messages, no IB, no hub.
+"""Benchmark baseline: a bare grpc.aio server, the ceiling the gateway is compared with.
 
-    python -m bench.baseline_server --instruments 100 --tick-interval 0.1
+    python -m bench.baseline_server --instruments 100 --cpu 0
 
-A producer moves every instrument at every step (like the simulator's market), builds one
-``StreamQuotesResponse`` with all the step's quotes (the same fields the gateway sends),
-serializes it once and queues the bytes to every open stream, which writes them. This is
-the best a plain server does: batched, serialized once, no per-subscriber state beyond an
-unbounded queue. Same command protocol as ``bench.gateway_server``.
+StreamQuotes: after one ACTIVE status per contract (as the gateway opens a stream), every
+stream writes the same pre-serialized ``StreamQuotesResponse`` of ``--instruments`` quotes
+(the fields the gateway sends), as fast as gRPC takes them: no IB, no hub, no encoding,
+nothing per send but the write. GetConnectionStatus and GetQuotes answer a fixed response
+(built once; gRPC serializes it per call, as it does the gateway's): the bare cost of a
+unary call. Commands on stdin, one JSON line each: ``stats`` (quotes and messages written,
+CPU, RSS), ``quit``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import random
 import time
 from typing import Any
 
 import grpc
 import grpc.aio
-from google.protobuf import timestamp_pb2
 
 from bench.common import cpu_seconds, emit, instruments, rss_kb, serve_commands
-from ibgateway.v1 import common_pb2, market_data_pb2
+from ibgateway.v1 import common_pb2, connection_pb2, market_data_pb2
 from ibgateway_server.market_data.convert import price_text, size_text
 
-SERVICE = "ibgateway.v1.MarketDataService"
+MARKET_DATA = "ibgateway.v1.MarketDataService"
+CONNECTION = "ibgateway.v1.ConnectionService"
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def _contract(inst: Any) -> common_pb2.Contract:
@@ -44,156 +45,141 @@ def _contract(inst: Any) -> common_pb2.Contract:
     )
 
 
-class _Walk:
-    """A random walk with the fields of a quote."""
-
-    def __init__(self, inst: Any, rng: random.Random) -> None:
-        self.contract = _contract(inst)
-        self.rng = rng
-        self.mid = inst.start_price
-        self.close = self.open = self.high = self.low = inst.start_price
-        self.volume = 100.0 * rng.randint(1_000, 50_000)
-        self.last = inst.start_price
-        self.last_size = 100.0
-
-    def step(self) -> tuple[float, float, float, float]:
-        rng = self.rng
-        self.mid = max(0.05, self.mid * (1 + 0.0003 * rng.gauss(0, 1)))
-        bid = round(self.mid - 0.005, 2)
-        ask = round(bid + 0.01 * (1 + (rng.random() > 0.7)), 2)
-        if rng.random() < 0.4:
-            self.last = bid if rng.random() < 0.5 else ask
-            self.last_size = 100.0 * rng.randint(1, 5)
-            self.volume += self.last_size
-            self.high, self.low = max(self.high, self.last), min(self.low, self.last)
-        return bid, ask, 100.0 * rng.randint(1, 20), 100.0 * rng.randint(1, 20)
-
-
 def _decimal(value: float, *, size: bool = False) -> common_pb2.Decimal:
     return common_pb2.Decimal(value=size_text(value) if size else price_text(value))
 
 
-class Producer:
-    """Moves the market on a timer and hands each step's message to every stream."""
+def quote(inst: Any) -> market_data_pb2.Quote:
+    """A quote with every field the gateway fills."""
+    now = time.time()
+    price = inst.start_price
+    stamp = {"seconds": int(now), "nanos": int(now % 1 * 1e9)}
+    return market_data_pb2.Quote(
+        contract=_contract(inst),
+        bid=_decimal(round(price - 0.01, 2)),
+        ask=_decimal(round(price + 0.01, 2)),
+        last=_decimal(round(price, 2)),
+        bid_size=_decimal(300.0, size=True),
+        ask_size=_decimal(500.0, size=True),
+        last_size=_decimal(100.0, size=True),
+        volume=_decimal(1_234_500.0, size=True),
+        high=_decimal(round(price * 1.01, 2)),
+        low=_decimal(round(price * 0.99, 2)),
+        close=_decimal(round(price * 0.995, 2)),
+        open=_decimal(round(price * 1.002, 2)),
+        tick_time=stamp,  # type: ignore[arg-type]
+        receive_time=stamp,  # type: ignore[arg-type]
+        market_data_type=common_pb2.MARKET_DATA_TYPE_LIVE,
+    )
 
-    def __init__(self, count: int, tick_interval: float, seed: int) -> None:
-        rng = random.Random(seed)
-        self.walks = [_Walk(i, random.Random(rng.getrandbits(64))) for i in instruments(count)]
-        self.tick_interval = tick_interval
-        self.queues: set[asyncio.Queue[bytes]] = set()
-        self.produced = 0  # quotes made (and sent to every open stream)
 
-    def message(self) -> bytes:
-        now = timestamp_pb2.Timestamp()
-        now.GetCurrentTime()
-        quotes = []
-        for walk in self.walks:
-            bid, ask, bid_size, ask_size = walk.step()
-            quotes.append(
-                market_data_pb2.Quote(
-                    contract=walk.contract,
-                    bid=_decimal(bid),
-                    ask=_decimal(ask),
-                    last=_decimal(walk.last),
-                    bid_size=_decimal(bid_size, size=True),
-                    ask_size=_decimal(ask_size, size=True),
-                    last_size=_decimal(walk.last_size, size=True),
-                    volume=_decimal(walk.volume, size=True),
-                    high=_decimal(walk.high),
-                    low=_decimal(walk.low),
-                    close=_decimal(walk.close),
-                    open=_decimal(walk.open),
-                    tick_time=now,
-                    receive_time=now,
-                    market_data_type=common_pb2.MARKET_DATA_TYPE_LIVE,
-                )
-            )
-        response = market_data_pb2.StreamQuotesResponse(
+class Baseline:
+    def __init__(self, count: int) -> None:
+        self.instruments = instruments(count)
+        quotes = [quote(inst) for inst in self.instruments]
+        self.per_message = len(quotes)
+        self.message = market_data_pb2.StreamQuotesResponse(
             quotes=market_data_pb2.QuoteBatch(quotes=quotes)
-        )
-        return response.SerializeToString()
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        interval = self.tick_interval
-        next_time = loop.time() + interval
-        while True:
-            delay = next_time - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            next_time += interval
-            if not self.queues:
-                continue
-            data = self.message()
-            self.produced += len(self.walks)
-            for queue in self.queues:
-                queue.put_nowait(data)
-
-    def statuses(self, request: market_data_pb2.StreamQuotesRequest) -> list[bytes]:
-        """One ACTIVE status per requested contract, as the gateway opens a stream."""
-        by_symbol = {w.contract.symbol: w.contract for w in self.walks}
-        out = []
-        for index, spec in enumerate(request.contracts):
-            contract = by_symbol.get(spec.symbol, spec)
-            status = market_data_pb2.SubscriptionStatus(
-                index=index, contract=contract, state=market_data_pb2.SUBSCRIPTION_STATE_ACTIVE
+        ).SerializeToString()
+        self.by_symbol = {q.contract.symbol: q.contract for q in quotes}
+        self.quotes_response = market_data_pb2.GetQuotesResponse(quotes=quotes[:1])
+        self.status_response = connection_pb2.GetConnectionStatusResponse(
+            status=connection_pb2.ConnectionStatus(
+                connected=True,
+                state=common_pb2.CONNECTION_STATE_CONNECTED,
+                host="127.0.0.1",
+                port=7497,
+                client_id=1,
+                server_version=176,
+                accounts=["DU1234567"],
             )
-            out.append(
+        )
+        self.messages = 0
+        self.streams = 0
+
+    async def stream_quotes(
+        self, request: market_data_pb2.StreamQuotesRequest, context: Context
+    ) -> None:
+        for index, spec in enumerate(request.contracts):
+            status = market_data_pb2.SubscriptionStatus(
+                index=index,
+                contract=self.by_symbol.get(spec.symbol, spec),
+                state=market_data_pb2.SUBSCRIPTION_STATE_ACTIVE,
+            )
+            await context.write(
                 market_data_pb2.StreamQuotesResponse(subscription_status=status).SerializeToString()
             )
-        return out
-
-
-def handlers(producer: Producer) -> grpc.GenericRpcHandler:
-    async def stream_quotes(
-        request: market_data_pb2.StreamQuotesRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
-        producer.queues.add(queue)
+        self.streams += 1
+        message = self.message
         try:
-            for status in producer.statuses(request):
-                await context.write(status)
             while True:
-                await context.write(await queue.get())
+                await context.write(message)
+                self.messages += 1
         finally:
-            producer.queues.discard(queue)
+            self.streams -= 1
 
-    method = grpc.unary_stream_rpc_method_handler(
-        stream_quotes,
-        request_deserializer=market_data_pb2.StreamQuotesRequest.FromString,
-        response_serializer=lambda data: data,
-    )
-    return grpc.method_handlers_generic_handler(SERVICE, {"StreamQuotes": method})
+    async def get_quotes(
+        self, request: market_data_pb2.GetQuotesRequest, context: Context
+    ) -> market_data_pb2.GetQuotesResponse:
+        return self.quotes_response
+
+    async def get_status(
+        self, request: connection_pb2.GetConnectionStatusRequest, context: Context
+    ) -> connection_pb2.GetConnectionStatusResponse:
+        return self.status_response
+
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        md = market_data_pb2
+        market_data: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+            "StreamQuotes": grpc.unary_stream_rpc_method_handler(
+                self.stream_quotes,
+                request_deserializer=md.StreamQuotesRequest.FromString,
+                response_serializer=lambda data: data,
+            ),
+            "GetQuotes": grpc.unary_unary_rpc_method_handler(
+                self.get_quotes,
+                request_deserializer=md.GetQuotesRequest.FromString,
+                response_serializer=md.GetQuotesResponse.SerializeToString,
+            ),
+        }
+        connection: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+            "GetConnectionStatus": grpc.unary_unary_rpc_method_handler(
+                self.get_status,
+                request_deserializer=connection_pb2.GetConnectionStatusRequest.FromString,
+                response_serializer=connection_pb2.GetConnectionStatusResponse.SerializeToString,
+            )
+        }
+        return [
+            grpc.method_handlers_generic_handler(MARKET_DATA, market_data),
+            grpc.method_handlers_generic_handler(CONNECTION, connection),
+        ]
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--instruments", type=int, default=100)
-    parser.add_argument("--tick-interval", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cpu", type=int, help="pin this process to one CPU")
     args = parser.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
     logging.basicConfig(level=logging.WARNING)
     loop = asyncio.get_running_loop()
-    producer = Producer(args.instruments, args.tick_interval, args.seed)
+    baseline = Baseline(args.instruments)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    server.add_generic_rpc_handlers((handlers(producer),))
+    server.add_generic_rpc_handlers(baseline.handlers())
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    task = loop.create_task(producer.run())
     done = asyncio.Event()
-    started = time.time()
 
     def handle(command: str) -> None:
         if command == "stats":
             emit(
                 {
-                    "lines": 0,
-                    "source_quotes": producer.produced,
-                    "streams": len(producer.queues),
-                    "backlog": sum(q.qsize() for q in producer.queues),
+                    "quotes_sent": baseline.messages * baseline.per_message,
+                    "quote_messages": baseline.messages,
+                    "streams": baseline.streams,
                     "rss_kb": rss_kb(),
                     "cpu_s": cpu_seconds(),
-                    "uptime_s": time.time() - started,
                 }
             )
         elif command == "quit":
@@ -202,9 +188,6 @@ async def main() -> None:
     serve_commands(loop, handle, on_eof=done.set)
     emit({"address": f"127.0.0.1:{port}", "pid": os.getpid()})
     await done.wait()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
     await server.stop(0.5)
     emit({"bye": True})
 

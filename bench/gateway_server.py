@@ -1,10 +1,13 @@
 """Benchmark process: the gateway with the TWS simulator producing ticks, in one process.
 
-    python -m bench.gateway_server --instruments 100 --tick-interval 0.1
+    python -m bench.gateway_server --instruments 100 --rate 10000 --cpu 0
 
 Prints ``{"address": ..., "pid": ...}`` once serving, then answers commands on stdin with
-one JSON line each: ``stats`` (IB lines in use per the simulator, hub state, RSS, CPU),
-``ib_leg_reset`` / ``ib_leg`` (simulator step → gateway receipt latency), ``quit``.
+one JSON line each: ``stats`` (IB lines in use per the simulator, hub state, quotes sent,
+RSS, CPU, garbage collections), ``market <rate> <step_size>`` (the simulator's quote
+changes per second; step_size 0 moves every instrument at each step, 1 one at a time,
+spread out like IB's feed), ``ib_leg_reset`` / ``ib_leg`` (simulator step → gateway
+receipt latency), ``quit``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,13 @@ from bench.common import cpu_seconds, emit, instruments, latency_summary, rss_kb
 from ibgateway_server.app import Gateway, freeze_startup_objects
 from ibgateway_server.config import Settings
 from tws_simulator import SimulatorConfig, TwsSimulator
+
+DEFAULT_GC_THRESHOLD = gc.get_threshold()  # (Python's, before any tuning)
+
+
+def tick_interval(count: int, rate: float, step_size: int) -> float:
+    """The market step interval that makes ``rate`` quote changes a second."""
+    return (step_size or count) / rate
 
 
 def make_simulator(count: int, tick_interval: float, seed: int) -> TwsSimulator:
@@ -65,7 +75,9 @@ class IbLeg:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--instruments", type=int, default=100)
-    parser.add_argument("--tick-interval", type=float, default=0.1)
+    parser.add_argument("--rate", type=float, default=1000.0, help="quote changes/s")
+    parser.add_argument("--step-size", type=int, default=0)
+    parser.add_argument("--cpu", type=int, help="pin this process to one CPU")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--heartbeat", type=float, default=5.0)
     parser.add_argument(
@@ -73,10 +85,20 @@ async def main() -> None:
         action="store_true",
         help="skip the gc.freeze() that `ibgw serve` does once started",
     )
+    parser.add_argument("--switch-interval", type=float)
     args = parser.parse_args()
+    if args.switch_interval:
+        import sys
+
+        sys.setswitchinterval(args.switch_interval)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
     logging.basicConfig(level=logging.WARNING)
     loop = asyncio.get_running_loop()
-    sim = make_simulator(args.instruments, args.tick_interval, args.seed)
+    sim = make_simulator(
+        args.instruments, tick_interval(args.instruments, args.rate, args.step_size), args.seed
+    )
+    sim.market.step_size = args.step_size
     await sim.start()
     values: dict[str, Any] = {
         "backend": "tws",
@@ -113,20 +135,34 @@ async def main() -> None:
     def handle(command: str) -> None:
         if command == "stats":
             hub = gateway.hub
+            assert hub is not None
+            stats = hub.stats()
             emit(
                 {
                     "lines": sim.market_data.lines_in_use,
-                    "source_quotes": hub.stats().updates if hub is not None else 0,
-                    "hub": asdict(hub.stats()) if hub is not None else None,
+                    "source_quotes": stats.updates,
+                    "quotes_sent": stats.quotes_sent,
+                    "quote_messages": stats.quote_messages,
+                    "hub": asdict(stats),
                     "rss_kb": rss_kb(),
                     "cpu_s": cpu_seconds(),
                     "steps": sim.market.steps,
-                    "max_lag": hub.stats().max_lag if hub is not None else 0,
+                    "dropped_steps": sim.market.dropped,
+                    "gc": [g["collections"] for g in gc.get_stats()],
                 }
             )
-        elif command == "gc":
-            gc.collect()
-            emit({"rss_kb": rss_kb()})
+        elif command.startswith("market "):
+            _, rate, step_size = command.split()
+            sim.market.step_size = int(step_size)
+            sim.market.tick_interval = tick_interval(args.instruments, float(rate), int(step_size))
+            emit({"ok": True})
+        elif command == "gc tuned":
+            freeze_startup_objects()
+            emit({"ok": True, "threshold": gc.get_threshold()})
+        elif command == "gc untuned":
+            gc.unfreeze()
+            gc.set_threshold(*DEFAULT_GC_THRESHOLD)
+            emit({"ok": True, "threshold": gc.get_threshold()})
         elif command == "ib_leg_reset":
             ib_leg.samples.clear()
             emit({"ok": True})

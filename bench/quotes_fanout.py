@@ -1,27 +1,35 @@
-"""Quote fan-out benchmark: the gateway against a bare grpc.aio server, same run, same
-machine, same messages, same consumers.
+"""The quote path at the limit: the gateway against a bare grpc.aio server, same run.
 
     python -m bench.quotes_fanout            # the full run (a few minutes), `make bench`
     python -m bench.quotes_fanout --quick    # seconds (the test suite's smoke run)
 
-Processes: the server under test (``bench.gateway_server``: gateway + TWS simulator in one
-process; or ``bench.baseline_server``: a bare grpc.aio server with no IB and no hub), and
-the consumers in another (``bench.consumers``, generated stubs, every message parsed).
+Processes: the server under test, pinned to CPU 0 where the machine has two or more
+(``bench.gateway_server``: gateway + TWS simulator in one process, the simulator making
+the quotes; or ``bench.baseline_server``: a bare grpc.aio server writing one
+pre-serialized message of every contract's quote to each stream as fast as gRPC takes
+it), and the clients on CPU 1 with this orchestrator: ``bench.drain``, a raw HTTP/2 client
+that counts gRPC messages without parsing them (so that the server is the bottleneck), and
+``bench.unary`` for unary calls.
 
-Measured:
-1. delivered quotes/s with 1, 100 and 1,000 concurrent streams of 100 contracts each, the
-   market moving every contract ``--rate / contracts`` times a second, for both servers;
-2. latency (the quote's receive_time → the consumer's clock) p50/p99/p99.9 at 10,000
-   quotes/s delivered to 100 streams, for both; for the gateway also the IB leg
-   (simulator step → the gateway's receipt of the tick, same process, same clock);
-3. IB market-data lines in use (the simulator's count) while 1,000 streams watch the
-   contracts;
-4. the gateway's RSS with 1,000 streams, and its growth while one more consumer is stalled
-   (reads nothing) for 30 s.
+Measured (streams watch ``--contracts`` contracts each; "quotes/s" are the quotes in the
+messages the server wrote, over passes of ``--duration`` seconds, medians):
 
-The last line is the summary:
-``fanout_ratio=<x> p99_added_ms=<y> lines=<n> stalled_rss_growth_pct=<z>``, where
-fanout_ratio is the lowest gateway/baseline throughput ratio over the stream counts.
+1. capacity at the small and large stream counts (100 and 1,000): the best delivered
+   quotes/s over a sweep of source rates (simulator quote changes/s, doubling from
+   ``--rate``) for the gateway; the bare server's flood for the baseline; their ratio;
+2. overload: the gateway's delivered quotes/s with 3× the source rate of its capacity
+   (small stream count), relative to its capacity;
+3. an IB-like feed: the small stream count, updates spread out in time (one contract at a
+   time), ``--iblike-rate`` a second in total: the gateway's CPU (% of one core);
+4. latency p99 at the large stream count and half the capacity's source rate (each
+   sampled quote's receive_time → the drain client's clock), with the gateway's garbage
+   collector tuning and, in the full run, without it;
+5. unary calls/s at 1 (and 64) in flight, GetConnectionStatus and GetQuotes, gateway vs
+   the bare server.
+
+The last line is the summary: ``capacity_ratio_100=<x> capacity_ratio_1000=<y>
+iblike_cpu_pct=<z> overload_ratio=<w> p99_1000_ms=<v> unary_ratio=<u>`` (unary_ratio is
+the lower of the two methods at 1 in flight).
 """
 
 from __future__ import annotations
@@ -37,13 +45,16 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.common import symbols
 
 ROOT = Path(__file__).resolve().parent.parent
+PINNED = (os.cpu_count() or 1) >= 2
+SERVER_CPU = ["--cpu", "0"] if PINNED else []
+CLIENT_CPU = ["--cpu", "1"] if PINNED else []
 
 
 class Child:
@@ -110,220 +121,290 @@ class Child:
         return f"\n--- {self.name} stderr ---\n{text}" if text else ""
 
 
-GATEWAY_ARGS: list[str] = []  # extra arguments of bench.gateway_server (e.g. --no-gc-freeze)
-
-
-def start_server(kind: str, instruments: int, tick_interval: float) -> tuple[Child, str]:
-    module = "bench.gateway_server" if kind == "gateway" else "bench.baseline_server"
-    extra = GATEWAY_ARGS if kind == "gateway" else []
-    child = Child(
-        module,
-        "--instruments",
-        str(instruments),
-        "--tick-interval",
-        f"{tick_interval:.6f}",
-        *extra,
-        name=kind,
-    )
-    hello = child.read(timeout=60)
-    return child, str(hello["address"])
-
-
-def start_consumers(
-    address: str, streams: int, contracts: list[str], *, stalled: bool = False
-) -> Child:
-    args = ["--address", address, "--streams", str(streams), "--symbols", ",".join(contracts)]
-    if stalled:
-        args.append("--stalled")
-    child = Child("bench.consumers", *args, name="stalled" if stalled else f"consumers-{streams}")
-    ready = child.read(timeout=300)
-    if not ready.get("ready"):
-        child.close("stop")
-        raise RuntimeError(f"consumers did not start: {ready}")
-    return child
-
-
-@dataclass
-class Throughput:
-    streams: int
-    quotes_per_s: float
-    messages_per_s: float
-    conflated_per_s: float
-    server_cpu_pct: float
-    consumer_cpu_pct: float
-    source_per_s: float  # quote updates the server had to fan out (market / IB side)
-    open_s: float = 0.0
-
-    @property
-    def delivered_share(self) -> float:
-        """Delivered quotes per (source update × stream): 1.0 = every update reached
-        every stream; less = conflated (or not yet delivered)."""
-        offered = self.source_per_s * self.streams
-        return self.quotes_per_s / offered if offered else math.nan
-
-
-def measure(
-    server: Child, consumers: Child, streams: int, warmup: float, duration: float
-) -> Throughput:
-    time.sleep(warmup)
-    m0, s0 = consumers.ask("mark"), server.ask("stats")
-    time.sleep(duration)
-    m1, s1 = consumers.ask("mark"), server.ask("stats")
-    if m1["errors"]:
-        raise RuntimeError(f"consumer errors: {m1['errors']}")
-    elapsed = m1["t"] - m0["t"]
-    return Throughput(
-        streams=streams,
-        quotes_per_s=(m1["quotes"] - m0["quotes"]) / elapsed,
-        messages_per_s=(m1["messages"] - m0["messages"]) / elapsed,
-        conflated_per_s=(m1["conflated"] - m0["conflated"]) / elapsed,
-        server_cpu_pct=100 * (s1["cpu_s"] - s0["cpu_s"]) / elapsed,
-        consumer_cpu_pct=100 * (m1["cpu_s"] - m0["cpu_s"]) / elapsed,
-        source_per_s=(s1["source_quotes"] - s0["source_quotes"]) / elapsed,
-    )
-
-
-@dataclass
-class Results:
-    throughput: dict[str, list[Throughput]] = field(default_factory=dict)
-    latency: dict[str, dict[str, float]] = field(default_factory=dict)
-    ib_leg: dict[str, float] = field(default_factory=dict)
-    lines: int = -1
-    contracts: int = 0
-    rss_kb_1000: int = 0
-    baseline_rss_kb_1000: int = 0
-    stall_lag: int = 0  # updates the stalled stream was behind at the end
-    rss_before_stall_kb: int = 0
-    rss_after_stall_kb: int = 0
-    stall_s: float = 0.0
-    stall_streams: int = 0
-
-    def ratio(self, streams: int) -> float:
-        gw = {t.streams: t for t in self.throughput.get("gateway", [])}
-        base = {t.streams: t for t in self.throughput.get("baseline", [])}
-        if streams not in gw or streams not in base or not base[streams].quotes_per_s:
-            return math.nan
-        return gw[streams].quotes_per_s / base[streams].quotes_per_s
-
-    @property
-    def fanout_ratio(self) -> float:
-        ratios = [self.ratio(t.streams) for t in self.throughput.get("gateway", [])]
-        return min(ratios) if ratios else math.nan
-
-    @property
-    def p99_added_ms(self) -> float:
-        gw, base = self.latency.get("gateway"), self.latency.get("baseline")
-        if not gw or not base:
-            return math.nan
-        return gw["p99_ms"] - base["p99_ms"]
-
-    @property
-    def stalled_rss_growth_pct(self) -> float:
-        if not self.rss_before_stall_kb:
-            return math.nan
-        return 100 * (self.rss_after_stall_kb - self.rss_before_stall_kb) / self.rss_before_stall_kb
-
-
 def log(text: str) -> None:
     print(text, flush=True)
 
 
-def run_throughput(kind: str, args: argparse.Namespace, res: Results, contracts: list[str]) -> None:
-    tick = args.contracts / args.rate
-    res.throughput[kind] = []
-    largest = max(args.streams)
-    for n in args.streams:
-        server, address = start_server(kind, args.contracts, tick)
-        consumers: Child | None = None
-        try:
-            started = time.monotonic()
-            consumers = start_consumers(address, n, contracts)
-            open_s = time.monotonic() - started
-            result = measure(server, consumers, n, args.warmup, args.duration)
-            result.open_s = open_s
-            res.throughput[kind].append(result)
-            log(
-                f"  {kind:8s} {n:5d} streams: {result.quotes_per_s:12,.0f} quotes/s "
-                f"({result.messages_per_s:9,.0f} msgs/s, "
-                f"conflated {result.conflated_per_s:9,.0f}/s; "
-                f"cpu server {result.server_cpu_pct:3.0f}% "
-                f"consumers {result.consumer_cpu_pct:3.0f}%; opened in {open_s:.1f}s; "
-                f"source {result.source_per_s:,.0f} updates/s, "
-                f"delivered share {result.delivered_share:.3f})"
-            )
-            if kind == "baseline" and n == largest:
-                res.baseline_rss_kb_1000 = int(server.ask("stats")["rss_kb"])
-            if kind == "gateway" and n == largest:
-                stats = server.ask("stats")
-                res.lines, res.rss_kb_1000 = int(stats["lines"]), int(stats["rss_kb"])
-                res.stall_streams = n
-                log(
-                    f"  gateway with {n} streams: IB lines in use {res.lines} "
-                    f"(contracts {args.contracts}), RSS {res.rss_kb_1000 / 1024:.1f} MiB "
-                    f"(baseline {res.baseline_rss_kb_1000 / 1024:.1f} MiB)"
-                )
-                stall(server, address, args, res, contracts)
-        finally:
-            if consumers is not None:
-                consumers.close("stop")
-            server.close()
+@dataclass
+class Point:
+    """One measurement window."""
 
+    rate: float  # offered source rate (simulator quote changes/s; 0 for the baseline)
+    quotes_per_s: float  # quotes in the messages the server wrote
+    messages_per_s: float  # gRPC messages the drain client received
+    mb_per_s: float
+    server_cpu_pct: float
+    client_cpu_pct: float
+    source_per_s: float = 0.0  # IB updates the gateway received
+    dropped_per_s: float = 0.0  # market steps the simulator could not make in time
+    gc_full: int = 0  # full collections in the gateway during the window
 
-def stall(
-    server: Child, address: str, args: argparse.Namespace, res: Results, contracts: list[str]
-) -> None:
-    stalled = start_consumers(address, 1, contracts, stalled=True)
-    try:
-        time.sleep(args.stall_settle)
-        res.rss_before_stall_kb = int(server.ask("stats")["rss_kb"])
-        time.sleep(args.stall_seconds)
-        after = server.ask("stats")
-        res.rss_after_stall_kb = int(after["rss_kb"])
-        res.stall_lag = int(after.get("max_lag", 0))
-        res.stall_s = args.stall_seconds
-        log(
-            f"  gateway RSS with one consumer stalled {args.stall_seconds:g}s: "
-            f"{res.rss_before_stall_kb / 1024:.1f} → {res.rss_after_stall_kb / 1024:.1f} MiB "
-            f"({res.stalled_rss_growth_pct:+.2f}%); the stalled stream is "
-            f"{res.stall_lag:,} updates behind (conflated, not queued)"
+    @property
+    def quotes_per_message(self) -> float:
+        return self.quotes_per_s / self.messages_per_s if self.messages_per_s else math.nan
+
+    def describe(self) -> str:
+        source = (
+            f"; source {self.source_per_s:,.0f}/s of {self.rate:,.0f}/s offered"
+            if self.rate
+            else ""
         )
-    finally:
-        stalled.close("stop")
-
-
-def run_latency(kind: str, args: argparse.Namespace, res: Results) -> None:
-    # delivered = streams × contracts / tick  →  tick = streams × contracts / delivered
-    count = args.latency_contracts
-    tick = args.latency_streams * count / args.latency_delivered
-    server, address = start_server(kind, count, tick)
-    consumers: Child | None = None
-    try:
-        consumers = start_consumers(address, args.latency_streams, symbols(count))
-        time.sleep(args.warmup)
-        consumers.ask("latency_reset")
-        if kind == "gateway":
-            server.ask("ib_leg_reset")
-        m0 = consumers.ask("mark")
-        time.sleep(args.latency_seconds)
-        m1 = consumers.ask("mark")
-        summary = consumers.ask("latency")
-        summary["delivered_per_s"] = (m1["quotes"] - m0["quotes"]) / (m1["t"] - m0["t"])
-        res.latency[kind] = summary
-        log(
-            f"  {kind:8s} {args.latency_streams} streams, {summary['delivered_per_s']:,.0f} "
-            f"quotes/s: p50 {summary['p50_ms']:.2f} ms, p99 {summary['p99_ms']:.2f} ms, "
-            f"p99.9 {summary['p99_9_ms']:.2f} ms ({summary['count']:,} quotes)"
+        return (
+            f"{self.quotes_per_s:12,.0f} quotes/s ({self.messages_per_s:8,.0f} msgs/s, "
+            f"{self.quotes_per_message:5.1f} quotes/msg, {self.mb_per_s:5.0f} MB/s; "
+            f"cpu server {self.server_cpu_pct:3.0f}% client {self.client_cpu_pct:3.0f}%"
+            f"{source})"
         )
-        if kind == "gateway":
-            res.ib_leg = server.ask("ib_leg")
-            log(
-                f"           IB leg (simulator step → gateway receipt): "
-                f"p50 {res.ib_leg['p50_ms']:.2f} ms, p99 {res.ib_leg['p99_ms']:.2f} ms"
+
+
+def measure(server: Child, drain: Child, seconds: float, rate: float = 0.0) -> Point:
+    m0, s0 = drain.ask("mark"), server.ask("stats")
+    time.sleep(seconds)
+    m1, s1 = drain.ask("mark"), server.ask("stats")
+    if m1["ended"] or m1["goaway"]:
+        raise RuntimeError(f"the server ended streams: {m1}")
+    elapsed = m1["t"] - m0["t"]
+    return Point(
+        rate=rate,
+        quotes_per_s=(s1["quotes_sent"] - s0["quotes_sent"]) / elapsed,
+        messages_per_s=(m1["messages"] - m0["messages"]) / elapsed,
+        mb_per_s=(m1["bytes"] - m0["bytes"]) / elapsed / 1e6,
+        server_cpu_pct=100 * (s1["cpu_s"] - s0["cpu_s"]) / elapsed,
+        client_cpu_pct=100 * (m1["cpu_s"] - m0["cpu_s"]) / elapsed,
+        source_per_s=(s1.get("source_quotes", 0) - s0.get("source_quotes", 0)) / elapsed,
+        dropped_per_s=(s1.get("dropped_steps", 0) - s0.get("dropped_steps", 0)) / elapsed,
+        gc_full=s1["gc"][2] - s0["gc"][2] if "gc" in s1 else 0,
+    )
+
+
+def median_point(points: list[Point]) -> Point:
+    """The pass with the median delivered quotes/s."""
+    ordered = sorted(points, key=lambda p: p.quotes_per_s)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+@dataclass
+class Results:
+    baseline: dict[int, Point] = field(default_factory=dict)
+    gateway: dict[int, Point] = field(default_factory=dict)
+    sweeps: dict[int, list[Point]] = field(default_factory=dict)
+    overload: Point | None = None
+    iblike: Point | None = None
+    latency: dict[str, dict[str, float]] = field(default_factory=dict)
+    unary: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def capacity_ratio(self, streams: int) -> float:
+        gw, base = self.gateway.get(streams), self.baseline.get(streams)
+        if gw is None or base is None or not base.quotes_per_s:
+            return math.nan
+        return gw.quotes_per_s / base.quotes_per_s
+
+    def overload_ratio(self, streams: int) -> float:
+        cap = self.gateway.get(streams)
+        if self.overload is None or cap is None or not cap.quotes_per_s:
+            return math.nan
+        return self.overload.quotes_per_s / cap.quotes_per_s
+
+    def unary_ratio(self, method: str, in_flight: int) -> float:
+        gw = self.unary.get(f"gateway {method} {in_flight}")
+        base = self.unary.get(f"baseline {method} {in_flight}")
+        if not gw or not base or not base["calls_per_s"]:
+            return math.nan
+        return float(gw["calls_per_s"] / base["calls_per_s"])
+
+
+def start_server(kind: str, args: argparse.Namespace) -> tuple[Child, str]:
+    if kind == "gateway":
+        extra = ["--rate", f"{args.rate:g}", *(["--no-gc-freeze"] if args.no_gc_tuning else [])]
+        child = Child(
+            "bench.gateway_server",
+            "--instruments",
+            str(args.contracts),
+            *extra,
+            *SERVER_CPU,
+            name=kind,
+        )
+    else:
+        child = Child(
+            "bench.baseline_server", "--instruments", str(args.contracts), *SERVER_CPU, name=kind
+        )
+    hello = child.read(timeout=60)
+    return child, str(hello["address"])
+
+
+def start_drain(
+    address: str, streams: int, contracts: list[str], send_window_ms: float | None = None
+) -> Child:
+    window = [] if send_window_ms is None else ["--send-window-ms", f"{send_window_ms:g}"]
+    child = Child(
+        "bench.drain",
+        "--address",
+        address,
+        "--streams",
+        str(streams),
+        "--symbols",
+        ",".join(contracts),
+        *window,
+        *CLIENT_CPU,
+        name=f"drain-{streams}",
+    )
+    ready = child.read(timeout=300)
+    if not ready.get("ready"):
+        child.close("stop")
+        raise RuntimeError(f"drain client did not start: {ready}")
+    return child
+
+
+def run_unary(kind: str, address: str, args: argparse.Namespace, res: Results) -> None:
+    for method in ("status", "quotes"):
+        for in_flight in args.in_flight:
+            child = Child(
+                "bench.unary",
+                "--address",
+                address,
+                "--method",
+                method,
+                "--in-flight",
+                str(in_flight),
+                "--seconds",
+                f"{args.unary_seconds:g}",
+                "--warmup",
+                f"{min(1.0, args.warmup):g}",
+                *CLIENT_CPU,
+                name=f"unary-{method}",
             )
+            try:
+                result = child.read(timeout=60 + args.unary_seconds)
+            finally:
+                child.close("stop")
+            if result["errors"]:
+                raise RuntimeError(f"{kind} {method}: {result['errors']}")
+            res.unary[f"{kind} {method} {in_flight}"] = result
+            log(
+                f"  {kind:8s} {method:6s} {in_flight:3d} in flight: "
+                f"{result['calls_per_s']:7,.0f} calls/s, p50 {result['p50_ms']:.2f} ms, "
+                f"p99 {result['p99_ms']:.2f} ms"
+            )
+
+
+def run_baseline(args: argparse.Namespace, res: Results, contracts: list[str]) -> None:
+    server, address = start_server("baseline", args)
+    try:
+        for n in args.streams:
+            drain = start_drain(address, n, contracts)
+            try:
+                time.sleep(args.warmup)
+                point = median_point([measure(server, drain, args.duration) for _ in args.passes])
+            finally:
+                drain.close("stop")
+            res.baseline[n] = point
+            log(f"  baseline {n:5d} streams: {point.describe()}")
+        run_unary("baseline", address, args, res)
     finally:
-        if consumers is not None:
-            consumers.close("stop")
         server.close()
+
+
+def sweep(server: Child, drain: Child, n: int, args: argparse.Namespace, res: Results) -> Point:
+    """The best delivered quotes/s over doubling source rates (stops once it falls)."""
+    points: list[Point] = []
+    rate = args.rate
+    for _ in range(args.sweep_points):
+        server.ask(f"market {rate:g} 0")
+        time.sleep(args.warmup)
+        point = measure(server, drain, args.duration, rate)
+        points.append(point)
+        log(f"  gateway  {n:5d} streams, source {rate:9,.0f}/s: {point.describe()}")
+        best = max(points, key=lambda p: p.quotes_per_s)
+        if point.quotes_per_s < 0.9 * best.quotes_per_s:
+            break
+        rate *= 2
+    res.sweeps[n] = points
+    best = max(points, key=lambda p: p.quotes_per_s)
+    server.ask(f"market {best.rate:g} 0")
+    time.sleep(args.warmup / 2)
+    passes = [best] + [measure(server, drain, args.duration, best.rate) for _ in args.passes[1:]]
+    return median_point(passes)
+
+
+def run_gateway(args: argparse.Namespace, res: Results, contracts: list[str]) -> None:
+    small, large = args.streams[0], args.streams[-1]
+    server, address = start_server("gateway", args)
+    try:
+        for n in args.streams:
+            # capacity: streams without a send window (they send whenever they can; at
+            # the limit, conflation fills their messages)
+            server.ask(f"market {args.rate:g} 0")
+            drain = start_drain(address, n, contracts, send_window_ms=0)
+            try:
+                cap = sweep(server, drain, n, args, res)
+                res.gateway[n] = cap
+                log(
+                    f"  gateway  {n:5d} streams: capacity {cap.quotes_per_s:,.0f} quotes/s "
+                    f"at source {cap.rate:,.0f}/s"
+                )
+                if n == small:
+                    run_overload(server, drain, cap, n, args, res)
+            finally:
+                drain.close("stop")
+            # IB-like feed and latency: streams with the default send window
+            server.ask(f"market {args.rate:g} 0")
+            drain = start_drain(address, n, contracts)
+            try:
+                if n == small:
+                    run_iblike(server, drain, n, args, res)
+                if n == large:
+                    run_latency(server, drain, res.gateway[n], n, args, res)
+            finally:
+                drain.close("stop")
+        run_unary("gateway", address, args, res)
+    finally:
+        server.close()
+
+
+def run_overload(
+    server: Child, drain: Child, cap: Point, n: int, args: argparse.Namespace, res: Results
+) -> None:
+    rate = 3 * cap.rate
+    server.ask(f"market {rate:g} 0")
+    time.sleep(args.warmup)
+    res.overload = median_point([measure(server, drain, args.duration, rate) for _ in args.passes])
+    log(f"  gateway  {n:5d} streams, 3x capacity's source: {res.overload.describe()}")
+
+
+def run_iblike(server: Child, drain: Child, n: int, args: argparse.Namespace, res: Results) -> None:
+    server.ask(f"market {args.iblike_rate:g} 1")
+    time.sleep(args.warmup)
+    points = [measure(server, drain, args.iblike_seconds, args.iblike_rate) for _ in args.passes]
+    res.iblike = sorted(points, key=lambda p: p.server_cpu_pct)[(len(points) - 1) // 2]
+    log(
+        f"  gateway  {n:5d} streams, IB-like feed ({args.iblike_rate:g} updates/s spread "
+        f"out): {res.iblike.describe()}"
+    )
+
+
+def run_latency(
+    server: Child, drain: Child, cap: Point, n: int, args: argparse.Namespace, res: Results
+) -> None:
+    rate = cap.rate / 2
+    modes = ["tuned"] + ([] if args.quick or args.no_gc_tuning else ["untuned"])
+    for mode in modes:
+        server.ask(f"gc {mode}")
+        server.ask(f"market {rate:g} 0")
+        time.sleep(args.warmup)
+        drain.ask("latency_reset")
+        point = measure(server, drain, args.latency_seconds, rate)
+        summary = drain.ask("latency")
+        summary["gc_full"] = point.gc_full
+        summary["quotes_per_s"] = point.quotes_per_s
+        res.latency[mode] = summary
+        log(
+            f"  gateway  {n:5d} streams, source {rate:,.0f}/s (half capacity), GC {mode}: "
+            f"p50 {summary['p50_ms']:.2f} ms, p99 {summary['p99_ms']:.2f} ms, "
+            f"p99.9 {summary['p99_9_ms']:.2f} ms, max {summary['max_ms']:.2f} ms "
+            f"({summary['count']:,} sampled quotes, {point.gc_full} full collections; "
+            f"{point.quotes_per_s:,.0f} quotes/s)"
+        )
+    server.ask("gc tuned")
 
 
 def machine() -> dict[str, Any]:
@@ -344,114 +425,126 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "grpcio": grpc.__version__,
         "protobuf": google.protobuf.__version__,
+        "load": os.getloadavg()[0],
     }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
-    parser.add_argument("--contracts", type=int, help="contracts per stream (default 100)")
-    parser.add_argument("--streams", help="stream counts, comma-separated (default 1,100,1000)")
-    parser.add_argument("--rate", type=float, help="market quote changes/s, all contracts (1000)")
-    parser.add_argument("--warmup", type=float, help="seconds before measuring (3)")
-    parser.add_argument("--duration", type=float, help="seconds measured per stream count (10)")
-    parser.add_argument("--latency-streams", type=int, help="streams of the latency run (100)")
+    parser.add_argument("--contracts", type=int, help="contracts per stream (100)")
+    parser.add_argument("--streams", help="the small and large stream counts (100,1000)")
+    parser.add_argument("--rate", type=float, help="first source rate of the sweep (10000)")
+    parser.add_argument("--sweep-points", type=int, help="source rates tried at most (6)")
+    parser.add_argument("--warmup", type=float, help="seconds before each measurement (1.5)")
+    parser.add_argument("--duration", type=float, help="seconds per measurement pass (2)")
+    parser.add_argument("--passes", type=int, help="passes per figure, median (3)")
+    parser.add_argument("--iblike-rate", type=float, help="IB-like updates/s in total (400)")
+    parser.add_argument("--iblike-seconds", type=float, help="seconds per IB-like pass (4)")
+    parser.add_argument("--latency-seconds", type=float, help="seconds of latency samples (5)")
+    parser.add_argument("--unary-seconds", type=float, help="seconds per unary figure (3)")
     parser.add_argument(
-        "--latency-contracts", type=int, help="contracts per stream in the latency run (10)"
-    )
-    parser.add_argument("--latency-delivered", type=float, help="quotes/s delivered (10000)")
-    parser.add_argument("--latency-seconds", type=float, help="seconds measured (20)")
-    parser.add_argument("--stall-seconds", type=float, help="how long one consumer stalls (30)")
-    parser.add_argument("--stall-settle", type=float, help="seconds before the first RSS (3)")
-    parser.add_argument("--skip-latency", action="store_true")
-    parser.add_argument(
-        "--no-gc-freeze",
+        "--no-gc-tuning",
         action="store_true",
-        help="skip the gc.freeze() the gateway process does once up (as `ibgw serve` does)",
+        help="run the gateway without its garbage-collector tuning (as before this issue)",
     )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args(argv)
     full = {
         "contracts": 100,
-        "streams": "1,100,1000",
-        "rate": 1000.0,
-        "warmup": 3.0,
-        "duration": 10.0,
-        "latency_streams": 100,
-        "latency_contracts": 10,
-        "latency_delivered": 10_000.0,
-        "latency_seconds": 20.0,
-        "stall_seconds": 30.0,
-        "stall_settle": 3.0,
+        "streams": "100,1000",
+        "rate": 10_000.0,
+        "sweep_points": 6,
+        "warmup": 1.5,
+        "duration": 2.0,
+        "passes": 3,
+        "iblike_rate": 400.0,
+        "iblike_seconds": 4.0,
+        "latency_seconds": 5.0,
+        "unary_seconds": 3.0,
     }
     quick = {
         "contracts": 10,
-        "streams": "1,5",
-        "rate": 200.0,
-        "warmup": 0.5,
-        "duration": 1.0,
-        "latency_streams": 5,
-        "latency_contracts": 5,
-        "latency_delivered": 1000.0,
-        "latency_seconds": 1.5,
-        "stall_seconds": 1.5,
-        "stall_settle": 0.5,
+        "streams": "4,20",
+        "rate": 2_000.0,
+        "sweep_points": 2,
+        "warmup": 0.4,
+        "duration": 0.6,
+        "passes": 1,
+        "iblike_rate": 100.0,
+        "iblike_seconds": 0.6,
+        "latency_seconds": 0.8,
+        "unary_seconds": 0.6,
     }
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    args.streams = sorted({int(s) for s in str(args.streams).split(",") if s.strip()})
+    counts = sorted({int(s) for s in str(args.streams).split(",") if s.strip()})
+    args.streams = [counts[0], counts[-1]] if len(counts) > 1 else counts
+    args.passes = list(range(max(1, args.passes)))
+    args.in_flight = [1] if args.quick else [1, 64]
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    GATEWAY_ARGS[:] = ["--no-gc-freeze"] if args.no_gc_freeze else []
+    if PINNED:
+        os.sched_setaffinity(0, {1})  # the orchestrator shares the clients' CPU
     contracts = symbols(args.contracts)
-    res = Results(contracts=args.contracts)
+    res = Results()
     info = machine()
     log(
-        f"quote fan-out benchmark: {args.contracts} contracts per stream, streams "
-        f"{args.streams}, market {args.rate:g} quote changes/s; {info['nproc']} CPUs "
-        f"({info['cpu']}), Python {info['python']}, grpcio {info['grpcio']}"
-        + ("; gateway process without gc.freeze()" if args.no_gc_freeze else "")
+        f"quote path benchmark: {args.contracts} contracts per stream, streams "
+        f"{args.streams}; {info['nproc']} CPUs ({info['cpu']}), load {info['load']:.2f}, "
+        f"Python {info['python']}, grpcio {info['grpcio']}, protobuf {info['protobuf']}; "
+        + ("server on CPU 0, clients on CPU 1" if PINNED else "one CPU: nothing pinned")
+        + ("; gateway without GC tuning" if args.no_gc_tuning else "")
     )
-    log("throughput (delivered quotes/s; consumers in another process):")
-    for kind in ("baseline", "gateway"):
-        run_throughput(kind, args, res, contracts)
+    log("bare grpc.aio server (pre-serialized messages, as fast as gRPC takes them):")
+    run_baseline(args, res, contracts)
+    log("gateway (simulator in the same process):")
+    run_gateway(args, res, contracts)
+    small, large = args.streams[0], args.streams[-1]
     for n in args.streams:
-        log(f"  ratio gateway/baseline at {n} streams: {res.ratio(n):.3f}")
-    if not args.skip_latency:
-        log(f"latency at {args.latency_delivered:g} quotes/s delivered (receive_time → consumer):")
-        for kind in ("baseline", "gateway"):
-            run_latency(kind, args, res)
+        log(f"  capacity ratio gateway/bare at {n} streams: {res.capacity_ratio(n):.3f}")
+    for method in ("status", "quotes"):
+        for in_flight in args.in_flight:
+            log(
+                f"  unary ratio {method} at {in_flight} in flight: "
+                f"{res.unary_ratio(method, in_flight):.3f}"
+            )
+    unary = min(res.unary_ratio("status", 1), res.unary_ratio("quotes", 1))
+    iblike_cpu = res.iblike.server_cpu_pct if res.iblike else math.nan
+    p99 = res.latency.get("tuned", {}).get("p99_ms", math.nan)
+    summary = {
+        "capacity_ratio_100": res.capacity_ratio(small),
+        "capacity_ratio_1000": res.capacity_ratio(large),
+        "iblike_cpu_pct": iblike_cpu,
+        "overload_ratio": res.overload_ratio(small),
+        "p99_1000_ms": p99,
+        "unary_ratio": unary,
+    }
     if args.json is not None:
         payload = {
             "machine": info,
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "throughput": {
-                k: [{**vars(t), "delivered_share": t.delivered_share} for t in v]
-                for k, v in res.throughput.items()
-            },
+            "baseline": {n: asdict(p) for n, p in res.baseline.items()},
+            "gateway": {n: asdict(p) for n, p in res.gateway.items()},
+            "sweeps": {n: [asdict(p) for p in ps] for n, ps in res.sweeps.items()},
+            "overload": asdict(res.overload) if res.overload else None,
+            "iblike": asdict(res.iblike) if res.iblike else None,
             "latency": res.latency,
-            "ib_leg": res.ib_leg,
-            "lines": res.lines,
-            "rss_kb_1000": res.rss_kb_1000,
-            "baseline_rss_kb_1000": res.baseline_rss_kb_1000,
-            "stall_lag": res.stall_lag,
-            "rss_before_stall_kb": res.rss_before_stall_kb,
-            "rss_after_stall_kb": res.rss_after_stall_kb,
-            "summary": {
-                "fanout_ratio": res.fanout_ratio,
-                "p99_added_ms": res.p99_added_ms,
-                "lines": res.lines,
-                "stalled_rss_growth_pct": res.stalled_rss_growth_pct,
-            },
+            "unary": res.unary,
+            "summary": summary,
         }
         args.json.write_text(json.dumps(payload, indent=2))
     print(
-        f"fanout_ratio={res.fanout_ratio:.3f} p99_added_ms={res.p99_added_ms:.3f} "
-        f"lines={res.lines} stalled_rss_growth_pct={res.stalled_rss_growth_pct:.2f}",
+        f"capacity_ratio_100={summary['capacity_ratio_100']:.3f} "
+        f"capacity_ratio_1000={summary['capacity_ratio_1000']:.3f} "
+        f"iblike_cpu_pct={summary['iblike_cpu_pct']:.1f} "
+        f"overload_ratio={summary['overload_ratio']:.3f} "
+        f"p99_1000_ms={summary['p99_1000_ms']:.2f} "
+        f"unary_ratio={summary['unary_ratio']:.3f}",
         flush=True,
     )
     return 0

@@ -48,14 +48,18 @@ class PacedIngest:
     ib_insync decodes everything a socket read returned (up to 256 KiB) in one go, and
     its buffer handling is quadratic in the size of that read; under a heavy feed one pass
     could take tens of milliseconds and starve every gRPC sender sharing the loop. Here a
-    large read is split and the rest is fed on the following passes; while more than
+    large read is split and the rest is fed a chunk at a time, ``pause`` seconds apart
+    (plus the time the loop's other work takes); while more than
     ``backlog`` bytes wait, the socket is not read (TWS then holds its ticks back; the
     simulator conflates them, as a real feed does). Small reads, the usual case, go straight
     through. Data received before a disconnect is all decoded before the disconnect is.
     """
 
-    def __init__(self, ib: IB, chunk: int = 16 * 1024, backlog: int = 256 * 1024) -> None:
+    def __init__(
+        self, ib: IB, chunk: int = 16 * 1024, backlog: int = 256 * 1024, pause: float = 0.0005
+    ) -> None:
         self.chunk = chunk
+        self.pause = pause
         self.backlog = backlog
         self._client: Any = ib.client
         self._conn: Any = self._client.conn
@@ -94,7 +98,13 @@ class PacedIngest:
         self._client._onSocketHasData(piece)
         if pending:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._feed)
+            loop = asyncio.get_running_loop()
+            if self.pause > 0:
+                # a timer, not the next pass: a loop with nothing else to do goes idle in
+                # between (gRPC's completion thread needs the GIL, which a busy loop holds)
+                loop.call_later(self.pause, self._feed)
+            else:
+                loop.call_soon(self._feed)
         elif self._paused is not None:
             transport, self._paused = self._paused, None
             if not transport.is_closing():

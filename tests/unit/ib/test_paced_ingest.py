@@ -63,9 +63,14 @@ class Client:
         self.log.append(f"disconnected {message}")
 
 
-def paced(chunk: int = 1000, backlog: int = 5000) -> tuple[PacedIngest, Client]:
+def paced(chunk: int = 1000, backlog: int = 5000, pause: float = 0.0) -> tuple[PacedIngest, Client]:
     client = Client()
-    ingest = PacedIngest(SimpleNamespace(client=client), chunk=chunk, backlog=backlog)  # type: ignore[arg-type]
+    ingest = PacedIngest(
+        SimpleNamespace(client=client),  # type: ignore[arg-type]
+        chunk=chunk,
+        backlog=backlog,
+        pause=pause,
+    )
     return ingest, client
 
 
@@ -88,6 +93,18 @@ async def test_a_large_read_is_fed_one_chunk_per_loop_pass_in_order() -> None:
     assert max(len(piece) for piece in client.fed) <= 1000
     assert b"".join(client.fed) == data + b"tail"
     assert ingest.pending == 0
+
+
+async def test_between_chunks_the_loop_may_go_idle() -> None:
+    """With a pause, the next chunk waits for a timer, not the next pass: a loop with
+    nothing else to do sleeps (and gRPC's completion thread gets the GIL)."""
+    _, client = paced(pause=0.01)
+    client.conn.hasData.emit(b"c" * 2500)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(client.fed) == 1
+    await asyncio.sleep(0.05)
+    assert b"".join(client.fed) == b"c" * 2500
 
 
 async def test_a_backlog_pauses_the_socket_until_it_is_decoded() -> None:
