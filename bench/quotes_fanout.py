@@ -52,6 +52,7 @@ from typing import Any
 from bench.common import symbols
 
 ROOT = Path(__file__).resolve().parent.parent
+OPEN_RATE = 1000.0  # source rate while streams open (opening is slow on a busy server)
 PINNED = (os.cpu_count() or 1) >= 2
 SERVER_CPU = ["--cpu", "0"] if PINNED else []
 CLIENT_CPU = ["--cpu", "1"] if PINNED else []
@@ -177,6 +178,14 @@ def measure(server: Child, drain: Child, seconds: float, rate: float = 0.0) -> P
     )
 
 
+def per_core(point: Point) -> str:
+    """Quotes per second of server CPU: what the server would do with a core to itself
+    (on a machine shared with other work the pinned core is not all the server's)."""
+    if not point.server_cpu_pct:
+        return "n/a per core"
+    return f"{point.quotes_per_s * 100 / point.server_cpu_pct:,.0f} quotes per CPU-second"
+
+
 def median_point(points: list[Point]) -> Point:
     """The pass with the median delivered quotes/s."""
     ordered = sorted(points, key=lambda p: p.quotes_per_s)
@@ -233,7 +242,11 @@ def start_server(kind: str, args: argparse.Namespace) -> tuple[Child, str]:
 
 
 def start_drain(
-    address: str, streams: int, contracts: list[str], send_window_ms: float | None = None
+    address: str,
+    streams: int,
+    contracts: list[str],
+    send_window_ms: float | None = None,
+    server: Child | None = None,
 ) -> Child:
     window = [] if send_window_ms is None else ["--send-window-ms", f"{send_window_ms:g}"]
     child = Child(
@@ -251,7 +264,8 @@ def start_drain(
     ready = child.read(timeout=300)
     if not ready.get("ready"):
         child.close("stop")
-        raise RuntimeError(f"drain client did not start: {ready}")
+        tail = server._tail() if server is not None else ""
+        raise RuntimeError(f"drain client did not start: {ready}{tail}")
     return child
 
 
@@ -298,7 +312,7 @@ def run_baseline(args: argparse.Namespace, res: Results, contracts: list[str]) -
             finally:
                 drain.close("stop")
             res.baseline[n] = point
-            log(f"  baseline {n:5d} streams: {point.describe()}")
+            log(f"  baseline {n:5d} streams: {point.describe()}; {per_core(point)}")
         run_unary("baseline", address, args, res)
     finally:
         server.close()
@@ -332,30 +346,38 @@ def run_gateway(args: argparse.Namespace, res: Results, contracts: list[str]) ->
     try:
         for n in args.streams:
             # capacity: streams without a send window (they send whenever they can; at
-            # the limit, conflation fills their messages)
-            server.ask(f"market {args.rate:g} 0")
-            drain = start_drain(address, n, contracts, send_window_ms=0)
+            # the limit, conflation fills their messages). Streams open on a quiet market.
+            server.ask(f"market {OPEN_RATE:g} 0")
+            drain = start_drain(address, n, contracts, send_window_ms=0, server=server)
             try:
                 cap = sweep(server, drain, n, args, res)
                 res.gateway[n] = cap
                 log(
                     f"  gateway  {n:5d} streams: capacity {cap.quotes_per_s:,.0f} quotes/s "
-                    f"at source {cap.rate:,.0f}/s"
+                    f"at source {cap.rate:,.0f}/s; {per_core(cap)}"
                 )
                 if n == small:
                     run_overload(server, drain, cap, n, args, res)
             finally:
                 drain.close("stop")
             # IB-like feed and latency: streams with the default send window
-            server.ask(f"market {args.rate:g} 0")
-            drain = start_drain(address, n, contracts)
+            server.ask(f"market {OPEN_RATE:g} 0")
+            drain = start_drain(address, n, contracts, server=server)
             try:
                 if n == small:
-                    run_iblike(server, drain, n, args, res)
+                    res.iblike = run_iblike(server, drain, n, args, "default")
                 if n == large:
                     run_latency(server, drain, res.gateway[n], n, args, res)
             finally:
                 drain.close("stop")
+            if n == small:
+                for window in args.iblike_windows:  # what a longer window buys
+                    server.ask(f"market {OPEN_RATE:g} 0")
+                    drain = start_drain(address, n, contracts, window, server=server)
+                    try:
+                        run_iblike(server, drain, n, args, f"{window:g} ms")
+                    finally:
+                        drain.close("stop")
         run_unary("gateway", address, args, res)
     finally:
         server.close()
@@ -371,15 +393,17 @@ def run_overload(
     log(f"  gateway  {n:5d} streams, 3x capacity's source: {res.overload.describe()}")
 
 
-def run_iblike(server: Child, drain: Child, n: int, args: argparse.Namespace, res: Results) -> None:
+def run_iblike(server: Child, drain: Child, n: int, args: argparse.Namespace, window: str) -> Point:
     server.ask(f"market {args.iblike_rate:g} 1")
     time.sleep(args.warmup)
     points = [measure(server, drain, args.iblike_seconds, args.iblike_rate) for _ in args.passes]
-    res.iblike = sorted(points, key=lambda p: p.server_cpu_pct)[(len(points) - 1) // 2]
+    point = sorted(points, key=lambda p: p.server_cpu_pct)[(len(points) - 1) // 2]
+    per_message = point.server_cpu_pct * 1e4 / point.messages_per_s if point.messages_per_s else 0
     log(
         f"  gateway  {n:5d} streams, IB-like feed ({args.iblike_rate:g} updates/s spread "
-        f"out): {res.iblike.describe()}"
+        f"out), send window {window}: {point.describe()}; {per_message:.0f} µs CPU per message"
     )
+    return point
 
 
 def run_latency(
@@ -483,6 +507,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.streams = [counts[0], counts[-1]] if len(counts) > 1 else counts
     args.passes = list(range(max(1, args.passes)))
     args.in_flight = [1] if args.quick else [1, 64]
+    args.iblike_windows = [] if args.quick else [25.0, 50.0]
     return args
 
 
@@ -506,7 +531,16 @@ def main(argv: list[str] | None = None) -> int:
     run_gateway(args, res, contracts)
     small, large = args.streams[0], args.streams[-1]
     for n in args.streams:
-        log(f"  capacity ratio gateway/bare at {n} streams: {res.capacity_ratio(n):.3f}")
+        gw, base = res.gateway.get(n), res.baseline.get(n)
+        cpu_ratio = (
+            (gw.quotes_per_s / gw.server_cpu_pct) / (base.quotes_per_s / base.server_cpu_pct)
+            if gw and base and gw.server_cpu_pct and base.server_cpu_pct and base.quotes_per_s
+            else math.nan
+        )
+        log(
+            f"  capacity ratio gateway/bare at {n} streams: {res.capacity_ratio(n):.3f} "
+            f"(per CPU-second: {cpu_ratio:.3f})"
+        )
     for method in ("status", "quotes"):
         for in_flight in args.in_flight:
             log(

@@ -77,7 +77,13 @@ def split_method(full_method: str) -> tuple[str, str]:
 
 
 class _WrappingInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps each handler's behaviour with :meth:`unary` / :meth:`stream`."""
+    """Wraps each handler's behaviour with :meth:`unary` / :meth:`stream`.
+
+    The wrapped handler is built once per method and reused (the inner handler is the
+    same object on every call), not rebuilt on every call: part of the per-call cost.
+    """
+
+    _wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]]
 
     async def intercept_service(
         self,
@@ -90,7 +96,16 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method: str = handler_call_details.method
-        return self._wrap(handler, method)
+        try:
+            cache = self._wrapped
+        except AttributeError:
+            cache = self._wrapped = {}
+        cached = cache.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        cache[method] = (handler, wrapped)
+        return wrapped
 
     def _wrap(
         self, handler: grpc.RpcMethodHandler[Any, Any], method: str
@@ -426,6 +441,8 @@ class AccessLogInterceptor(_WrappingInterceptor):
         level = logging.INFO if code in ("OK", "CANCELLED") else logging.WARNING
         if code == "INTERNAL":
             level = logging.ERROR
+        if not access_log.isEnabledFor(level):
+            return  # (context.peer() and the formatting are not free)
         reason = f" {outcome.reason}" if outcome.reason else ""
         access_log.log(
             level,
@@ -519,6 +536,22 @@ class MetricsInterceptor(_WrappingInterceptor):
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
+        # the labelled children of each method (a labels() lookup takes a lock)
+        self._children: dict[tuple[str, str, str], tuple[Any, Any, Any, Any]] = {}
+        self._handled: dict[tuple[tuple[str, str, str], str], Any] = {}
+
+    def _children_of(self, labels: tuple[str, str, str]) -> tuple[Any, Any, Any, Any]:
+        children = self._children.get(labels)
+        if children is None:
+            m = self.metrics
+            children = (
+                m.started.labels(*labels),
+                m.msg_received.labels(*labels),
+                m.msg_sent.labels(*labels),
+                m.latency.labels(*labels),
+            )
+            self._children[labels] = children
+        return children
 
     async def unary(
         self,
@@ -531,8 +564,7 @@ class MetricsInterceptor(_WrappingInterceptor):
         outcome = _current_outcome()
         start = time.perf_counter()
         labels = (kind, *split_method(method))
-        self._started(labels)
-        sent = self.metrics.msg_sent.labels(*labels)
+        sent = self._started(labels)
         try:
             if kind == "unary":
                 response = await behavior(request, context)
@@ -557,8 +589,7 @@ class MetricsInterceptor(_WrappingInterceptor):
         outcome = _current_outcome()
         start = time.perf_counter()
         labels = (kind, *split_method(method))
-        self._started(labels)
-        sent = self.metrics.msg_sent.labels(*labels)  # looked up once, not per message
+        sent = self._started(labels)
         try:
             async for item in behavior(request, context):
                 sent.inc()
@@ -570,9 +601,12 @@ class MetricsInterceptor(_WrappingInterceptor):
         finally:
             self._done(labels, context, outcome, start)
 
-    def _started(self, labels: tuple[str, str, str]) -> None:
-        self.metrics.started.labels(*labels).inc()
-        self.metrics.msg_received.labels(*labels).inc()
+    def _started(self, labels: tuple[str, str, str]) -> Any:
+        """Count the call's start and its request; returns its messages-sent counter."""
+        started, received, sent, _ = self._children_of(labels)
+        started.inc()
+        received.inc()
+        return sent
 
     def _done(
         self,
@@ -581,5 +615,9 @@ class MetricsInterceptor(_WrappingInterceptor):
         outcome: RpcOutcome,
         start: float,
     ) -> None:
-        self.metrics.handled.labels(*labels, _final_code(outcome, context)).inc()
-        self.metrics.latency.labels(*labels).observe(time.perf_counter() - start)
+        code = _final_code(outcome, context)
+        handled = self._handled.get((labels, code))
+        if handled is None:
+            handled = self._handled[(labels, code)] = self.metrics.handled.labels(*labels, code)
+        handled.inc()
+        self._children_of(labels)[3].observe(time.perf_counter() - start)

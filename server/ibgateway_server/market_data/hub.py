@@ -21,8 +21,10 @@ How it fits together:
   :data:`DEFAULT_SEND_WINDOW`): it sends at most one quote message per window. The cost of
   gRPC is per message, not per quote, so under IB's spread-out ticks this turns many
   one-quote messages into few full ones; a quote that finds the stream quiet for a
-  window still goes out at once. Streams whose window has not elapsed are woken by one
-  shared timer per millisecond, not one timer each.
+  window still goes out at once. A window's end is rounded up to a quarter of it (at
+  least 1 ms), so streams that sent at about the same time are due at the same moment:
+  one shared timer wakes them and they send together (fewer timers, fewer socket
+  writes).
 * Connection changes of the IB session pause every line (streams are told, per contract
   and with a connection-state message), and a reconnect re-subscribes every live line.
 * A contract refused for lack of a line (LIMIT_REACHED: the gateway's budget, or IB's own
@@ -447,7 +449,7 @@ class QuoteHub:
         self._waiting: set[QuoteStream] = set()
         self._wait_tickets = 0
         # streams whose send window is open, by the millisecond it closes (one timer each)
-        self._deferred: dict[int, dict[QuoteStream, None]] = {}
+        self._deferred: dict[float, dict[QuoteStream, None]] = {}
         self.quote_messages = 0
         self.quotes_sent = 0
         self._encodes = 0  # of lines already dropped
@@ -837,16 +839,17 @@ class QuoteHub:
         return group
 
     def _defer(self, stream: QuoteStream) -> None:
-        """Wake ``stream`` when its send window closes. Streams that are due in the same
-        millisecond share one timer (thousands of streams, one timer per ms at most)."""
-        key = math.ceil(stream.next_quote_at * 1000)
+        """Wake ``stream`` when its send window closes (``next_quote_at``, a multiple of
+        its window quantum): streams due at the same moment share one timer and send
+        together, which gRPC turns into fewer socket writes."""
+        key = stream.next_quote_at
         bucket = self._deferred.get(key)
         if bucket is None:
             bucket = self._deferred[key] = {}
-            stream._loop.call_at(key / 1000, self._window_closed, key)
+            stream._loop.call_at(key, self._window_closed, key)
         bucket[stream] = None
 
-    def _window_closed(self, key: int) -> None:
+    def _window_closed(self, key: float) -> None:
         for stream in self._deferred.pop(key, ()):
             stream.wake()
 
@@ -990,6 +993,7 @@ class QuoteStream:
         self.md_type = md_type
         self.heartbeat = heartbeat
         self.send_window = hub.send_window if send_window is None else send_window
+        self._quantum = max(0.001, self.send_window / 4)
         # loop time before which no quote message is sent (0: no window open)
         self.next_quote_at = 0.0
         self.quote_messages = 0
@@ -1191,8 +1195,12 @@ class QuoteStream:
                     found = group.batch_from(self.pos)
                     self.pos = group.end
                 if found is not None:
-                    if self.send_window > 0:
-                        self.next_quote_at = now + self.send_window
+                    window = self.send_window
+                    if window > 0:
+                        # the window's end, rounded up to a quantum of it: streams that
+                        # sent at about the same time become due at the same moment
+                        quantum = self._quantum
+                        self.next_quote_at = math.ceil((now + window) / quantum) * quantum
                     self.quote_messages += 1
                     hub = self.hub
                     hub.quote_messages += 1
