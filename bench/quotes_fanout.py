@@ -21,9 +21,10 @@ messages the server wrote, over passes of ``--duration`` seconds, medians):
    (small stream count), relative to its capacity;
 3. an IB-like feed: the small stream count, updates spread out in time (one contract at a
    time), ``--iblike-rate`` a second in total: the gateway's CPU (% of one core);
-4. latency p99 at the large stream count and half the capacity's source rate (each
-   sampled quote's receive_time → the drain client's clock), with the gateway's garbage
-   collector tuning and, in the full run, without it;
+4. latency p99 at the large stream count and half the capacity (a source rate that makes
+   half the capacity's quotes/s: every contract moves at each step, each step reaching
+   every stream), from each sampled quote's receive_time to the drain client's clock, with
+   the gateway's garbage collector tuning and, in the full run, without it;
 5. unary calls/s at 1 (and 64) in flight, GetConnectionStatus and GetQuotes, gateway vs
    the bare server.
 
@@ -414,7 +415,8 @@ def run_iblike(server: Child, drain: Child, n: int, args: argparse.Namespace, wi
 def run_latency(
     server: Child, drain: Child, cap: Point, n: int, args: argparse.Namespace, res: Results
 ) -> None:
-    rate = cap.rate / 2
+    # every update reaches every stream below capacity: n × rate quotes/s delivered
+    rate = max(100.0, cap.quotes_per_s / 2 / n)
     modes = ["tuned"] + ([] if args.quick or args.no_gc_tuning else ["untuned"])
     for mode in modes:
         server.ask(f"gc {mode}")
