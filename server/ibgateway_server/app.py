@@ -33,7 +33,7 @@ from ibgateway.v1 import (
     portfolio_pb2_grpc,
 )
 from ibgateway_server.api.account import AccountServicer
-from ibgateway_server.api.connection import ConnectionServicer
+from ibgateway_server.api.connection import ConnectionServicer, ConnectTargets
 from ibgateway_server.api.interceptors import (
     AccessLogInterceptor,
     AuthInterceptor,
@@ -235,6 +235,9 @@ class Gateway:
             backend=self.settings.backend,
             sample_symbol=self.settings.check_symbol,
             heartbeat_seconds=self.settings.heartbeat_seconds,
+            connect_targets=ConnectTargets.parse(
+                self.settings.connect_allow, session.host, session.port
+            ),
         )
         # at shutdown WatchConnectionStatus streams end (OK) before the server drains
         self._closers.append(connection.close)

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
         5.0, validation_alias=_env("IBGW_SHUTDOWN_GRACE", "shutdown_grace")
     )
     check_symbol: str = Field("AAPL", validation_alias=_env("IBGW_CHECK_SYMBOL", "check_symbol"))
+    connect_allow: str | None = Field(
+        None, validation_alias=_env("IBGW_CONNECT_ALLOW", "connect_allow")
+    )
     state_dir: Path | None = Field(None, validation_alias=_env("IBGW_STATE_DIR", "state_dir"))
     order_journal: str | None = Field(
         None, validation_alias=_env("IBGW_ORDER_JOURNAL", "order_journal")
@@ -348,14 +351,15 @@ class Settings(BaseSettings):
         return split_host_port(self.listen)
 
 
-SCOPES = ("read", "trade")
+SCOPES = ("read", "trade", "admin")
 
 
 def parse_tokens(text: str, *, source: str) -> dict[str, frozenset[str]]:
     """Parse "TOKEN:SCOPE[+SCOPE]" entries separated by commas or newlines ("#" comments).
 
-    Scopes: ``read`` (every read RPC) and ``trade`` (orders and session control; it
-    implies read). The message of an error never contains a token.
+    Scopes: ``read`` (every read RPC), ``trade`` (orders) and ``admin`` (session control:
+    Connect, Disconnect); trade and admin imply read. The message of an error never
+    contains a token.
     """
     tokens: dict[str, frozenset[str]] = {}
     entries = [e.strip() for line in text.splitlines() for e in line.split("#")[0].split(",")]
@@ -364,11 +368,12 @@ def parse_tokens(text: str, *, source: str) -> dict[str, frozenset[str]]:
         scopes = {s.strip().lower() for s in scope_text.split("+") if s.strip()}
         if not sep or not token.strip() or not scopes or not scopes <= set(SCOPES):
             raise ConfigError(
-                f"{source}: entry {number} is not TOKEN:SCOPE with SCOPE read, trade or read+trade"
+                f"{source}: entry {number} is not TOKEN:SCOPE with SCOPE read, trade or admin "
+                "(or several joined by +, e.g. trade+admin)"
             )
         if len(token.strip()) < 16:
             raise ConfigError(f"{source}: entry {number}: a token needs at least 16 characters")
-        if "trade" in scopes:
+        if scopes & {"trade", "admin"}:
             scopes.add("read")
         tokens[token.strip()] = frozenset(scopes)
     return tokens

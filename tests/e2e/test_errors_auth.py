@@ -1,4 +1,4 @@
-"""Bearer tokens with read/trade scopes: refusals are rich statuses; probes stay open."""
+"""Bearer tokens with read/trade/admin scopes: refusals are rich statuses; probes stay open."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tests.e2e.conftest import GatewayFactory, expect_error, gateway_channel
 
 READER = "reader-token-0123456789"
 TRADER = "trader-token-0123456789"
+ADMIN = "admin-token-0123456789ab"
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -24,7 +25,7 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 @pytest.fixture
 async def secured(make_gateway: GatewayFactory, tmp_path: Any) -> Any:
     tokens_file = tmp_path / "tokens"
-    tokens_file.write_text(f"# trader\n{TRADER}:trade\n")
+    tokens_file.write_text(f"# trader\n{TRADER}:trade\n# operator\n{ADMIN}:admin\n")
     return await make_gateway(auth_tokens=f"{READER}:read", auth_tokens_file=tokens_file)
 
 
@@ -45,14 +46,18 @@ async def test_tokens_and_scopes(secured: Any) -> None:
         listed = await accounts.ListAccounts(request, metadata=bearer(READER))
         assert listed.accounts[0].account_id == "DU1234567"
 
-        # session control needs the trade scope
-        err = await expect_error(
-            connection.Disconnect(connection_pb2.DisconnectRequest(), metadata=bearer(READER))
-        )
-        assert err.code == grpc.StatusCode.PERMISSION_DENIED
-        assert err.info is not None and err.info.metadata["required_scope"] == "trade"
-        await connection.Connect(connection_pb2.ConnectRequest(), metadata=bearer(TRADER))
+        # session control needs the admin scope: neither read nor trade will do
+        for token in (READER, TRADER):
+            for call in (
+                connection.Disconnect(connection_pb2.DisconnectRequest(), metadata=bearer(token)),
+                connection.Connect(connection_pb2.ConnectRequest(), metadata=bearer(token)),
+            ):
+                err = await expect_error(call)
+                assert err.code == grpc.StatusCode.PERMISSION_DENIED
+                assert err.info is not None and err.info.metadata["required_scope"] == "admin"
+        await connection.Connect(connection_pb2.ConnectRequest(), metadata=bearer(ADMIN))
         await accounts.ListAccounts(request, metadata=bearer(TRADER))  # trade implies read
+        await accounts.ListAccounts(request, metadata=bearer(ADMIN))  # so does admin
 
         # probes and schema discovery need no token
         health = health_pb2_grpc.HealthStub(channel)
@@ -61,7 +66,7 @@ async def test_tokens_and_scopes(secured: Any) -> None:
 
 def test_malformed_tokens_are_refused_without_echoing_them() -> None:
     with pytest.raises(ConfigError) as caught:
-        load(auth_tokens="abcdefghijklmnopqrstuvwxyz:admin")
+        load(auth_tokens="abcdefghijklmnopqrstuvwxyz:root")
     assert "abcdefghijklmnop" not in str(caught.value)
     with pytest.raises(ConfigError):
         load(auth_tokens="short:read")

@@ -10,6 +10,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -18,7 +19,7 @@ from google.protobuf import duration_pb2
 from ibgateway.v1 import connection_pb2, connection_pb2_grpc
 from ibgateway_server import errors
 from ibgateway_server.api.validation import Violations, heartbeat_seconds
-from ibgateway_server.errors import GatewayError
+from ibgateway_server.errors import GatewayError, quote
 from ibgateway_server.ib import convert, failures
 from ibgateway_server.ib.insync import Stock, Ticker
 from ibgateway_server.ib.session import IbSession, SessionEvent, SessionStatus, StateChange
@@ -103,6 +104,37 @@ class StatusFeed:
                 await self._wake.wait()
 
 
+@dataclass(frozen=True)
+class ConnectTargets:
+    """Where Connect may point the session: (host, port) pairs, port 0 meaning any port
+    of that host, host "*" any host. The configured TWS is always one."""
+
+    targets: frozenset[tuple[str, int]]
+
+    @classmethod
+    def only(cls, host: str, port: int) -> ConnectTargets:
+        return cls(frozenset({(host.lower(), port)}))
+
+    @classmethod
+    def parse(cls, text: str | None, host: str, port: int) -> ConnectTargets:
+        """The configured TWS plus IBGW_CONNECT_ALLOW ("host", "host:port", "*", comma
+        separated; a bracketed IPv6 address as "[::1]:7497")."""
+        targets = {(host.lower(), port)}
+        for entry in (e.strip() for e in (text or "").split(",")):
+            if not entry:
+                continue
+            name, sep, port_text = entry.rpartition(":")
+            if sep and port_text.isdigit() and (not name.count(":") or name.endswith("]")):
+                targets.add((name.strip("[]").lower(), int(port_text)))
+            else:
+                targets.add((entry.strip("[]").lower(), 0))
+        return cls(frozenset(targets))
+
+    def allows(self, host: str, port: int) -> bool:
+        name = host.strip().strip("[]").lower()
+        return any((h == "*" or h == name) and (p == 0 or p == port) for h, p in self.targets)
+
+
 class ConnectionServicer(connection_pb2_grpc.ConnectionServiceServicer):
     def __init__(
         self,
@@ -112,8 +144,11 @@ class ConnectionServicer(connection_pb2_grpc.ConnectionServiceServicer):
         backend: str,
         sample_symbol: str = "AAPL",
         heartbeat_seconds: float = 5.0,
+        connect_targets: ConnectTargets | None = None,
     ) -> None:
         self.session = session
+        # Connect may only aim the session at these (default: where it was configured).
+        self.connect_targets = connect_targets or ConnectTargets.only(session.host, session.port)
         self.summaries = summaries
         self.backend = backend
         self.sample_symbol = sample_symbol
@@ -140,11 +175,22 @@ class ConnectionServicer(connection_pb2_grpc.ConnectionServiceServicer):
     async def Connect(
         self, request: connection_pb2.ConnectRequest, context: Context
     ) -> connection_pb2.ConnectResponse:
+        self._refuse_if_read_only("Connect")
         v = Violations()
         v.check(0 <= request.port <= 65535, "port", "must be a TCP port (1-65535) or 0")
         if request.HasField("client_id"):
             v.check(request.client_id >= 0, "client_id", "must not be negative")
         v.raise_if_any()
+        host = request.host.strip() or self.session.host
+        port = request.port or self.session.port
+        if not self.connect_targets.allows(host, port):
+            raise GatewayError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "CONNECT_TARGET_NOT_ALLOWED",
+                f"Connect may not point the session at {quote(host)}:{port}: only the "
+                "configured TWS and the targets in IBGW_CONNECT_ALLOW",
+                metadata={"host": host[:64], "port": str(port)},
+            )
         await self.session.connect(
             host=request.host.strip() or None,
             port=request.port or None,
@@ -155,8 +201,18 @@ class ConnectionServicer(connection_pb2_grpc.ConnectionServiceServicer):
     async def Disconnect(
         self, request: connection_pb2.DisconnectRequest, context: Context
     ) -> connection_pb2.DisconnectResponse:
+        self._refuse_if_read_only("Disconnect")
         await self.session.disconnect()
         return connection_pb2.DisconnectResponse(status=self._status())
+
+    def _refuse_if_read_only(self, rpc: str) -> None:
+        if self.session.read_only:
+            raise GatewayError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "READ_ONLY_MODE",
+                f"{rpc} is refused: the gateway runs in read-only mode (IBGW_READ_ONLY)",
+                metadata={"rpc": rpc},
+            )
 
     async def WatchConnectionStatus(  # type: ignore[override]
         self, request: connection_pb2.WatchConnectionStatusRequest, context: Context

@@ -296,13 +296,19 @@ class RequestCheckInterceptor(_WrappingInterceptor):
         return request
 
 
-# RPCs that change state: placing and cancelling orders, and controlling the IB session.
+# RPCs that change state: placing and cancelling orders (trade), and controlling the IB
+# session (admin: it can cut every client off, or aim the gateway elsewhere).
 TRADE_METHODS = frozenset(
     {
         "/ibgateway.v1.OrderService/PlaceOrder",
+        "/ibgateway.v1.OrderService/PlaceBracketOrder",
         "/ibgateway.v1.OrderService/CancelOrder",
         "/ibgateway.v1.OrderService/ModifyOrder",
         "/ibgateway.v1.OrderService/CancelAllOrders",
+    }
+)
+ADMIN_METHODS = frozenset(
+    {
         "/ibgateway.v1.ConnectionService/Connect",
         "/ibgateway.v1.ConnectionService/Disconnect",
     }
@@ -314,6 +320,8 @@ PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 def required_scope(method: str) -> str | None:
     if method.startswith(PUBLIC_PREFIXES):
         return None
+    if method in ADMIN_METHODS:
+        return "admin"
     return "trade" if method in TRADE_METHODS else "read"
 
 

@@ -15,7 +15,7 @@ from ibgateway.v1 import (
     connection_pb2_grpc,
 )
 from ibgateway_server.app import Gateway
-from tests.e2e.conftest import expect_error, wait_until
+from tests.e2e.conftest import GatewayFactory, expect_error, gateway_channel, wait_until
 from tws_simulator import TwsSimulator
 
 PASSED = connection_pb2.CHECK_OUTCOME_PASSED
@@ -81,8 +81,14 @@ async def test_connect_with_overrides_and_noop(
 
 
 async def test_connect_to_a_closed_port_fails_then_recovers(
-    channel: grpc.aio.Channel, simulator: TwsSimulator
+    make_gateway: GatewayFactory, simulator: TwsSimulator
 ) -> None:
+    gw = await make_gateway(connect_allow="127.0.0.1")  # any port of this host
+    async with gateway_channel(gw) as channel:
+        await _connect_elsewhere_then_back(channel, simulator)
+
+
+async def _connect_elsewhere_then_back(channel: grpc.aio.Channel, simulator: TwsSimulator) -> None:
     stub = connection_pb2_grpc.ConnectionServiceStub(channel)
     err = await expect_error(
         stub.Connect(connection_pb2.ConnectRequest(host="127.0.0.1", port=free_port()))
@@ -165,3 +171,38 @@ async def test_test_connection_reports_an_unknown_sample_symbol(channel: grpc.ai
     assert market.outcome == FAILED
     assert market.ib_code == 200
     assert [c.outcome for c in result.checks if c.name != "market_data"] == [PASSED] * 3
+
+
+async def test_connect_only_to_the_configured_tws_unless_allowed(
+    channel: grpc.aio.Channel, simulator: TwsSimulator
+) -> None:
+    stub = connection_pb2_grpc.ConnectionServiceStub(channel)
+    for request in (
+        connection_pb2.ConnectRequest(host="127.0.0.1", port=free_port()),  # another port
+        connection_pb2.ConnectRequest(host="10.1.2.3"),  # another host, same port
+        connection_pb2.ConnectRequest(host="x" * 200, port=22),
+    ):
+        err = await expect_error(stub.Connect(request))
+        assert err.code == grpc.StatusCode.PERMISSION_DENIED, request
+        assert err.info is not None and err.info.reason == "CONNECT_TARGET_NOT_ALLOWED"
+        assert len(err.message) < 200  # a long host is not echoed whole
+    status = (await stub.GetConnectionStatus(connection_pb2.GetConnectionStatusRequest())).status
+    assert status.connected and status.port == simulator.port  # nothing moved
+    same = await stub.Connect(
+        connection_pb2.ConnectRequest(host=simulator.host, port=simulator.port)
+    )
+    assert same.status.connected
+
+
+async def test_read_only_refuses_session_control(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(read_only=True)
+    async with gateway_channel(gw) as channel:
+        stub = connection_pb2_grpc.ConnectionServiceStub(channel)
+        for call in (
+            stub.Connect(connection_pb2.ConnectRequest()),
+            stub.Disconnect(connection_pb2.DisconnectRequest()),
+        ):
+            err = await expect_error(call)
+            assert err.code == grpc.StatusCode.PERMISSION_DENIED
+            assert err.info is not None and err.info.reason == "READ_ONLY_MODE"
+        assert gw.session is not None and gw.session.connected

@@ -140,3 +140,15 @@ def test_a_valid_request_passes() -> None:
         limit_price=D(value=" 150.25 "),
     )
     check_request(request)
+
+
+def test_connect_targets() -> None:
+    from ibgateway_server.api.connection import ConnectTargets
+
+    only = ConnectTargets.only("127.0.0.1", 7497)
+    assert only.allows("127.0.0.1", 7497) and not only.allows("127.0.0.1", 7496)
+    listed = ConnectTargets.parse("tws.internal:4001, 10.0.0.5, [::1]:7497", "127.0.0.1", 7497)
+    assert listed.allows("TWS.internal", 4001) and not listed.allows("tws.internal", 4002)
+    assert listed.allows("10.0.0.5", 1234) and listed.allows("::1", 7497)
+    assert listed.allows("127.0.0.1", 7497) and not listed.allows("127.0.0.2", 7497)
+    assert ConnectTargets.parse("*", "h", 1).allows("anything", 9)
