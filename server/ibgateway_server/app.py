@@ -245,9 +245,10 @@ class Gateway:
         account_pb2_grpc.add_AccountServiceServicer_to_server(
             AccountServicer(session, summaries), server
         )
-        portfolio_pb2_grpc.add_PortfolioServiceServicer_to_server(
-            PortfolioServicer(session), server
-        )
+        portfolio = PortfolioServicer(session, heartbeat_seconds=self.settings.heartbeat_seconds)
+        # at shutdown WatchPortfolio streams end (OK) before the server drains
+        self._closers.append(portfolio.close)
+        portfolio_pb2_grpc.add_PortfolioServiceServicer_to_server(portfolio, server)
         names = [
             _service_name(connection_pb2, "ConnectionService"),
             _service_name(account_pb2, "AccountService"),

@@ -22,22 +22,37 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from ibgateway.v1 import account_pb2 as ibgateway_dot_v1_dot_account__pb2
 from ibgateway.v1 import common_pb2 as ibgateway_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cibgateway/v1/portfolio.proto\x12\x0cibgateway.v1\x1a\x19ibgateway/v1/common.proto\"\x8b\x03\n\x08Position\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12(\n\x08\x63ontract\x18\x02 \x01(\x0b\x32\x16.ibgateway.v1.Contract\x12\'\n\x08quantity\x18\x03 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12+\n\x0c\x61verage_cost\x18\x04 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12+\n\x0cmarket_price\x18\x05 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12+\n\x0cmarket_value\x18\x06 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12-\n\x0eunrealized_pnl\x18\x07 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x35\n\x16unrealized_pnl_percent\x18\x08 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12+\n\x0crealized_pnl\x18\t \x01(\x0b\x32\x15.ibgateway.v1.Decimal\"*\n\x14ListPositionsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"B\n\x15ListPositionsResponse\x12)\n\tpositions\x18\x01 \x03(\x0b\x32\x16.ibgateway.v1.Position2l\n\x10PortfolioService\x12X\n\rListPositions\x12\".ibgateway.v1.ListPositionsRequest\x1a#.ibgateway.v1.ListPositionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cibgateway/v1/portfolio.proto\x12\x0cibgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aibgateway/v1/account.proto\x1a\x19ibgateway/v1/common.proto\"\x8b\x03\n\x08Position\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12(\n\x08\x63ontract\x18\x02 \x01(\x0b\x32\x16.ibgateway.v1.Contract\x12\'\n\x08quantity\x18\x03 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12+\n\x0c\x61verage_cost\x18\x04 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12+\n\x0cmarket_price\x18\x05 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12+\n\x0cmarket_value\x18\x06 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12-\n\x0eunrealized_pnl\x18\x07 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12\x35\n\x16unrealized_pnl_percent\x18\x08 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12+\n\x0crealized_pnl\x18\t \x01(\x0b\x32\x15.ibgateway.v1.Decimal\"*\n\x14ListPositionsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"B\n\x15ListPositionsResponse\x12)\n\tpositions\x18\x01 \x03(\x0b\x32\x16.ibgateway.v1.Position\"b\n\x15WatchPortfolioRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x94\x01\n\x0cPortfolioPnL\x12(\n\tdaily_pnl\x18\x01 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12-\n\x0eunrealized_pnl\x18\x02 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\x12+\n\x0crealized_pnl\x18\x03 \x01(\x0b\x32\x15.ibgateway.v1.Decimal\"\xe2\x01\n\x11PortfolioSnapshot\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12)\n\tpositions\x18\x02 \x03(\x0b\x32\x16.ibgateway.v1.Position\x12\x32\n\x0e\x61\x63\x63ount_values\x18\x03 \x03(\x0b\x32\x1a.ibgateway.v1.AccountValue\x12\'\n\x03pnl\x18\x04 \x01(\x0b\x32\x1a.ibgateway.v1.PortfolioPnL\x12\x31\n\rsnapshot_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"J\n\x0ePositionUpdate\x12(\n\x08position\x18\x01 \x01(\x0b\x32\x16.ibgateway.v1.Position\x12\x0e\n\x06\x63losed\x18\x02 \x01(\x08\"\xcf\x01\n\x10PortfolioChanges\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12/\n\tpositions\x18\x02 \x03(\x0b\x32\x1c.ibgateway.v1.PositionUpdate\x12\x32\n\x0e\x61\x63\x63ount_values\x18\x03 \x03(\x0b\x32\x1a.ibgateway.v1.AccountValue\x12\'\n\x03pnl\x18\x04 \x01(\x0b\x32\x1a.ibgateway.v1.PortfolioPnL\x12\x19\n\x11\x63onflated_updates\x18\x05 \x01(\x04\"\xf8\x01\n\x16WatchPortfolioResponse\x12\x33\n\x08snapshot\x18\x01 \x01(\x0b\x32\x1f.ibgateway.v1.PortfolioSnapshotH\x00\x12\x31\n\x07\x63hanges\x18\x02 \x01(\x0b\x32\x1e.ibgateway.v1.PortfolioChangesH\x00\x12?\n\x10\x63onnection_state\x18\x03 \x01(\x0b\x32#.ibgateway.v1.ConnectionStateChangeH\x00\x12,\n\theartbeat\x18\x04 \x01(\x0b\x32\x17.ibgateway.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent2\xcb\x01\n\x10PortfolioService\x12X\n\rListPositions\x12\".ibgateway.v1.ListPositionsRequest\x1a#.ibgateway.v1.ListPositionsResponse\x12]\n\x0eWatchPortfolio\x12#.ibgateway.v1.WatchPortfolioRequest\x1a$.ibgateway.v1.WatchPortfolioResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ibgateway.v1.portfolio_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POSITION']._serialized_start=74
-  _globals['_POSITION']._serialized_end=469
-  _globals['_LISTPOSITIONSREQUEST']._serialized_start=471
-  _globals['_LISTPOSITIONSREQUEST']._serialized_end=513
-  _globals['_LISTPOSITIONSRESPONSE']._serialized_start=515
-  _globals['_LISTPOSITIONSRESPONSE']._serialized_end=581
-  _globals['_PORTFOLIOSERVICE']._serialized_start=583
-  _globals['_PORTFOLIOSERVICE']._serialized_end=691
+  _globals['_POSITION']._serialized_start=167
+  _globals['_POSITION']._serialized_end=562
+  _globals['_LISTPOSITIONSREQUEST']._serialized_start=564
+  _globals['_LISTPOSITIONSREQUEST']._serialized_end=606
+  _globals['_LISTPOSITIONSRESPONSE']._serialized_start=608
+  _globals['_LISTPOSITIONSRESPONSE']._serialized_end=674
+  _globals['_WATCHPORTFOLIOREQUEST']._serialized_start=676
+  _globals['_WATCHPORTFOLIOREQUEST']._serialized_end=774
+  _globals['_PORTFOLIOPNL']._serialized_start=777
+  _globals['_PORTFOLIOPNL']._serialized_end=925
+  _globals['_PORTFOLIOSNAPSHOT']._serialized_start=928
+  _globals['_PORTFOLIOSNAPSHOT']._serialized_end=1154
+  _globals['_POSITIONUPDATE']._serialized_start=1156
+  _globals['_POSITIONUPDATE']._serialized_end=1230
+  _globals['_PORTFOLIOCHANGES']._serialized_start=1233
+  _globals['_PORTFOLIOCHANGES']._serialized_end=1440
+  _globals['_WATCHPORTFOLIORESPONSE']._serialized_start=1443
+  _globals['_WATCHPORTFOLIORESPONSE']._serialized_end=1691
+  _globals['_PORTFOLIOSERVICE']._serialized_start=1694
+  _globals['_PORTFOLIOSERVICE']._serialized_end=1897
 # @@protoc_insertion_point(module_scope)

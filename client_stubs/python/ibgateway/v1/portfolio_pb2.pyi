@@ -6,8 +6,11 @@ isort:skip_file
 import builtins
 import collections.abc
 import google.protobuf.descriptor
+import google.protobuf.duration_pb2
 import google.protobuf.internal.containers
 import google.protobuf.message
+import google.protobuf.timestamp_pb2
+import ibgateway.v1.account_pb2
 import ibgateway.v1.common_pb2
 import sys
 import typing
@@ -129,3 +132,230 @@ class ListPositionsResponse(google.protobuf.message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___ListPositionsResponse: typing_extensions.TypeAlias = ListPositionsResponse
+
+@typing.final
+class WatchPortfolioRequest(google.protobuf.message.Message):
+    """Request for PortfolioService.WatchPortfolio."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: builtins.int
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: builtins.int
+    account_id: builtins.str
+    """The account; empty means the default one (IBKR_ACCOUNT, else the first managed)."""
+    @property
+    def heartbeat_interval(self) -> google.protobuf.duration_pb2.Duration:
+        """Send a heartbeat after this much silence; unset or zero uses the gateway's default
+        (IBGW_HEARTBEAT_SECONDS).
+        """
+
+    def __init__(
+        self,
+        *,
+        account_id: builtins.str = ...,
+        heartbeat_interval: google.protobuf.duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["heartbeat_interval", b"heartbeat_interval"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id", "heartbeat_interval", b"heartbeat_interval"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___WatchPortfolioRequest: typing_extensions.TypeAlias = WatchPortfolioRequest
+
+@typing.final
+class PortfolioPnL(google.protobuf.message.Message):
+    """An account's profit and loss (IB's reqPnL)."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    DAILY_PNL_FIELD_NUMBER: builtins.int
+    UNREALIZED_PNL_FIELD_NUMBER: builtins.int
+    REALIZED_PNL_FIELD_NUMBER: builtins.int
+    @property
+    def daily_pnl(self) -> ibgateway.v1.common_pb2.Decimal:
+        """Profit and loss since the start of the trading day."""
+
+    @property
+    def unrealized_pnl(self) -> ibgateway.v1.common_pb2.Decimal:
+        """Unrealized profit and loss of the open positions."""
+
+    @property
+    def realized_pnl(self) -> ibgateway.v1.common_pb2.Decimal:
+        """Realized profit and loss."""
+
+    def __init__(
+        self,
+        *,
+        daily_pnl: ibgateway.v1.common_pb2.Decimal | None = ...,
+        unrealized_pnl: ibgateway.v1.common_pb2.Decimal | None = ...,
+        realized_pnl: ibgateway.v1.common_pb2.Decimal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["daily_pnl", b"daily_pnl", "realized_pnl", b"realized_pnl", "unrealized_pnl", b"unrealized_pnl"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["daily_pnl", b"daily_pnl", "realized_pnl", b"realized_pnl", "unrealized_pnl", b"unrealized_pnl"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___PortfolioPnL: typing_extensions.TypeAlias = PortfolioPnL
+
+@typing.final
+class PortfolioSnapshot(google.protobuf.message.Message):
+    """The whole portfolio of one account at one moment."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: builtins.int
+    POSITIONS_FIELD_NUMBER: builtins.int
+    ACCOUNT_VALUES_FIELD_NUMBER: builtins.int
+    PNL_FIELD_NUMBER: builtins.int
+    SNAPSHOT_TIME_FIELD_NUMBER: builtins.int
+    account_id: builtins.str
+    """The account."""
+    @property
+    def positions(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___Position]:
+        """The open positions, ordered by symbol."""
+
+    @property
+    def account_values(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[ibgateway.v1.account_pb2.AccountValue]:
+        """Every account value TWS reports (NetLiquidation, BuyingPower, AvailableFunds, ...),
+        ordered by tag and currency.
+        """
+
+    @property
+    def pnl(self) -> Global___PortfolioPnL:
+        """The account's P&L; empty until IB has sent the first figures."""
+
+    @property
+    def snapshot_time(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """When the gateway took the snapshot."""
+
+    def __init__(
+        self,
+        *,
+        account_id: builtins.str = ...,
+        positions: collections.abc.Iterable[Global___Position] | None = ...,
+        account_values: collections.abc.Iterable[ibgateway.v1.account_pb2.AccountValue] | None = ...,
+        pnl: Global___PortfolioPnL | None = ...,
+        snapshot_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["pnl", b"pnl", "snapshot_time", b"snapshot_time"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id", "account_values", b"account_values", "pnl", b"pnl", "positions", b"positions", "snapshot_time", b"snapshot_time"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___PortfolioSnapshot: typing_extensions.TypeAlias = PortfolioSnapshot
+
+@typing.final
+class PositionUpdate(google.protobuf.message.Message):
+    """One position that changed."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: builtins.int
+    CLOSED_FIELD_NUMBER: builtins.int
+    closed: builtins.bool
+    """True when the position went to zero: it is gone from the portfolio."""
+    @property
+    def position(self) -> Global___Position:
+        """The position as it is now (quantity zero when closed)."""
+
+    def __init__(
+        self,
+        *,
+        position: Global___Position | None = ...,
+        closed: builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["position", b"position"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["closed", b"closed", "position", b"position"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___PositionUpdate: typing_extensions.TypeAlias = PositionUpdate
+
+@typing.final
+class PortfolioChanges(google.protobuf.message.Message):
+    """What changed since the previous message of this stream (the newest value of each)."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: builtins.int
+    POSITIONS_FIELD_NUMBER: builtins.int
+    ACCOUNT_VALUES_FIELD_NUMBER: builtins.int
+    PNL_FIELD_NUMBER: builtins.int
+    CONFLATED_UPDATES_FIELD_NUMBER: builtins.int
+    account_id: builtins.str
+    """The account."""
+    conflated_updates: builtins.int
+    """How many intermediate values this reader did not get because newer ones replaced
+    them (conflation). Zero for a reader that keeps up.
+    """
+    @property
+    def positions(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___PositionUpdate]:
+        """Positions that changed (quantity, price, value or P&L)."""
+
+    @property
+    def account_values(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[ibgateway.v1.account_pb2.AccountValue]:
+        """Account values that changed."""
+
+    @property
+    def pnl(self) -> Global___PortfolioPnL:
+        """The account's P&L, when it changed."""
+
+    def __init__(
+        self,
+        *,
+        account_id: builtins.str = ...,
+        positions: collections.abc.Iterable[Global___PositionUpdate] | None = ...,
+        account_values: collections.abc.Iterable[ibgateway.v1.account_pb2.AccountValue] | None = ...,
+        pnl: Global___PortfolioPnL | None = ...,
+        conflated_updates: builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["pnl", b"pnl"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["account_id", b"account_id", "account_values", b"account_values", "conflated_updates", b"conflated_updates", "pnl", b"pnl", "positions", b"positions"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___PortfolioChanges: typing_extensions.TypeAlias = PortfolioChanges
+
+@typing.final
+class WatchPortfolioResponse(google.protobuf.message.Message):
+    """One message of a portfolio stream."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    SNAPSHOT_FIELD_NUMBER: builtins.int
+    CHANGES_FIELD_NUMBER: builtins.int
+    CONNECTION_STATE_FIELD_NUMBER: builtins.int
+    HEARTBEAT_FIELD_NUMBER: builtins.int
+    @property
+    def snapshot(self) -> Global___PortfolioSnapshot:
+        """The whole portfolio: first, and again after every reconnect."""
+
+    @property
+    def changes(self) -> Global___PortfolioChanges:
+        """Changes since the previous message."""
+
+    @property
+    def connection_state(self) -> ibgateway.v1.common_pb2.ConnectionStateChange:
+        """The IB session's state changed (lost, reconnecting, restored)."""
+
+    @property
+    def heartbeat(self) -> ibgateway.v1.common_pb2.Heartbeat:
+        """Nothing else was sent for a while; the stream is alive."""
+
+    def __init__(
+        self,
+        *,
+        snapshot: Global___PortfolioSnapshot | None = ...,
+        changes: Global___PortfolioChanges | None = ...,
+        connection_state: ibgateway.v1.common_pb2.ConnectionStateChange | None = ...,
+        heartbeat: ibgateway.v1.common_pb2.Heartbeat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["changes", b"changes", "connection_state", b"connection_state", "event", b"event", "heartbeat", b"heartbeat", "snapshot", b"snapshot"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["changes", b"changes", "connection_state", b"connection_state", "event", b"event", "heartbeat", b"heartbeat", "snapshot", b"snapshot"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: typing_extensions.TypeAlias = typing.Literal["snapshot", "changes", "connection_state", "heartbeat"]
+    _WhichOneofArgType_event: typing_extensions.TypeAlias = typing.Literal["event", b"event"]
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___WatchPortfolioResponse: typing_extensions.TypeAlias = WatchPortfolioResponse

@@ -40,6 +40,11 @@ class PortfolioServiceStub:
                 request_serializer=ibgateway_dot_v1_dot_portfolio__pb2.ListPositionsRequest.SerializeToString,
                 response_deserializer=ibgateway_dot_v1_dot_portfolio__pb2.ListPositionsResponse.FromString,
                 _registered_method=True)
+        self.WatchPortfolio = channel.unary_stream(
+                '/ibgateway.v1.PortfolioService/WatchPortfolio',
+                request_serializer=ibgateway_dot_v1_dot_portfolio__pb2.WatchPortfolioRequest.SerializeToString,
+                response_deserializer=ibgateway_dot_v1_dot_portfolio__pb2.WatchPortfolioResponse.FromString,
+                _registered_method=True)
 
 
 class PortfolioServiceServicer:
@@ -53,6 +58,18 @@ class PortfolioServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchPortfolio(self, request, context):
+        """Streams one account's portfolio: a snapshot first (positions with market value and
+        P&L, every account value TWS reports, the account's daily/unrealized/realized P&L),
+        then every change as TWS pushes it. A position that goes to zero comes once with
+        `closed`. A slow reader gets the newest value per position, tag and the P&L (older
+        ones are conflated and counted). Heartbeats keep a quiet stream alive; IB
+        connection changes are reported, and after a reconnect a fresh snapshot follows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PortfolioServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +77,11 @@ def add_PortfolioServiceServicer_to_server(servicer, server):
                     servicer.ListPositions,
                     request_deserializer=ibgateway_dot_v1_dot_portfolio__pb2.ListPositionsRequest.FromString,
                     response_serializer=ibgateway_dot_v1_dot_portfolio__pb2.ListPositionsResponse.SerializeToString,
+            ),
+            'WatchPortfolio': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchPortfolio,
+                    request_deserializer=ibgateway_dot_v1_dot_portfolio__pb2.WatchPortfolioRequest.FromString,
+                    response_serializer=ibgateway_dot_v1_dot_portfolio__pb2.WatchPortfolioResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +112,33 @@ class PortfolioService:
             '/ibgateway.v1.PortfolioService/ListPositions',
             ibgateway_dot_v1_dot_portfolio__pb2.ListPositionsRequest.SerializeToString,
             ibgateway_dot_v1_dot_portfolio__pb2.ListPositionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchPortfolio(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ibgateway.v1.PortfolioService/WatchPortfolio',
+            ibgateway_dot_v1_dot_portfolio__pb2.WatchPortfolioRequest.SerializeToString,
+            ibgateway_dot_v1_dot_portfolio__pb2.WatchPortfolioResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,6 +29,14 @@ class PortfolioServiceStub:
     def __new__(cls, channel: grpc.aio.Channel) -> PortfolioServiceAsyncStub: ...
     ListPositions: grpc.UnaryUnaryMultiCallable[ibgateway.v1.portfolio_pb2.ListPositionsRequest, ibgateway.v1.portfolio_pb2.ListPositionsResponse]
     """Lists positions with their cost, market value and profit and loss."""
+    WatchPortfolio: grpc.UnaryStreamMultiCallable[ibgateway.v1.portfolio_pb2.WatchPortfolioRequest, ibgateway.v1.portfolio_pb2.WatchPortfolioResponse]
+    """Streams one account's portfolio: a snapshot first (positions with market value and
+    P&L, every account value TWS reports, the account's daily/unrealized/realized P&L),
+    then every change as TWS pushes it. A position that goes to zero comes once with
+    `closed`. A slow reader gets the newest value per position, tag and the P&L (older
+    ones are conflated and counted). Heartbeats keep a quiet stream alive; IB
+    connection changes are reported, and after a reconnect a fresh snapshot follows.
+    """
 
 @typing.type_check_only
 class PortfolioServiceAsyncStub(PortfolioServiceStub):
@@ -37,6 +45,14 @@ class PortfolioServiceAsyncStub(PortfolioServiceStub):
     def __init__(self, channel: grpc.aio.Channel) -> None: ...
     ListPositions: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.portfolio_pb2.ListPositionsRequest, ibgateway.v1.portfolio_pb2.ListPositionsResponse]  # type: ignore[assignment]
     """Lists positions with their cost, market value and profit and loss."""
+    WatchPortfolio: grpc.aio.UnaryStreamMultiCallable[ibgateway.v1.portfolio_pb2.WatchPortfolioRequest, ibgateway.v1.portfolio_pb2.WatchPortfolioResponse]  # type: ignore[assignment]
+    """Streams one account's portfolio: a snapshot first (positions with market value and
+    P&L, every account value TWS reports, the account's daily/unrealized/realized P&L),
+    then every change as TWS pushes it. A position that goes to zero comes once with
+    `closed`. A slow reader gets the newest value per position, tag and the P&L (older
+    ones are conflated and counted). Heartbeats keep a quiet stream alive; IB
+    connection changes are reported, and after a reconnect a fresh snapshot follows.
+    """
 
 class PortfolioServiceServicer(metaclass=abc.ABCMeta):
     """Reads the positions held in the IB accounts."""
@@ -48,5 +64,19 @@ class PortfolioServiceServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[ibgateway.v1.portfolio_pb2.ListPositionsResponse, collections.abc.Awaitable[ibgateway.v1.portfolio_pb2.ListPositionsResponse]]:
         """Lists positions with their cost, market value and profit and loss."""
+
+    @abc.abstractmethod
+    def WatchPortfolio(
+        self,
+        request: ibgateway.v1.portfolio_pb2.WatchPortfolioRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[collections.abc.Iterator[ibgateway.v1.portfolio_pb2.WatchPortfolioResponse], collections.abc.AsyncIterator[ibgateway.v1.portfolio_pb2.WatchPortfolioResponse]]:
+        """Streams one account's portfolio: a snapshot first (positions with market value and
+        P&L, every account value TWS reports, the account's daily/unrealized/realized P&L),
+        then every change as TWS pushes it. A position that goes to zero comes once with
+        `closed`. A slow reader gets the newest value per position, tag and the P&L (older
+        ones are conflated and counted). Heartbeats keep a quiet stream alive; IB
+        connection changes are reported, and after a reconnect a fresh snapshot follows.
+        """
 
 def add_PortfolioServiceServicer_to_server(servicer: PortfolioServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
