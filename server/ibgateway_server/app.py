@@ -479,6 +479,11 @@ class EdgeGateway(Gateway):
                 request_deserializer=orders_pb2.StreamOrderEventsRequest.FromString,
                 response_serializer=orders_pb2.StreamOrderEventsResponse.SerializeToString,
             ),
+            "WatchPortfolio": grpc.unary_stream_rpc_method_handler(
+                _portfolio_not_here,
+                request_deserializer=portfolio_pb2.WatchPortfolioRequest.FromString,
+                response_serializer=portfolio_pb2.WatchPortfolioResponse.SerializeToString,
+            ),
         }
         names = []
         for module in (connection_pb2, account_pb2, portfolio_pb2, market_data_pb2, orders_pb2):
@@ -508,6 +513,14 @@ async def _order_events_not_here(request: Any, context: Any) -> None:
         grpc.StatusCode.UNIMPLEMENTED,
         "NOT_ON_EDGE",
         "StreamOrderEvents is not served by edges yet; connect to the owner",
+    )
+
+
+async def _portfolio_not_here(request: Any, context: Any) -> None:
+    raise GatewayError(
+        grpc.StatusCode.UNIMPLEMENTED,
+        "NOT_ON_EDGE",
+        "WatchPortfolio is not served by edges yet; connect to the owner",
     )
 
 
