@@ -358,6 +358,10 @@ def validate_modify_order(request: orders_pb2.ModifyOrderRequest) -> Modificatio
         v.add("time_in_force", f"unknown time in force {request.time_in_force}")
     elif request.time_in_force != orders_pb2.TIME_IN_FORCE_UNSPECIFIED:
         tif = TIF_TO_IB[request.time_in_force]
+        if tif in ("GTD", "OPG", "FOK"):
+            # GTD needs an expiry ModifyOrder does not take; OPG / FOK only mean something
+            # for a new order. Cancel and place a new one instead.
+            v.add("time_in_force", f"cannot change a working order to {tif}")
     outside_rth = request.outside_rth if request.HasField("outside_rth") else None
     changes = (quantity, limit, stop, amount, percent, tif, outside_rth)
     if key != "" and all(c is None for c in changes):

@@ -112,9 +112,11 @@ async def place_bracket(
             # The transmitting leg first: if TWS refuses it, nothing was transmitted.
             await book.await_acknowledgement(entries[-1], context)
         except GatewayError:
-            for held in entries[:-1]:
-                book.forget_refused(held)
-            raise
+            if book.bound(entries[-1].client_order_id) is not entries[-1]:
+                # TWS refused it outright (its key was freed): nothing was transmitted.
+                for held in entries[:-1]:
+                    book.forget_refused(held)
+            raise  # else out of time: the legs stay bound, a retry waits for them
         for entry in entries[:-1]:
             await book.await_acknowledgement(entry, context)
         return _placement(bracket, entries, replayed=False)
@@ -125,9 +127,16 @@ async def _held_legs_taken(
 ) -> None:
     """Raise the IB error of a held leg TWS refused (then nothing is transmitted)."""
     session = book.session
-    await session.request(
-        lambda: book.ib.reqCurrentTimeAsync(), what="order round trip", context=context
-    )
+    try:
+        await session.request(
+            lambda: book.ib.reqCurrentTimeAsync(), what="order round trip", context=context
+        )
+    except BaseException:
+        # Out of time or connection: the last leg is never sent, so nothing of this
+        # bracket will ever work; a retry places it anew.
+        for other in held:
+            book.forget_refused(other)
+        raise
     for entry in held:
         refusal = book.refusal(entry)
         if refusal is not None:

@@ -280,3 +280,26 @@ async def test_oca_group_of_three_on_place_order(
     for key in ("oca-1", "oca-2"):
         other = await wait_for_order(stub, key, lambda o: o.status == CANCELLED)
         assert (other.oca_group, other.oca_type) == ("three", orders_pb2.OCA_TYPE_CANCEL_WITH_BLOCK)
+
+
+@pytest.mark.parametrize("deadline", [0.6, 1.0], ids=["before-transmit", "after-transmit"])
+async def test_retry_after_the_answer_was_lost_returns_one_bracket(
+    simulator: TwsSimulator, stub: orders_pb2_grpc.OrderServiceAsyncStub, deadline: float
+) -> None:
+    # Every TWS answer is held back 0.4 s: the bracket cannot be confirmed in time. With
+    # 0.6 s the deadline ends the round trip before the last leg (nothing transmitted);
+    # with 1 s it ends while the gateway waits for TWS to acknowledge the legs.
+    req = bracket_request("br-lost", midpoint(simulator))
+    simulator.faults.set_delay(0.4)
+    error = await expect_error(stub.PlaceBracketOrder(req, timeout=deadline))
+    assert error.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    simulator.faults.set_delay(0)
+    again = await stub.PlaceBracketOrder(req, timeout=10)
+    assert again.entry.status == orders_pb2.ORDER_STATUS_SUBMITTED
+    for ref, leg in (
+        ("br-lost", again.entry),
+        ("br-lost:tp", again.take_profit),
+        ("br-lost:sl", again.stop_loss),
+    ):
+        on_sim = await simulator_orders(simulator, ref)
+        assert [t.order.permId for t in on_sim] == [leg.perm_id]

@@ -178,3 +178,17 @@ def test_an_exit_shows_its_bracket() -> None:
         orders_pb2.BRACKET_ROLE_ENTRY,
         [6],
     )
+
+
+@pytest.mark.parametrize(
+    "tif",
+    [orders_pb2.TIME_IN_FORCE_GTD, orders_pb2.TIME_IN_FORCE_OPG, orders_pb2.TIME_IN_FORCE_FOK],
+)
+def test_modify_cannot_switch_to_a_new_order_tif(tif: int) -> None:
+    req = orders_pb2.ModifyOrderRequest(
+        order=orders_pb2.OrderKey(client_order_id="m-1"),
+        time_in_force=tif,  # type: ignore[arg-type]
+    )
+    with pytest.raises(GatewayError) as err:
+        order_requests.validate_modify_order(req)
+    assert "time_in_force" in dict(err.value.field_violations)

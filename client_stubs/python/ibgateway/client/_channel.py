@@ -10,8 +10,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-#: unary calls that are safe to send again: reads, and PlaceOrder / CancelOrder whose
-#: client_order_id (or order id) makes a second send return the same order
+#: unary calls that are safe to send again: reads, and PlaceOrder / PlaceBracketOrder /
+#: CancelOrder whose client_order_id (or order id) makes a second send return the same order
 IDEMPOTENT: dict[str, tuple[str, ...]] = {
     "ibgateway.v1.ConnectionService": ("GetConnectionStatus", "TestConnection"),
     "ibgateway.v1.AccountService": (
@@ -28,6 +28,7 @@ IDEMPOTENT: dict[str, tuple[str, ...]] = {
     ),
     "ibgateway.v1.OrderService": (
         "PlaceOrder",
+        "PlaceBracketOrder",
         "CancelOrder",
         "GetOrder",
         "ListOrders",
