@@ -303,3 +303,26 @@ async def test_retry_after_the_answer_was_lost_returns_one_bracket(
     ):
         on_sim = await simulator_orders(simulator, ref)
         assert [t.order.permId for t in on_sim] == [leg.perm_id]
+
+
+async def test_preview_of_a_bracket_checks_the_exits_and_previews_the_entry(
+    simulator: TwsSimulator, stub: orders_pb2_grpc.OrderServiceAsyncStub
+) -> None:
+    mid = midpoint(simulator)
+    req = orders_pb2.PreviewOrderRequest(
+        contract=common_pb2.Contract(symbol="AAPL"),
+        side=orders_pb2.ORDER_SIDE_BUY,
+        order_type=LMT,
+        quantity=common_pb2.Decimal(value="100"),
+        limit_price=dec(mid),
+        take_profit=orders_pb2.BracketLeg(limit_price=dec(mid + 2.00)),
+        stop_loss=orders_pb2.BracketLeg(stop_price=dec(mid - 3.00)),
+    )
+    preview = await stub.PreviewOrder(req, timeout=10)
+    # The entry's margin: 25 % of 100 shares at the limit.
+    assert float(preview.initial_margin.change.value) == pytest.approx(0.25 * 100 * mid, rel=1e-3)
+    req.stop_loss.order_type = LMT
+    error = await expect_error(stub.PreviewOrder(req, timeout=10))
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "stop_loss.order_type" in error.violations
+    assert await simulator_orders(simulator) == []

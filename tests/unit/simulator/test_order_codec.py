@@ -737,3 +737,69 @@ def test_non_finite_doubles_a_client_sent_encode_without_crashing() -> None:
     assert _compact(float("inf")) == "Infinity"
     assert _compact(float("nan")) == "NaN"
     assert _compact(2.0) == "2"
+
+
+# --------------------------------------------------------------------------- advanced orders
+
+
+def child_trail_limit() -> tuple[Contract, Order]:
+    """A bracket's trailing-stop-limit exit: every field the advanced orders use."""
+    contract, _ = sample_orders()["lmt"]
+    order = Order(
+        orderId=7,
+        action="SELL",
+        totalQuantity=25,
+        orderType="TRAIL LIMIT",
+        auxPrice=1.25,
+        lmtPriceOffset=0.05,
+        tif="GTD",
+        goodTillDate="20261130-21:00:00",
+        ocaGroup="b-1:oca",
+        ocaType=2,
+        parentId=6,
+        transmit=False,
+        orderRef="b-1:sl",
+    )
+    return contract, order
+
+
+@pytest.mark.parametrize("version", range(157, 177))
+def test_decodes_the_advanced_fields_at_every_version(version: int) -> None:
+    o = decode_place_order(
+        ib_insync_place_order(version, *child_trail_limit()), version, strict=True
+    )
+    assert (o.order_type, o.aux_price, o.lmt_price_offset) == ("TRAIL LIMIT", 1.25, 0.05)
+    assert (o.tif, o.good_till_date) == ("GTD", "20261130-21:00:00")
+    assert (o.oca_group, o.oca_type, o.parent_id, o.transmit) == ("b-1:oca", 2, 6, False)
+
+
+@pytest.mark.parametrize("version", [157, 162, 170, 176])
+def test_ib_insync_reads_the_advanced_fields_of_our_open_and_completed_orders(
+    version: int,
+) -> None:
+    o = decode_place_order(ib_insync_place_order(176, *child_trail_limit()), 176)
+    o.account = "DU1234567"
+    fields = encode_open_order(
+        version, o, SPY, client_id=1, perm_id=42, status="PreSubmitted", trail_stop_price=98.75
+    )
+    _, (_, _, order, _) = decode_with_ib_insync(version, fields)
+    assert (order.lmtPriceOffset, order.trailStopPrice, order.auxPrice) == (0.05, 98.75, 1.25)
+    assert (order.ocaGroup, order.ocaType, order.parentId) == ("b-1:oca", 2, 6)
+    assert (order.tif, order.goodTillDate) == ("GTD", "20261130-21:00:00")
+    done = encode_completed_order(
+        version,
+        o,
+        SPY,
+        perm_id=42,
+        status="Cancelled",
+        filled_quantity=Decimal(0),
+        completed_time="20261130 16:00:00 US/Eastern",
+        completed_status="Cancelled",
+        parent_perm_id=41,
+    )
+    _, (_, completed, _) = decode_with_ib_insync(version, done)
+    assert (completed.lmtPriceOffset, completed.ocaGroup, completed.parentPermId) == (
+        0.05,
+        "b-1:oca",
+        41,
+    )
