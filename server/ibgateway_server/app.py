@@ -52,7 +52,7 @@ from ibgateway_server.api.portfolio import PortfolioServicer
 from ibgateway_server.api.reflection import add_reflection
 from ibgateway_server.cluster.edge import EdgeNode, PassThroughEncoder
 from ibgateway_server.cluster.owner import OwnerNode, StandbyGuard
-from ibgateway_server.config import Settings
+from ibgateway_server.config import ConfigError, Settings
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib.session import IbSession, SessionEvent, SessionState, StateChange
 from ibgateway_server.market_data.history import HistoryService
@@ -124,6 +124,12 @@ class Gateway:
 
     async def start(self) -> None:
         s = self.settings
+        refusal, warnings = s.exposure()
+        if refusal is not None:
+            log.critical("%s", refusal)
+            raise ConfigError(refusal)
+        for warning in warnings:
+            log.warning("%s", warning)
         try:
             await self._start_backend()
             assert self.session is not None

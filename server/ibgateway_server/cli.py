@@ -151,6 +151,12 @@ def main() -> None:
     help="Bearer tokens file [IBGW_AUTH_TOKENS_FILE]",
 )
 @click.option(
+    "--allow-unsafe-exposure/--no-allow-unsafe-exposure",
+    default=None,
+    help="Serve live trading on a non-loopback address without TLS and tokens "
+    "[IBGW_ALLOW_UNSAFE_EXPOSURE, off]; logged loudly",
+)
+@click.option(
     "--order-journal",
     help="Order-event journal file, or 'off' [IBGW_ORDER_JOURNAL, "
     "<state dir>/order-journal.sqlite3 with a real TWS, off with the simulator]",
@@ -179,7 +185,7 @@ def serve(**flags: Any) -> None:
         sys.exit(2)
     try:
         asyncio.run(run(settings))
-    except JournalInUse as exc:
+    except (JournalInUse, ConfigError) as exc:
         click.echo(f"ibgw: {exc}", err=True)
         sys.exit(2)
     except OSError as exc:

@@ -28,6 +28,16 @@ class ConfigError(ValueError):
     """A setting is invalid; the message is one line fit for an operator."""
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost (not "*" / 0.0.0.0 / ::, which are every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def split_host_port(address: str) -> tuple[str, int]:
     """Split "host:port" / "[v6]:port"; raises ValueError with a readable message."""
     host, sep, port_text = address.rpartition(":")
@@ -86,6 +96,9 @@ class Settings(BaseSettings):
         5.0, validation_alias=_env("IBGW_SHUTDOWN_GRACE", "shutdown_grace")
     )
     check_symbol: str = Field("AAPL", validation_alias=_env("IBGW_CHECK_SYMBOL", "check_symbol"))
+    allow_unsafe_exposure: bool = Field(
+        False, validation_alias=_env("IBGW_ALLOW_UNSAFE_EXPOSURE", "allow_unsafe_exposure")
+    )
     connect_allow: str | None = Field(
         None, validation_alias=_env("IBGW_CONNECT_ALLOW", "connect_allow")
     )
@@ -345,6 +358,43 @@ class Settings(BaseSettings):
         xdg = os.environ.get("XDG_STATE_HOME", "").strip()
         base = Path(xdg) if xdg else Path.home() / ".local" / "state"
         return base / "ibgateway"
+
+    def exposure(self) -> tuple[str | None, list[str]]:
+        """(why start-up must be refused, or None; warnings to log) for the listener.
+
+        Refused: live trading enabled and not read-only, on a non-loopback address,
+        without both TLS and tokens, unless IBGW_ALLOW_UNSAFE_EXPOSURE overrides it.
+        Warned: any non-loopback plaintext listener.
+        """
+        host, _ = self.listen_host_port
+        if is_loopback(host):
+            return None, []
+        tls = self.tls_cert is not None
+        tokens = bool(self.auth_tokens) or self.auth_tokens_file is not None
+        warnings: list[str] = []
+        if not tls:
+            warnings.append(
+                f"listening on {self.listen} without TLS: requests, tokens and account "
+                "data cross the network in plaintext (IBGW_TLS_CERT/IBGW_TLS_KEY)"
+            )
+        trading = self.allow_live_trading and not self.read_only
+        if trading and not (tls and tokens):
+            missing = " and ".join(
+                n for n, ok in (("TLS", tls), ("bearer tokens", tokens)) if not ok
+            )
+            problem = (
+                f"refusing to serve: live trading is enabled (IBGW_ALLOW_LIVE_TRADING) on "
+                f"the non-loopback address {self.listen} without {missing}: anyone who "
+                "reaches the port could trade the account. Listen on 127.0.0.1, add TLS "
+                "and tokens, or set IBGW_ALLOW_UNSAFE_EXPOSURE=true to override"
+            )
+            if not self.allow_unsafe_exposure:
+                return problem, warnings
+            warnings.append(
+                "UNSAFE EXPOSURE OVERRIDDEN (IBGW_ALLOW_UNSAFE_EXPOSURE): live trading on "
+                f"{self.listen} without {missing}; anyone who reaches the port can trade"
+            )
+        return None, warnings
 
     @property
     def listen_host_port(self) -> tuple[str, int]:

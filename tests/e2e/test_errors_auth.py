@@ -70,3 +70,19 @@ def test_malformed_tokens_are_refused_without_echoing_them() -> None:
     assert "abcdefghijklmnop" not in str(caught.value)
     with pytest.raises(ConfigError):
         load(auth_tokens="short:read")
+
+
+async def test_live_trading_on_an_open_plaintext_port_does_not_start(
+    simulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ibgateway_server.app import Gateway
+    from tests.e2e.conftest import gateway_settings
+
+    # refused before anything is bound: nothing listens on 0.0.0.0 here
+    settings = gateway_settings(simulator, listen="0.0.0.0:0", allow_live_trading=True)
+    gateway = Gateway(settings)
+    with pytest.raises(ConfigError) as refused:
+        await gateway.start()
+    assert "IBGW_ALLOW_UNSAFE_EXPOSURE" in str(refused.value)
+    assert gateway.server is None and gateway.session is None
+    assert any(r.levelname == "CRITICAL" for r in caplog.records)

@@ -78,3 +78,24 @@ def test_order_journal_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert load(backend="sim", order_journal="/x/j.db").order_journal_path() == Path("/x/j.db")
     state = load(backend="tws", state_dir=str(tmp_path / "s")).order_journal_path()
     assert state == tmp_path / "s" / "order-journal.sqlite3"
+
+
+def test_unsafe_exposure_is_refused_unless_overridden() -> None:
+    base = {"backend": "tws", "listen": "0.0.0.0:50051", "auth_tokens": None}
+    safe_local = load(backend="tws", listen="127.0.0.1:50051", allow_live_trading=True)
+    assert safe_local.exposure() == (None, [])
+    plaintext = load(**base)  # no live trading: a warning, not a refusal
+    refusal, warnings = plaintext.exposure()
+    assert refusal is None and len(warnings) == 1 and "without TLS" in warnings[0]
+    live = load(**base, allow_live_trading=True)
+    refusal, _ = live.exposure()
+    assert refusal is not None and "TLS and bearer tokens" in refusal
+    assert load(**base, allow_live_trading=True, read_only=True).exposure()[0] is None
+    overridden = load(**base, allow_live_trading=True, allow_unsafe_exposure=True)
+    refusal, warnings = overridden.exposure()
+    assert refusal is None and any("UNSAFE EXPOSURE OVERRIDDEN" in w for w in warnings)
+    tokens = load(
+        **{**base, "auth_tokens": "secret-token-0123456789:trade"}, allow_live_trading=True
+    )
+    refusal, _ = tokens.exposure()
+    assert refusal is not None and "without TLS:" in refusal
