@@ -32,6 +32,7 @@ from ibgateway.v1 import (
     portfolio_pb2,
     portfolio_pb2_grpc,
 )
+from ibgateway_server.api import metrics as gateway_metrics
 from ibgateway_server.api.account import AccountServicer
 from ibgateway_server.api.connection import ConnectionServicer, ConnectTargets
 from ibgateway_server.api.interceptors import (
@@ -103,6 +104,17 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = GatewayMetrics()
+        self.history: HistoryService | None = None
+        gateway_metrics.register(
+            self.metrics.registry,
+            gateway_metrics.Sources(
+                session=lambda: self.session,
+                hub=lambda: self.hub,
+                order_book=lambda: self.order_book,
+                history=lambda: self.history,
+                line_budget=settings.quote_line_budget,
+            ),
+        )
         self.health = GatewayHealth()
         self.simulator: TwsSimulator | None = None
         self.session: IbSession | None = None
@@ -279,6 +291,7 @@ class Gateway:
             requests_per_10min=self.settings.history_requests_per_10min,
             cache_seconds=self.settings.history_cache_seconds,
         )
+        self.history = history
         market_data = MarketDataServicer(self.session, self.hub, history=history)
         names = [add_market_data_service(server, market_data)]
 
@@ -318,10 +331,11 @@ class Gateway:
         port = self.settings.metrics_port
         if port is None:
             return
-        server, _thread = start_http_server(port, addr="127.0.0.1", registry=self.metrics.registry)
+        host = self.settings.metrics_host
+        server, _thread = start_http_server(port, addr=host, registry=self.metrics.registry)
         self._metrics_http = server
         self.metrics_port = int(server.server_port)
-        log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
+        log.info("Prometheus metrics on http://%s:%d/metrics", host, self.metrics_port)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING everywhere, streams end, RPCs drain within

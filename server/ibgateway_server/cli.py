@@ -128,7 +128,10 @@ def main() -> None:
     "--heartbeat-seconds", type=float, help="Stream heartbeat period [IBGW_HEARTBEAT_SECONDS, 5]"
 )
 @click.option(
-    "--metrics-port", type=int, help="Prometheus /metrics on 127.0.0.1:PORT [IBGW_METRICS_PORT]"
+    "--metrics-port", type=int, help="Prometheus /metrics on HOST:PORT [IBGW_METRICS_PORT, off]"
+)
+@click.option(
+    "--metrics-host", help="Address of /metrics [IBGW_METRICS_HOST, 127.0.0.1; 0.0.0.0 in Docker]"
 )
 @click.option(
     "--shutdown-grace", type=float, help="Seconds to drain RPCs on stop [IBGW_SHUTDOWN_GRACE, 5]"

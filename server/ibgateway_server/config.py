@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         None, validation_alias=_env("IBGW_METRICS_PORT", "metrics_port")
     )
+    # loopback by default: /metrics has no authentication (0.0.0.0 in a container, where
+    # Prometheus scrapes from outside)
+    metrics_host: str = Field(
+        "127.0.0.1", validation_alias=_env("IBGW_METRICS_HOST", "metrics_host")
+    )
     shutdown_grace: float = Field(
         5.0, validation_alias=_env("IBGW_SHUTDOWN_GRACE", "shutdown_grace")
     )
@@ -207,6 +212,17 @@ class Settings(BaseSettings):
     def _port_or_zero(cls, value: int | None) -> int | None:
         if value is not None and not 0 <= value <= 65535:
             raise ValueError(f"{value} is not a TCP port (0-65535)")
+        return value
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _metrics_host(cls, value: str) -> str:
+        value = value.strip()
+        if value != "localhost":
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address or localhost") from None
         return value
 
     @field_validator("listen")

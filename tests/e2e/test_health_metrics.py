@@ -9,6 +9,7 @@ import urllib.request
 from google.protobuf.duration_pb2 import Duration
 from prometheus_client.parser import text_string_to_metric_families
 
+from ibgateway.client import AsyncClient, OrderEvent, Quote
 from ibgateway.v1 import account_pb2, account_pb2_grpc, connection_pb2, connection_pb2_grpc
 from tests.e2e.conftest import GatewayFactory, expect_error, gateway_channel
 
@@ -73,3 +74,37 @@ async def test_metrics_count_calls_and_show_the_session(make_gateway: GatewayFac
 
     assert samples[("ibgw_ib_connected", frozenset())] == 1
     assert samples[("ibgw_ib_session_state", frozenset({("state", "connected")}))] == 1
+
+
+async def test_ib_side_and_process_metrics(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(metrics_port=0, metrics_host="127.0.0.1", quote_line_budget=50)
+    assert gw.metrics_port
+    async with AsyncClient(gw.address) as client:
+        quotes = client.market_data.stream_quotes(["AAPL", "MSFT"])
+        events = client.orders.events()
+        async with asyncio.timeout(10):
+            async for item in quotes:
+                if isinstance(item, Quote):
+                    break
+            waiting = asyncio.ensure_future(anext(events))
+            await asyncio.sleep(0.3)  # the event stream is open
+            await client.orders.place("metrics-1", "AAPL", "BUY", 1, limit_price="100")
+            assert isinstance(await waiting, OrderEvent)
+        text = await asyncio.get_running_loop().run_in_executor(None, _scrape, gw.metrics_port)
+        await quotes.aclose()  # type: ignore[attr-defined]
+        await events.aclose()  # type: ignore[attr-defined]
+
+    samples = _samples(text)
+
+    def value(name: str) -> float:
+        return samples[(name, frozenset())]
+
+    assert value("ibgw_quote_line_budget") == 50
+    assert value("ibgw_quote_lines") == 2 and value("ibgw_quote_lines_active") == 2
+    assert value("ibgw_quote_streams") == 1 and value("ibgw_quote_subscriptions_waiting") == 0
+    assert value("ibgw_quote_updates_total") >= 1
+    assert value("ibgw_order_events_total") >= 1 and value("ibgw_order_event_streams") == 1
+    assert value("ibgw_ib_reconnect_attempts") == 0
+    assert value("ibgw_history_requests_10min_limit") > 0
+    assert value("process_resident_memory_bytes") > 0
+    assert ("python_gc_objects_collected_total", frozenset({("generation", "0")})) in samples

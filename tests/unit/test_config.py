@@ -40,6 +40,7 @@ def test_env_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"ibkr_port": 70000}, "IBKR_PORT=70000"),
         ({"listen": "50051"}, "IBGW_LISTEN='50051': '50051' is not HOST:PORT"),
         ({"listen": "example.com:1"}, "host must be an IP address"),
+        ({"metrics_host": "example.com"}, "IBGW_METRICS_HOST='example.com'"),
         ({"backend": "paper"}, "IBGW_BACKEND='paper'"),
         ({"ibkr_timeout": 0}, "IBKR_TIMEOUT=0: must be greater than 0"),
         ({"quote_line_budget": 0}, "IBGW_QUOTE_LINE_BUDGET"),
