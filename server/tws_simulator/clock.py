@@ -12,6 +12,10 @@ Trading hours (US/Eastern, no exchange holidays):
   at 09:30 (OPG orders), the closing auction at 16:00 (MOC / LOC orders).
 * Forex (CASH, IDEALPRO): Sunday 17:15 to Friday 17:00 with a daily break 17:00-17:15;
   the whole session counts as regular hours; its "close" (DAY expiry) is 17:00.
+* CME futures and futures options (FUT, FOP): Globex Sunday 18:00 to Friday 17:00 with a
+  daily break 17:00-18:00; regular hours 09:30-16:00 (08:30-15:00 Central), the rest of
+  the session is extended hours (outside-RTH DAY orders expire at 17:00). No auctions.
+* US options (OPT): regular hours only, 09:30-16:00, Monday to Friday.
 
 These are the hours ``reqContractDetails`` reports (contracts.trading_hours).
 """
@@ -89,6 +93,9 @@ _STK_CLOSE = day_time(16, 0)
 _STK_EXT_CLOSE = day_time(20, 0)
 _FX_CLOSE = day_time(17, 0)
 _FX_OPEN = day_time(17, 15)
+_CME_CLOSE = day_time(17, 0)
+_CME_OPEN = day_time(18, 0)
+_FUTURES = frozenset({"FUT", "FOP"})
 
 
 def _at(day: date, clock: day_time) -> float:
@@ -107,11 +114,19 @@ def phase(sec_type: str, epoch: float) -> Phase:
         if weekday == 4 and now >= _FX_CLOSE:
             return Phase.CLOSED
         return Phase.CLOSED if _FX_CLOSE <= now < _FX_OPEN else Phase.REGULAR
+    if sec_type in _FUTURES:
+        if weekday == 5 or (weekday == 4 and now >= _CME_CLOSE):
+            return Phase.CLOSED
+        if weekday == 6:
+            return Phase.EXTENDED if now >= _CME_OPEN else Phase.CLOSED
+        if _STK_OPEN <= now < _STK_CLOSE:
+            return Phase.REGULAR
+        return Phase.CLOSED if _CME_CLOSE <= now < _CME_OPEN else Phase.EXTENDED
     if weekday >= 5:
         return Phase.CLOSED
     if _STK_OPEN <= now < _STK_CLOSE:
         return Phase.REGULAR
-    if _STK_EXT_OPEN <= now < _STK_EXT_CLOSE:
+    if sec_type != "OPT" and _STK_EXT_OPEN <= now < _STK_EXT_CLOSE:
         return Phase.EXTENDED
     return Phase.CLOSED
 
@@ -131,6 +146,11 @@ def boundaries(sec_type: str, after: float, until: float) -> list[tuple[float, B
                 found.append((_at(day, _FX_CLOSE), Boundary.CLOSE))
             if weekday in (0, 1, 2, 3, 6):
                 found.append((_at(day, _FX_OPEN), Boundary.OPEN))
+        elif sec_type in _FUTURES:
+            if weekday < 5:
+                found.append((_at(day, _STK_OPEN), Boundary.OPEN))
+                found.append((_at(day, _STK_CLOSE), Boundary.CLOSE))
+                found.append((_at(day, _CME_CLOSE), Boundary.EXTENDED_CLOSE))
         elif weekday < 5:
             found.append((_at(day, _STK_OPEN), Boundary.OPEN))
             found.append((_at(day, _STK_CLOSE), Boundary.CLOSE))

@@ -563,8 +563,8 @@ class OrderDesk:
             self._auction(orders, lambda o: o.request.order_type in CLOSE_AUCTION_TYPES)
             for order in orders:
                 day = order.request.tif == "DAY"
-                # After-hours keeps outside-RTH stock orders until the extended close.
-                keeps = order.request.outside_rth and sec_type == "STK"
+                # Extended hours keep outside-RTH orders until the extended close.
+                keeps = order.request.outside_rth and sec_type in ("STK", "FUT", "FOP")
                 if order.is_live and day and not keeps:
                     self._expire(order)
         else:

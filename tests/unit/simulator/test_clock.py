@@ -76,3 +76,15 @@ def test_good_till_date_formats() -> None:
     assert parse_good_till("") is None
     assert parse_good_till("tomorrow") is None
     assert parse_good_till("20261130 16:00:00 Mars/Olympus") is None
+
+
+def test_futures_and_options_phases() -> None:
+    assert phase("FUT", eastern(*MONDAY, 10, 0)) is Phase.REGULAR
+    assert phase("FUT", eastern(*MONDAY, 3, 0)) is Phase.EXTENDED  # overnight Globex
+    assert phase("FUT", eastern(*MONDAY, 17, 30)) is Phase.CLOSED  # the daily break
+    assert phase("FUT", eastern(2026, 12, 6, 18, 30)) is Phase.EXTENDED  # Sunday evening
+    assert phase("FUT", eastern(2026, 12, 4, 17, 30)) is Phase.CLOSED  # Friday after 17:00
+    assert phase("OPT", eastern(*MONDAY, 10, 0)) is Phase.REGULAR
+    assert phase("OPT", eastern(*MONDAY, 8, 0)) is Phase.CLOSED  # no pre-market for options
+    kinds = [k for _, k in boundaries("FUT", eastern(*MONDAY, 9, 0), eastern(*MONDAY, 18, 0))]
+    assert kinds == [Boundary.OPEN, Boundary.CLOSE, Boundary.EXTENDED_CLOSE]
