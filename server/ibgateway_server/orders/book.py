@@ -175,6 +175,10 @@ class OrderBook:
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = {}
         self._pokes: set[Callable[[], None]] = set()
+        self._child_index_cache: (
+            tuple[tuple[int, int], dict[tuple[int, int], list[Trade]], dict[str, list[Trade]]]
+            | None
+        ) = None
         self._synced = asyncio.Event()
         self._resync_task: asyncio.Task[None] | None = None
         self._remove_listener: Callable[[], None] | None = None
@@ -761,21 +765,32 @@ class OrderBook:
     def _children(self, trade: Trade) -> list[Trade]:
         """The child orders of ``trade``: by parent id (same client), and a bracket's exits
         by their derived keys (completed orders do not report a parent id)."""
-        order_id = int(trade.order.orderId or 0)
-        client_id = trade.order.clientId
+        by_parent, by_ref = self._child_index()
+        found = list(by_parent.get((trade.order.clientId, int(trade.order.orderId or 0)), ()))
         ref = trade.order.orderRef or ""
-        exits = (
-            {ref + ib_terms.TAKE_PROFIT_SUFFIX, ref + ib_terms.STOP_LOSS_SUFFIX} if ref else set()
-        )
-        return [
-            t
-            for t in self.ib.trades()
-            if t is not trade
-            and (
-                (order_id and t.order.parentId == order_id and t.order.clientId == client_id)
-                or (t.order.orderRef or "") in exits
-            )
-        ]
+        if ref:
+            for suffix in (ib_terms.TAKE_PROFIT_SUFFIX, ib_terms.STOP_LOSS_SUFFIX):
+                found += [t for t in by_ref.get(ref + suffix, ()) if t not in found]
+        return [t for t in found if t is not trade]
+
+    def _child_index(
+        self,
+    ) -> tuple[dict[tuple[int, int], list[Trade]], dict[str, list[Trade]]]:
+        """Orders by (client id, parent id) and by orderRef, rebuilt only when ib_insync's
+        order table is replaced or changes size (a parent id never changes), so rendering
+        N orders stays linear."""
+        trades = self.ib.wrapper.trades  # a new dict after every reconnect
+        known = (id(trades), len(trades))
+        if self._child_index_cache is None or self._child_index_cache[0] != known:
+            by_parent: dict[tuple[int, int], list[Trade]] = {}
+            by_ref: dict[str, list[Trade]] = {}
+            for t in self.ib.trades():
+                if t.order.parentId:
+                    by_parent.setdefault((t.order.clientId, t.order.parentId), []).append(t)
+                if t.order.orderRef:
+                    by_ref.setdefault(t.order.orderRef, []).append(t)
+            self._child_index_cache = (known, by_parent, by_ref)
+        return self._child_index_cache[1], self._child_index_cache[2]
 
     # ------------------------------------------------------------------ sync with TWS
 
