@@ -58,6 +58,7 @@ from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib.session import IbSession, SessionEvent, SessionState, StateChange
 from ibgateway_server.market_data.history import HistoryService
 from ibgateway_server.market_data.hub import QuoteHub
+from ibgateway_server.market_data.live_bars import BarHub
 from ibgateway_server.orders.book import OrderBook
 from ibgateway_server.orders.journal import SqliteJournal
 from ibgateway_server.portfolio.accounts import AccountSummaries
@@ -292,7 +293,11 @@ class Gateway:
             cache_seconds=self.settings.history_cache_seconds,
         )
         self.history = history
-        market_data = MarketDataServicer(self.session, self.hub, history=history)
+        bars = BarHub(self.session, self.hub, history.pacer)
+        bars.start()
+        # at shutdown StreamBars streams end (OK) before the server drains
+        self._closers.append(bars.close)
+        market_data = MarketDataServicer(self.session, self.hub, history=history, bars=bars)
         names = [add_market_data_service(server, market_data)]
 
         journal_path = self.settings.order_journal_path()
@@ -499,6 +504,11 @@ class EdgeGateway(Gateway):
                 request_deserializer=orders_pb2.StreamOrderEventsRequest.FromString,
                 response_serializer=orders_pb2.StreamOrderEventsResponse.SerializeToString,
             ),
+            "StreamBars": grpc.unary_stream_rpc_method_handler(
+                _bars_not_here,
+                request_deserializer=market_data_pb2.StreamBarsRequest.FromString,
+                response_serializer=market_data_pb2.StreamBarsResponse.SerializeToString,
+            ),
             "WatchPortfolio": grpc.unary_stream_rpc_method_handler(
                 _portfolio_not_here,
                 request_deserializer=portfolio_pb2.WatchPortfolioRequest.FromString,
@@ -533,6 +543,14 @@ async def _order_events_not_here(request: Any, context: Any) -> None:
         grpc.StatusCode.UNIMPLEMENTED,
         "NOT_ON_EDGE",
         "StreamOrderEvents is not served by edges yet; connect to the owner",
+    )
+
+
+async def _bars_not_here(request: Any, context: Any) -> None:
+    raise GatewayError(
+        grpc.StatusCode.UNIMPLEMENTED,
+        "NOT_ON_EDGE",
+        "StreamBars is not served by edges yet; connect to the owner",
     )
 
 

@@ -31,6 +31,7 @@ from ibgateway_server.market_data.bars import (
     BAR_SIZES,
     DURATION_UNITS,
     WHAT_TO_SHOW,
+    BarSpec,
     duration_seconds,
     duration_text,
     what_to_show_for,
@@ -45,6 +46,7 @@ from ibgateway_server.market_data.hub import (
     failure_of,
     state_for_error,
 )
+from ibgateway_server.market_data.live_bars import REALTIME_SECONDS, BarHub, BarStream
 from ibgateway_server.market_data.options import (
     ChainFilter,
     filter_chains,
@@ -161,6 +163,49 @@ def validate_history(request: market_data_pb2.GetHistoricalBarsRequest) -> None:
     v.raise_if_any()
 
 
+_REALTIME_WHAT = frozenset(
+    {
+        market_data_pb2.WHAT_TO_SHOW_UNSPECIFIED,
+        market_data_pb2.WHAT_TO_SHOW_TRADES,
+        market_data_pb2.WHAT_TO_SHOW_MIDPOINT,
+        market_data_pb2.WHAT_TO_SHOW_BID,
+        market_data_pb2.WHAT_TO_SHOW_ASK,
+    }
+)
+
+
+def validate_live_bars(
+    request: market_data_pb2.StreamBarsRequest, violations: Violations
+) -> BarSpec:
+    """The bar size of a StreamBars request (unset: IB's real-time 5-second bars)."""
+    size = request.bar_size or market_data_pb2.BAR_SIZE_5_SECONDS
+    spec = BAR_SIZES.get(size)
+    if spec is None:
+        violations.add("bar_size", f"unknown value {request.bar_size}")
+        return BAR_SIZES[market_data_pb2.BAR_SIZE_5_SECONDS]
+    violations.check(
+        spec.seconds != 1, "bar_size", "IB has no live 1-second bars; the smallest is 5 seconds"
+    )
+    if spec.seconds == REALTIME_SECONDS:
+        violations.check(
+            request.what_to_show in _REALTIME_WHAT,
+            "what_to_show",
+            "IB's real-time 5-second bars offer TRADES, MIDPOINT, BID and ASK",
+        )
+    else:
+        violations.check(
+            request.what_to_show in WHAT_TO_SHOW or request.what_to_show == 0,
+            "what_to_show",
+            f"unknown value {request.what_to_show}",
+        )
+        violations.check(
+            request.what_to_show != market_data_pb2.WHAT_TO_SHOW_ADJUSTED_LAST,
+            "what_to_show",
+            "IB does not keep ADJUSTED_LAST bars up to date",
+        )
+    return spec
+
+
 def _status(
     index: int, contract: common_pb2.Contract, state: int, message: str, ib_code: int = 0
 ) -> market_data_pb2.SubscriptionStatus:
@@ -183,10 +228,13 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
         *,
         heartbeat_seconds: float | None = None,
         history: HistoryService | None = None,
+        bars: BarHub | None = None,
     ) -> None:
         self.session = session
         self.hub = hub
         self.history = history or HistoryService(session)
+        self.bars = bars or BarHub(session, hub, self.history.pacer)
+        self.bars.start()
         self.heartbeat_seconds = (
             heartbeat_seconds if heartbeat_seconds is not None else hub.heartbeat_seconds
         )
@@ -292,6 +340,34 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
             time_zone=answer.time_zone,
             cached=answer.cached,
         )
+
+    async def StreamBars(  # type: ignore[override]
+        self, request: market_data_pb2.StreamBarsRequest, context: Context
+    ) -> None:
+        violations = Violations()
+        validate_contracts(request.contracts, violations)
+        spec = validate_live_bars(request, violations)
+        heartbeat = heartbeat_seconds(
+            request.heartbeat_interval if request.HasField("heartbeat_interval") else None,
+            self.heartbeat_seconds,
+            violations,
+        )
+        violations.raise_if_any()
+        self.session.require_connected()
+        what = request.what_to_show
+        stream = BarStream(
+            self.bars,
+            request.contracts,
+            spec,
+            lambda contract: what_to_show_for(what, contract.secType),
+            request.regular_trading_hours_only,
+            heartbeat,
+        )
+        try:
+            await stream.open(self.session.budget(context))
+            await stream.run(context.write)
+        finally:
+            stream.close()
 
     async def GetQuotes(
         self, request: market_data_pb2.GetQuotesRequest, context: Context
@@ -406,6 +482,11 @@ def market_data_handlers(
             servicer.GetHistoricalBars,
             request_deserializer=md.GetHistoricalBarsRequest.FromString,
             response_serializer=md.GetHistoricalBarsResponse.SerializeToString,
+        ),
+        "StreamBars": grpc.unary_stream_rpc_method_handler(
+            servicer.StreamBars,
+            request_deserializer=md.StreamBarsRequest.FromString,
+            response_serializer=md.StreamBarsResponse.SerializeToString,
         ),
         "GetQuotes": grpc.unary_unary_rpc_method_handler(
             servicer.GetQuotes,

@@ -1087,3 +1087,130 @@ class GetHistoricalBarsResponse(google.protobuf.message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___GetHistoricalBarsResponse: typing_extensions.TypeAlias = GetHistoricalBarsResponse
+
+@typing.final
+class StreamBarsRequest(google.protobuf.message.Message):
+    """Request for MarketDataService.StreamBars."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    CONTRACTS_FIELD_NUMBER: builtins.int
+    BAR_SIZE_FIELD_NUMBER: builtins.int
+    WHAT_TO_SHOW_FIELD_NUMBER: builtins.int
+    REGULAR_TRADING_HOURS_ONLY_FIELD_NUMBER: builtins.int
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: builtins.int
+    bar_size: Global___BarSize.ValueType
+    """The bar size. Unspecified or BAR_SIZE_5_SECONDS: IB's real-time bars (each sent once,
+    completed). Larger sizes: bars kept up to date. BAR_SIZE_1_SECOND is not offered by
+    IB for live bars.
+    """
+    what_to_show: Global___WhatToShow.ValueType
+    """What the bars are made of; unspecified means trades (midpoints for currency pairs).
+    Real-time 5-second bars offer TRADES, MIDPOINT, BID and ASK.
+    """
+    regular_trading_hours_only: builtins.bool
+    """Only regular trading hours (IB's useRTH)."""
+    @property
+    def contracts(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[ibgateway.v1.common_pb2.Contract]:
+        """The instruments (at least one)."""
+
+    @property
+    def heartbeat_interval(self) -> google.protobuf.duration_pb2.Duration:
+        """Send a heartbeat after this much silence; unset or zero uses the gateway's default
+        (IBGW_HEARTBEAT_SECONDS).
+        """
+
+    def __init__(
+        self,
+        *,
+        contracts: collections.abc.Iterable[ibgateway.v1.common_pb2.Contract] | None = ...,
+        bar_size: Global___BarSize.ValueType = ...,
+        what_to_show: Global___WhatToShow.ValueType = ...,
+        regular_trading_hours_only: builtins.bool = ...,
+        heartbeat_interval: google.protobuf.duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["heartbeat_interval", b"heartbeat_interval"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["bar_size", b"bar_size", "contracts", b"contracts", "heartbeat_interval", b"heartbeat_interval", "regular_trading_hours_only", b"regular_trading_hours_only", "what_to_show", b"what_to_show"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___StreamBarsRequest: typing_extensions.TypeAlias = StreamBarsRequest
+
+@typing.final
+class BarUpdate(google.protobuf.message.Message):
+    """A bar of one contract of a bar stream."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: builtins.int
+    CONTRACT_FIELD_NUMBER: builtins.int
+    BAR_FIELD_NUMBER: builtins.int
+    index: builtins.int
+    """The position of the contract in the request's `contracts`."""
+    @property
+    def contract(self) -> ibgateway.v1.common_pb2.Contract:
+        """The qualified contract."""
+
+    @property
+    def bar(self) -> Global___Bar:
+        """The bar. `completed` false: the bar is still forming and will be sent again;
+        true: final, sent once.
+        """
+
+    def __init__(
+        self,
+        *,
+        index: builtins.int = ...,
+        contract: ibgateway.v1.common_pb2.Contract | None = ...,
+        bar: Global___Bar | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["bar", b"bar", "contract", b"contract"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["bar", b"bar", "contract", b"contract", "index", b"index"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___BarUpdate: typing_extensions.TypeAlias = BarUpdate
+
+@typing.final
+class StreamBarsResponse(google.protobuf.message.Message):
+    """One message of a bar stream."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    BAR_FIELD_NUMBER: builtins.int
+    SUBSCRIPTION_STATUS_FIELD_NUMBER: builtins.int
+    CONNECTION_STATE_FIELD_NUMBER: builtins.int
+    HEARTBEAT_FIELD_NUMBER: builtins.int
+    @property
+    def bar(self) -> Global___BarUpdate:
+        """A new or updated bar."""
+
+    @property
+    def subscription_status(self) -> Global___SubscriptionStatus:
+        """A contract's subscription status changed (active, not found, paused, failed)."""
+
+    @property
+    def connection_state(self) -> ibgateway.v1.common_pb2.ConnectionStateChange:
+        """The IB session's state changed (lost, reconnecting, restored)."""
+
+    @property
+    def heartbeat(self) -> ibgateway.v1.common_pb2.Heartbeat:
+        """Nothing else was sent for a while; the stream is alive."""
+
+    def __init__(
+        self,
+        *,
+        bar: Global___BarUpdate | None = ...,
+        subscription_status: Global___SubscriptionStatus | None = ...,
+        connection_state: ibgateway.v1.common_pb2.ConnectionStateChange | None = ...,
+        heartbeat: ibgateway.v1.common_pb2.Heartbeat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["bar", b"bar", "connection_state", b"connection_state", "event", b"event", "heartbeat", b"heartbeat", "subscription_status", b"subscription_status"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["bar", b"bar", "connection_state", b"connection_state", "event", b"event", "heartbeat", b"heartbeat", "subscription_status", b"subscription_status"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: typing_extensions.TypeAlias = typing.Literal["bar", "subscription_status", "connection_state", "heartbeat"]
+    _WhichOneofArgType_event: typing_extensions.TypeAlias = typing.Literal["event", b"event"]
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___StreamBarsResponse: typing_extensions.TypeAlias = StreamBarsResponse

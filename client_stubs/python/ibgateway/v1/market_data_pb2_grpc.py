@@ -66,6 +66,11 @@ class MarketDataServiceStub:
                 request_serializer=ibgateway_dot_v1_dot_market__data__pb2.GetHistoricalBarsRequest.SerializeToString,
                 response_deserializer=ibgateway_dot_v1_dot_market__data__pb2.GetHistoricalBarsResponse.FromString,
                 _registered_method=True)
+        self.StreamBars = channel.unary_stream(
+                '/ibgateway.v1.MarketDataService/StreamBars',
+                request_serializer=ibgateway_dot_v1_dot_market__data__pb2.StreamBarsRequest.SerializeToString,
+                response_deserializer=ibgateway_dot_v1_dot_market__data__pb2.StreamBarsResponse.FromString,
+                _registered_method=True)
 
 
 class MarketDataServiceServicer:
@@ -132,6 +137,19 @@ class MarketDataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamBars(self, request, context):
+        """Streams live bars until the client cancels: IB's real-time 5-second bars
+        (BAR_SIZE_5_SECONDS, the default), or bars of another size kept up to date (IB's
+        keepUpToDate): the forming bar as it changes (completed false), then once with
+        completed true when its period is over. One IB subscription per contract, size and
+        what-to-show is shared by every stream. Per-contract subscription statuses,
+        heartbeats and IB connection changes as in StreamQuotes; after a reconnect the
+        subscriptions resume and no completed bar is sent twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarketDataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +182,11 @@ def add_MarketDataServiceServicer_to_server(servicer, server):
                     servicer.GetHistoricalBars,
                     request_deserializer=ibgateway_dot_v1_dot_market__data__pb2.GetHistoricalBarsRequest.FromString,
                     response_serializer=ibgateway_dot_v1_dot_market__data__pb2.GetHistoricalBarsResponse.SerializeToString,
+            ),
+            'StreamBars': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamBars,
+                    request_deserializer=ibgateway_dot_v1_dot_market__data__pb2.StreamBarsRequest.FromString,
+                    response_serializer=ibgateway_dot_v1_dot_market__data__pb2.StreamBarsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -330,6 +353,33 @@ class MarketDataService:
             '/ibgateway.v1.MarketDataService/GetHistoricalBars',
             ibgateway_dot_v1_dot_market__data__pb2.GetHistoricalBarsRequest.SerializeToString,
             ibgateway_dot_v1_dot_market__data__pb2.GetHistoricalBarsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamBars(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ibgateway.v1.MarketDataService/StreamBars',
+            ibgateway_dot_v1_dot_market__data__pb2.StreamBarsRequest.SerializeToString,
+            ibgateway_dot_v1_dot_market__data__pb2.StreamBarsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,6 +64,15 @@ class MarketDataServiceStub:
     held). A duration longer than IB serves in one request for the bar size is
     INVALID_ARGUMENT, with a field violation naming the longest allowed duration.
     """
+    StreamBars: grpc.UnaryStreamMultiCallable[ibgateway.v1.market_data_pb2.StreamBarsRequest, ibgateway.v1.market_data_pb2.StreamBarsResponse]
+    """Streams live bars until the client cancels: IB's real-time 5-second bars
+    (BAR_SIZE_5_SECONDS, the default), or bars of another size kept up to date (IB's
+    keepUpToDate): the forming bar as it changes (completed false), then once with
+    completed true when its period is over. One IB subscription per contract, size and
+    what-to-show is shared by every stream. Per-contract subscription statuses,
+    heartbeats and IB connection changes as in StreamQuotes; after a reconnect the
+    subscriptions resume and no completed bar is sent twice.
+    """
 
 @typing.type_check_only
 class MarketDataServiceAsyncStub(MarketDataServiceStub):
@@ -106,6 +115,15 @@ class MarketDataServiceAsyncStub(MarketDataServiceStub):
     pacing is refused at once with RESOURCE_EXHAUSTED and a RetryInfo delay (never
     held). A duration longer than IB serves in one request for the bar size is
     INVALID_ARGUMENT, with a field violation naming the longest allowed duration.
+    """
+    StreamBars: grpc.aio.UnaryStreamMultiCallable[ibgateway.v1.market_data_pb2.StreamBarsRequest, ibgateway.v1.market_data_pb2.StreamBarsResponse]  # type: ignore[assignment]
+    """Streams live bars until the client cancels: IB's real-time 5-second bars
+    (BAR_SIZE_5_SECONDS, the default), or bars of another size kept up to date (IB's
+    keepUpToDate): the forming bar as it changes (completed false), then once with
+    completed true when its period is over. One IB subscription per contract, size and
+    what-to-show is shared by every stream. Per-contract subscription statuses,
+    heartbeats and IB connection changes as in StreamQuotes; after a reconnect the
+    subscriptions resume and no completed bar is sent twice.
     """
 
 class MarketDataServiceServicer(metaclass=abc.ABCMeta):
@@ -182,6 +200,21 @@ class MarketDataServiceServicer(metaclass=abc.ABCMeta):
         pacing is refused at once with RESOURCE_EXHAUSTED and a RetryInfo delay (never
         held). A duration longer than IB serves in one request for the bar size is
         INVALID_ARGUMENT, with a field violation naming the longest allowed duration.
+        """
+
+    @abc.abstractmethod
+    def StreamBars(
+        self,
+        request: ibgateway.v1.market_data_pb2.StreamBarsRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[collections.abc.Iterator[ibgateway.v1.market_data_pb2.StreamBarsResponse], collections.abc.AsyncIterator[ibgateway.v1.market_data_pb2.StreamBarsResponse]]:
+        """Streams live bars until the client cancels: IB's real-time 5-second bars
+        (BAR_SIZE_5_SECONDS, the default), or bars of another size kept up to date (IB's
+        keepUpToDate): the forming bar as it changes (completed false), then once with
+        completed true when its period is over. One IB subscription per contract, size and
+        what-to-show is shared by every stream. Per-contract subscription statuses,
+        heartbeats and IB connection changes as in StreamQuotes; after a reconnect the
+        subscriptions resume and no completed bar is sent twice.
         """
 
 def add_MarketDataServiceServicer_to_server(servicer: MarketDataServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
