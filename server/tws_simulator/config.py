@@ -37,6 +37,8 @@ class SimulatorConfig:
     positions: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     account_id: str = "DU1234567"
     line_limit: int = 100  # simultaneous market data lines over all clients
+    depth_line_limit: int = 3  # simultaneous market depth requests (IB's default is 3)
+    depth_permission: bool = True  # False: like an account without level II data (354)
     live_market_data: bool = True  # False: like an account without market data subscriptions
     max_server_version: int = MAX_SERVER_VERSION
     account_update_interval: float = 1.0  # how often portfolios and values follow prices

@@ -297,12 +297,13 @@ class Simulator:
     def _install_features(self) -> None:
         # Each feature module registers its handlers on our dispatch table; they import
         # nothing from here at run time (only types), so the arrows point one way.
-        from . import account_feed, contracts, historical, market_data, orders, session
+        from . import account_feed, contracts, depth, historical, market_data, orders, session
 
         session.install(self)
         contracts.install(self)
         self.market_data = market_data.install(self)
         self.history = historical.install(self)
+        self.depth = depth.install(self)
         self.account_feed = account_feed.install(self)
         orders.install(self)
 
