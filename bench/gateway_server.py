@@ -118,6 +118,10 @@ async def main() -> None:
         "tls_key": None,
         "tls_client_ca": None,
         "order_journal": "off",
+        # the benchmark measures the quote path itself, not the admission limits
+        "max_streams": 0,
+        "max_streams_per_client": 0,
+        "rate_limit": 0,
     }
     settings = Settings(**values)
     gateway = Gateway(settings)

@@ -37,6 +37,8 @@ from ibgateway_server.api.account import AccountServicer
 from ibgateway_server.api.connection import ConnectionServicer, ConnectTargets
 from ibgateway_server.api.interceptors import (
     AccessLogInterceptor,
+    AdmissionInterceptor,
+    AdmissionLimits,
     AuthInterceptor,
     ErrorMappingInterceptor,
     GatewayMetrics,
@@ -200,6 +202,17 @@ class Gateway:
         """An extra port for the process itself (the owner of a cluster replays
         forwarded calls on it); none in the all-in-one gateway."""
 
+    def _admission_limits(self) -> AdmissionLimits:
+        s = self.settings
+        # An owner replays calls its edges forwarded (they limit their own clients).
+        rate = 0.0 if s.role == "owner" else s.rate_limit
+        return AdmissionLimits(
+            max_streams=s.max_streams,
+            max_streams_per_client=s.max_streams_per_client,
+            unary_rate=rate,
+            unary_burst=max(1, int(rate * 2)),
+        )
+
     def _extra_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         """Interceptors inside the error mapper (a cluster role's own)."""
         return []
@@ -219,6 +232,7 @@ class Gateway:
         if tokens:
             interceptors.append(AuthInterceptor(tokens))
             log.info("bearer-token authentication on (%d token(s))", len(tokens))
+        interceptors.append(AdmissionInterceptor(self._admission_limits()))
         interceptors.append(RequestCheckInterceptor(self.settings.max_request_bytes))
         interceptors += self._extra_interceptors()
         server = grpc.aio.server(

@@ -117,6 +117,15 @@ class Settings(BaseSettings):
     journal_max_age_days: float = Field(
         7.0, validation_alias=_env("IBGW_JOURNAL_MAX_AGE_DAYS", "journal_max_age_days")
     )
+    max_streams: int = Field(1000, validation_alias=_env("IBGW_MAX_STREAMS", "max_streams"))
+    max_streams_per_client: int = Field(
+        100, validation_alias=_env("IBGW_MAX_STREAMS_PER_CLIENT", "max_streams_per_client")
+    )
+    rate_limit: float = Field(100.0, validation_alias=_env("IBGW_RATE_LIMIT", "rate_limit"))
+    tws_max_messages_per_second: int = Field(
+        45,
+        validation_alias=_env("IBGW_TWS_MAX_MESSAGES_PER_SECOND", "tws_max_messages_per_second"),
+    )
     max_request_bytes: int = Field(
         64 * 1024, validation_alias=_env("IBGW_MAX_REQUEST_BYTES", "max_request_bytes")
     )
@@ -284,6 +293,20 @@ class Settings(BaseSettings):
     def _journal_age(cls, value: float) -> float:
         if value <= 0:
             raise ValueError("must be greater than 0")
+        return value
+
+    @field_validator("max_streams", "max_streams_per_client", "rate_limit")
+    @classmethod
+    def _limit(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must be 0 (no limit) or more")
+        return value
+
+    @field_validator("tws_max_messages_per_second")
+    @classmethod
+    def _tws_rate(cls, value: int) -> int:
+        if not 1 <= value <= 50:
+            raise ValueError("must be between 1 and 50 (IB's limit)")
         return value
 
     @field_validator("max_request_bytes")

@@ -52,3 +52,6 @@ class SimulatorConfig:
     instruments: tuple[Instrument, ...] = DEFAULT_INSTRUMENTS
     clock_start: float | None = None
     trading_hours: bool = False
+    # IB's limit on what one API client may send: more messages than this within one
+    # second are refused with error 100 (0: unlimited, the default for tests that blast).
+    max_messages_per_second: int = 0

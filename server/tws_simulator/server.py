@@ -79,6 +79,8 @@ class ClientConnection:
         self.server_version = 0  # set by the handshake
         self.api_started = False
         self.closed = False
+        self.arrivals: deque[float] = deque()  # message times within the last second
+        self.rate_violations = 0
         self._reader = reader
         self._writer = writer  # kept alive with the session
         self._transport = writer.transport
@@ -361,6 +363,18 @@ class Simulator:
 
     # -- dispatch ------------------------------------------------------------------------
 
+    def _over_message_rate(self, conn: ClientConnection) -> bool:
+        """IB's 50 messages a second per client (when configured): a sliding window."""
+        limit = self.config.max_messages_per_second
+        if limit <= 0:
+            return False
+        now = time.monotonic()
+        arrivals = conn.arrivals
+        arrivals.append(now)
+        while arrivals and now - arrivals[0] >= 1.0:
+            arrivals.popleft()
+        return len(arrivals) > limit
+
     async def dispatch(self, conn: ClientConnection, fields: list[str]) -> None:
         """Serve one request; nothing a client sends can take the simulator down."""
         if not fields:
@@ -373,6 +387,17 @@ class Simulator:
             conn.send_error(-1, 321, f"Error validating request.-'{fields[0]}' : cause - bad id")
             return
         args = fields[1:]
+        if self._over_message_rate(conn):
+            conn.rate_violations += 1
+            code, _ = PACING_VIOLATION
+            limit = self.config.max_messages_per_second
+            conn.send_error(
+                request_id(msg_id, args),
+                code,
+                f"Max rate of messages per second has been exceeded:max={limit} "
+                f"rec={len(conn.arrivals)} (1)",
+            )
+            return
         if self.faults.pacing_violations > 0 and msg_id != In.START_API:
             self.faults.pacing_violations -= 1
             conn.send_error(request_id(msg_id, args), *PACING_VIOLATION)

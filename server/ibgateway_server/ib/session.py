@@ -127,6 +127,13 @@ class IbSession:
         # Errors tied to a request fail its future with RequestError (IB code kept)
         # instead of silently returning an empty result.
         self.ib.RaiseRequestErrors = True
+        # IB allows an API client 50 messages a second (error 100 beyond, and TWS may
+        # disconnect a client that keeps at it): ib_insync queues what exceeds this many
+        # per sliding second and sends it as the window frees up.
+        self.ib.client.MaxRequests = settings.tws_max_messages_per_second
+        self.ib.client.RequestsInterval = 1
+        self.ib.client.throttleStart += self._on_throttle_start
+        self.throttled = 0  # how often the pacing had to hold messages back
         self.host = host if host is not None else settings.ibkr_host
         self.port = port if port is not None else settings.ibkr_port
         self.client_id = client_id if client_id is not None else settings.ibkr_client_id
@@ -161,6 +168,14 @@ class IbSession:
     @property
     def state(self) -> SessionState:
         return self._state
+
+    def _on_throttle_start(self) -> None:
+        self.throttled += 1
+        log.info(
+            "pacing requests to TWS: more than %d messages a second were asked for; the "
+            "rest follow as IB's limit allows",
+            self.ib.client.MaxRequests,
+        )
 
     @property
     def connected(self) -> bool:
