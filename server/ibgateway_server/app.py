@@ -58,6 +58,7 @@ from ibgateway_server.cluster.owner import OwnerNode, StandbyGuard
 from ibgateway_server.config import ConfigError, Settings
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib.session import IbSession, SessionEvent, SessionState, StateChange
+from ibgateway_server.market_data.depth import DepthHub
 from ibgateway_server.market_data.history import HistoryService
 from ibgateway_server.market_data.hub import QuoteHub
 from ibgateway_server.market_data.live_bars import BarHub
@@ -311,7 +312,12 @@ class Gateway:
         bars.start()
         # at shutdown StreamBars streams end (OK) before the server drains
         self._closers.append(bars.close)
-        market_data = MarketDataServicer(self.session, self.hub, history=history, bars=bars)
+        depth = DepthHub(self.session)
+        # at shutdown StreamDepth streams end (OK) before the server drains
+        self._closers.append(depth.close)
+        market_data = MarketDataServicer(
+            self.session, self.hub, history=history, bars=bars, depth=depth
+        )
         names = [add_market_data_service(server, market_data)]
 
         journal_path = self.settings.order_journal_path()
@@ -523,6 +529,11 @@ class EdgeGateway(Gateway):
                 request_deserializer=market_data_pb2.StreamBarsRequest.FromString,
                 response_serializer=market_data_pb2.StreamBarsResponse.SerializeToString,
             ),
+            "StreamDepth": grpc.unary_stream_rpc_method_handler(
+                _depth_not_here,
+                request_deserializer=market_data_pb2.StreamDepthRequest.FromString,
+                response_serializer=market_data_pb2.StreamDepthResponse.SerializeToString,
+            ),
             "WatchPortfolio": grpc.unary_stream_rpc_method_handler(
                 _portfolio_not_here,
                 request_deserializer=portfolio_pb2.WatchPortfolioRequest.FromString,
@@ -565,6 +576,14 @@ async def _bars_not_here(request: Any, context: Any) -> None:
         grpc.StatusCode.UNIMPLEMENTED,
         "NOT_ON_EDGE",
         "StreamBars is not served by edges yet; connect to the owner",
+    )
+
+
+async def _depth_not_here(request: Any, context: Any) -> None:
+    raise GatewayError(
+        grpc.StatusCode.UNIMPLEMENTED,
+        "NOT_ON_EDGE",
+        "StreamDepth is not served by edges yet; connect to the owner",
     )
 
 

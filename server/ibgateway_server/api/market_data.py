@@ -37,6 +37,7 @@ from ibgateway_server.market_data.bars import (
     what_to_show_for,
 )
 from ibgateway_server.market_data.contracts import details_to_proto, match_to_proto
+from ibgateway_server.market_data.depth import DEFAULT_ROWS, MAX_ROWS, DepthHub, DepthStream
 from ibgateway_server.market_data.history import HistoryQuery, HistoryService
 from ibgateway_server.market_data.hub import (
     FAILED,
@@ -229,12 +230,14 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
         heartbeat_seconds: float | None = None,
         history: HistoryService | None = None,
         bars: BarHub | None = None,
+        depth: DepthHub | None = None,
     ) -> None:
         self.session = session
         self.hub = hub
         self.history = history or HistoryService(session)
         self.bars = bars or BarHub(session, hub, self.history.pacer)
         self.bars.start()
+        self.depth = depth or DepthHub(session)
         self.heartbeat_seconds = (
             heartbeat_seconds if heartbeat_seconds is not None else hub.heartbeat_seconds
         )
@@ -369,6 +372,31 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
         finally:
             stream.close()
 
+    async def StreamDepth(  # type: ignore[override]
+        self, request: market_data_pb2.StreamDepthRequest, context: Context
+    ) -> None:
+        violations = Violations()
+        check_contract(
+            request.contract if request.HasField("contract") else None, "contract", violations
+        )
+        violations.check(
+            0 <= request.rows <= MAX_ROWS, "rows", f"between 1 and {MAX_ROWS} (0: {DEFAULT_ROWS})"
+        )
+        heartbeat = heartbeat_seconds(
+            request.heartbeat_interval if request.HasField("heartbeat_interval") else None,
+            self.heartbeat_seconds,
+            violations,
+        )
+        violations.raise_if_any()
+        self.session.require_connected()
+        contract = await self.hub.resolve(request.contract, max_wait=self.session.budget(context))
+        stream = DepthStream(self.depth, contract, request.rows or DEFAULT_ROWS, heartbeat)
+        try:
+            stream.open(request.smart_depth)
+            await stream.run(context.write)
+        finally:
+            stream.close()
+
     async def GetQuotes(
         self, request: market_data_pb2.GetQuotesRequest, context: Context
     ) -> market_data_pb2.GetQuotesResponse:
@@ -482,6 +510,11 @@ def market_data_handlers(
             servicer.GetHistoricalBars,
             request_deserializer=md.GetHistoricalBarsRequest.FromString,
             response_serializer=md.GetHistoricalBarsResponse.SerializeToString,
+        ),
+        "StreamDepth": grpc.unary_stream_rpc_method_handler(
+            servicer.StreamDepth,
+            request_deserializer=md.StreamDepthRequest.FromString,
+            response_serializer=md.StreamDepthResponse.SerializeToString,
         ),
         "StreamBars": grpc.unary_stream_rpc_method_handler(
             servicer.StreamBars,

@@ -113,6 +113,8 @@ RULES: dict[str, Rule] = {
     "ibgateway.v1.StreamQuotesRequest.contracts": Rule(max_items=1000),
     "ibgateway.v1.StreamQuotesRequest.heartbeat_interval": Rule(maximum=_d("3600")),
     "ibgateway.v1.SearchContractsRequest.pattern": Rule(max_length=64),
+    "ibgateway.v1.StreamDepthRequest.rows": Rule(minimum=_d("0"), maximum=_d("20")),
+    "ibgateway.v1.StreamDepthRequest.heartbeat_interval": Rule(maximum=_d("3600")),
     "ibgateway.v1.GetOptionChainRequest.exchange": Rule(max_length=32),
     "ibgateway.v1.GetOptionChainRequest.trading_class": Rule(max_length=32),
     "ibgateway.v1.GetOptionChainRequest.min_expiry": Rule(max_length=8),

@@ -1214,3 +1214,168 @@ class StreamBarsResponse(google.protobuf.message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___StreamBarsResponse: typing_extensions.TypeAlias = StreamBarsResponse
+
+@typing.final
+class StreamDepthRequest(google.protobuf.message.Message):
+    """Request for MarketDataService.StreamDepth."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: builtins.int
+    ROWS_FIELD_NUMBER: builtins.int
+    SMART_DEPTH_FIELD_NUMBER: builtins.int
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: builtins.int
+    rows: builtins.int
+    """Rows per side of the book, 1 to 20; 0 means 10."""
+    smart_depth: builtins.bool
+    """Aggregate the book over the exchanges (IB's SMART depth, with the exchange of each
+    row as its market maker); false: the contract's exchange's own book.
+    """
+    @property
+    def contract(self) -> ibgateway.v1.common_pb2.Contract:
+        """Required. The instrument, described as for ResolveContract."""
+
+    @property
+    def heartbeat_interval(self) -> google.protobuf.duration_pb2.Duration:
+        """Send a heartbeat after this much silence; unset or zero uses the gateway's default
+        (IBGW_HEARTBEAT_SECONDS).
+        """
+
+    def __init__(
+        self,
+        *,
+        contract: ibgateway.v1.common_pb2.Contract | None = ...,
+        rows: builtins.int = ...,
+        smart_depth: builtins.bool = ...,
+        heartbeat_interval: google.protobuf.duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["contract", b"contract", "heartbeat_interval", b"heartbeat_interval"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["contract", b"contract", "heartbeat_interval", b"heartbeat_interval", "rows", b"rows", "smart_depth", b"smart_depth"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___StreamDepthRequest: typing_extensions.TypeAlias = StreamDepthRequest
+
+@typing.final
+class DepthLevel(google.protobuf.message.Message):
+    """One row of one side of a book."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    PRICE_FIELD_NUMBER: builtins.int
+    SIZE_FIELD_NUMBER: builtins.int
+    MARKET_MAKER_FIELD_NUMBER: builtins.int
+    market_maker: builtins.str
+    """Who shows it: a market maker or an exchange (SMART depth); empty otherwise."""
+    @property
+    def price(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The price of the row."""
+
+    @property
+    def size(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The size offered (asks) or wanted (bids) at that price."""
+
+    def __init__(
+        self,
+        *,
+        price: ibgateway.v1.common_pb2.Decimal | None = ...,
+        size: ibgateway.v1.common_pb2.Decimal | None = ...,
+        market_maker: builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["price", b"price", "size", b"size"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["market_maker", b"market_maker", "price", b"price", "size", b"size"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___DepthLevel: typing_extensions.TypeAlias = DepthLevel
+
+@typing.final
+class DepthBook(google.protobuf.message.Message):
+    """An order book at one moment."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: builtins.int
+    BIDS_FIELD_NUMBER: builtins.int
+    ASKS_FIELD_NUMBER: builtins.int
+    UPDATE_TIME_FIELD_NUMBER: builtins.int
+    CONFLATED_UPDATES_FIELD_NUMBER: builtins.int
+    conflated_updates: builtins.int
+    """How many books this reader did not receive since its previous one because a newer
+    one replaced them (conflation). Zero for a reader that keeps up.
+    """
+    @property
+    def contract(self) -> ibgateway.v1.common_pb2.Contract:
+        """The instrument (qualified, with its con_id)."""
+
+    @property
+    def bids(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___DepthLevel]:
+        """The bids, best (highest) first."""
+
+    @property
+    def asks(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___DepthLevel]:
+        """The asks, best (lowest) first."""
+
+    @property
+    def update_time(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """When the gateway received the change that made this book."""
+
+    def __init__(
+        self,
+        *,
+        contract: ibgateway.v1.common_pb2.Contract | None = ...,
+        bids: collections.abc.Iterable[Global___DepthLevel] | None = ...,
+        asks: collections.abc.Iterable[Global___DepthLevel] | None = ...,
+        update_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        conflated_updates: builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["contract", b"contract", "update_time", b"update_time"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["asks", b"asks", "bids", b"bids", "conflated_updates", b"conflated_updates", "contract", b"contract", "update_time", b"update_time"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___DepthBook: typing_extensions.TypeAlias = DepthBook
+
+@typing.final
+class StreamDepthResponse(google.protobuf.message.Message):
+    """One message of a depth stream."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    BOOK_FIELD_NUMBER: builtins.int
+    SUBSCRIPTION_STATUS_FIELD_NUMBER: builtins.int
+    CONNECTION_STATE_FIELD_NUMBER: builtins.int
+    HEARTBEAT_FIELD_NUMBER: builtins.int
+    @property
+    def book(self) -> Global___DepthBook:
+        """The book after a change (the first one is the whole book as first known)."""
+
+    @property
+    def subscription_status(self) -> Global___SubscriptionStatus:
+        """The subscription's state changed (index is 0: the one contract)."""
+
+    @property
+    def connection_state(self) -> ibgateway.v1.common_pb2.ConnectionStateChange:
+        """The IB session's state changed (lost, reconnecting, restored)."""
+
+    @property
+    def heartbeat(self) -> ibgateway.v1.common_pb2.Heartbeat:
+        """Nothing else was sent for a while; the stream is alive."""
+
+    def __init__(
+        self,
+        *,
+        book: Global___DepthBook | None = ...,
+        subscription_status: Global___SubscriptionStatus | None = ...,
+        connection_state: ibgateway.v1.common_pb2.ConnectionStateChange | None = ...,
+        heartbeat: ibgateway.v1.common_pb2.Heartbeat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["book", b"book", "connection_state", b"connection_state", "event", b"event", "heartbeat", b"heartbeat", "subscription_status", b"subscription_status"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["book", b"book", "connection_state", b"connection_state", "event", b"event", "heartbeat", b"heartbeat", "subscription_status", b"subscription_status"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: typing_extensions.TypeAlias = typing.Literal["book", "subscription_status", "connection_state", "heartbeat"]
+    _WhichOneofArgType_event: typing_extensions.TypeAlias = typing.Literal["event", b"event"]
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___StreamDepthResponse: typing_extensions.TypeAlias = StreamDepthResponse

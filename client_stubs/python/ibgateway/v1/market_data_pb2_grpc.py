@@ -61,6 +61,11 @@ class MarketDataServiceStub:
                 request_serializer=ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainRequest.SerializeToString,
                 response_deserializer=ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainResponse.FromString,
                 _registered_method=True)
+        self.StreamDepth = channel.unary_stream(
+                '/ibgateway.v1.MarketDataService/StreamDepth',
+                request_serializer=ibgateway_dot_v1_dot_market__data__pb2.StreamDepthRequest.SerializeToString,
+                response_deserializer=ibgateway_dot_v1_dot_market__data__pb2.StreamDepthResponse.FromString,
+                _registered_method=True)
         self.GetHistoricalBars = channel.unary_unary(
                 '/ibgateway.v1.MarketDataService/GetHistoricalBars',
                 request_serializer=ibgateway_dot_v1_dot_market__data__pb2.GetHistoricalBarsRequest.SerializeToString,
@@ -125,6 +130,19 @@ class MarketDataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamDepth(self, request, context):
+        """Streams the level-II order book of one instrument (IB's reqMktDepth): the whole
+        book as soon as it is known, then the whole book again after each change (a slow
+        reader gets the newest book; the ones it missed are counted). One IB depth
+        subscription per instrument and kind is shared by every stream. IB allows only a few
+        depth subscriptions per account (error 309): beyond them, and without a depth
+        permission, the stream sends a SubscriptionStatus (LIMIT_REACHED, PERMISSION_DENIED)
+        and ends. NOT_FOUND / INVALID_ARGUMENT when the contract does not resolve to one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetHistoricalBars(self, request, context):
         """Returns historical bars (IB's reqHistoricalData). The gateway keeps IB's historical
         pacing budget itself: an identical request within IBGW_HISTORY_CACHE_SECONDS is
@@ -177,6 +195,11 @@ def add_MarketDataServiceServicer_to_server(servicer, server):
                     servicer.GetOptionChain,
                     request_deserializer=ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainRequest.FromString,
                     response_serializer=ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainResponse.SerializeToString,
+            ),
+            'StreamDepth': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamDepth,
+                    request_deserializer=ibgateway_dot_v1_dot_market__data__pb2.StreamDepthRequest.FromString,
+                    response_serializer=ibgateway_dot_v1_dot_market__data__pb2.StreamDepthResponse.SerializeToString,
             ),
             'GetHistoricalBars': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHistoricalBars,
@@ -326,6 +349,33 @@ class MarketDataService:
             '/ibgateway.v1.MarketDataService/GetOptionChain',
             ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainRequest.SerializeToString,
             ibgateway_dot_v1_dot_market__data__pb2.GetOptionChainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamDepth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ibgateway.v1.MarketDataService/StreamDepth',
+            ibgateway_dot_v1_dot_market__data__pb2.StreamDepthRequest.SerializeToString,
+            ibgateway_dot_v1_dot_market__data__pb2.StreamDepthResponse.FromString,
             options,
             channel_credentials,
             insecure,

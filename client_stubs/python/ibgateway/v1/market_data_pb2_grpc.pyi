@@ -56,6 +56,15 @@ class MarketDataServiceStub:
     each side of the underlying's current price). NOT_FOUND when the underlying is
     unknown; an underlying without listed options has no chains.
     """
+    StreamDepth: grpc.UnaryStreamMultiCallable[ibgateway.v1.market_data_pb2.StreamDepthRequest, ibgateway.v1.market_data_pb2.StreamDepthResponse]
+    """Streams the level-II order book of one instrument (IB's reqMktDepth): the whole
+    book as soon as it is known, then the whole book again after each change (a slow
+    reader gets the newest book; the ones it missed are counted). One IB depth
+    subscription per instrument and kind is shared by every stream. IB allows only a few
+    depth subscriptions per account (error 309): beyond them, and without a depth
+    permission, the stream sends a SubscriptionStatus (LIMIT_REACHED, PERMISSION_DENIED)
+    and ends. NOT_FOUND / INVALID_ARGUMENT when the contract does not resolve to one.
+    """
     GetHistoricalBars: grpc.UnaryUnaryMultiCallable[ibgateway.v1.market_data_pb2.GetHistoricalBarsRequest, ibgateway.v1.market_data_pb2.GetHistoricalBarsResponse]
     """Returns historical bars (IB's reqHistoricalData). The gateway keeps IB's historical
     pacing budget itself: an identical request within IBGW_HISTORY_CACHE_SECONDS is
@@ -107,6 +116,15 @@ class MarketDataServiceAsyncStub(MarketDataServiceStub):
     class, expiry range and strike range (absolute bounds, or a number of strikes on
     each side of the underlying's current price). NOT_FOUND when the underlying is
     unknown; an underlying without listed options has no chains.
+    """
+    StreamDepth: grpc.aio.UnaryStreamMultiCallable[ibgateway.v1.market_data_pb2.StreamDepthRequest, ibgateway.v1.market_data_pb2.StreamDepthResponse]  # type: ignore[assignment]
+    """Streams the level-II order book of one instrument (IB's reqMktDepth): the whole
+    book as soon as it is known, then the whole book again after each change (a slow
+    reader gets the newest book; the ones it missed are counted). One IB depth
+    subscription per instrument and kind is shared by every stream. IB allows only a few
+    depth subscriptions per account (error 309): beyond them, and without a depth
+    permission, the stream sends a SubscriptionStatus (LIMIT_REACHED, PERMISSION_DENIED)
+    and ends. NOT_FOUND / INVALID_ARGUMENT when the contract does not resolve to one.
     """
     GetHistoricalBars: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.market_data_pb2.GetHistoricalBarsRequest, ibgateway.v1.market_data_pb2.GetHistoricalBarsResponse]  # type: ignore[assignment]
     """Returns historical bars (IB's reqHistoricalData). The gateway keeps IB's historical
@@ -186,6 +204,21 @@ class MarketDataServiceServicer(metaclass=abc.ABCMeta):
         class, expiry range and strike range (absolute bounds, or a number of strikes on
         each side of the underlying's current price). NOT_FOUND when the underlying is
         unknown; an underlying without listed options has no chains.
+        """
+
+    @abc.abstractmethod
+    def StreamDepth(
+        self,
+        request: ibgateway.v1.market_data_pb2.StreamDepthRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[collections.abc.Iterator[ibgateway.v1.market_data_pb2.StreamDepthResponse], collections.abc.AsyncIterator[ibgateway.v1.market_data_pb2.StreamDepthResponse]]:
+        """Streams the level-II order book of one instrument (IB's reqMktDepth): the whole
+        book as soon as it is known, then the whole book again after each change (a slow
+        reader gets the newest book; the ones it missed are counted). One IB depth
+        subscription per instrument and kind is shared by every stream. IB allows only a few
+        depth subscriptions per account (error 309): beyond them, and without a depth
+        permission, the stream sends a SubscriptionStatus (LIMIT_REACHED, PERMISSION_DENIED)
+        and ends. NOT_FOUND / INVALID_ARGUMENT when the contract does not resolve to one.
         """
 
     @abc.abstractmethod
