@@ -589,6 +589,7 @@ class OrderDesk:
                 order = self._by_work[fill.order.key]
                 order.status = "Submitted"
                 self._execute(order, fill)
+            self._apply_deferred_oca()
             for order in group:
                 if order.is_live:  # a limit the auction price did not reach
                     self._expire(order)
