@@ -213,6 +213,14 @@ async def test_retry_after_a_gateway_restart_places_nothing_new(
         ]
         assert again.stop_loss.bracket_client_order_id == "br-restart"
         assert again.stop_loss.parent_order_id == again.entry.order_id
+        # ListOrders shows the structure too, rebuilt from what TWS reports.
+        listed = await stub.ListOrders(orders_pb2.ListOrdersRequest(), timeout=10)
+        legs = {o.client_order_id: o for o in listed.orders if o.bracket_client_order_id}
+        assert set(legs) == {"br-restart", "br-restart:tp", "br-restart:sl"}
+        assert sorted(legs["br-restart"].child_order_ids) == sorted(
+            [again.take_profit.order_id, again.stop_loss.order_id]
+        )
+        assert legs["br-restart:tp"].oca_group == legs["br-restart:sl"].oca_group
     for ref in ("br-restart", "br-restart:tp", "br-restart:sl"):
         assert len(await simulator_orders(simulator, ref)) == 1
 
