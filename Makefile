@@ -86,6 +86,7 @@ lint: install $(BUF)
 	$(VENV)/bin/ruff check server tests bench examples $(CLIENT_DIR)
 	$(VENV)/bin/ruff format --check server tests bench examples $(CLIENT_DIR)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/lint-imports  # the layering of DESIGN.md, as contracts in pyproject.toml
 
 ## quote fan-out benchmark vs a bare grpc.aio server (a few minutes); BENCH_ARGS=--quick is seconds

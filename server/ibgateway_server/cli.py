@@ -1,4 +1,5 @@
-"""The ``ibgw`` command: ``serve`` the gateway, run the ``sim`` alone, ``check`` a setup.
+"""The ``ibgw`` command: ``serve`` the gateway, run the ``sim`` alone, ``check`` a setup,
+``health`` (a probe), and live terminal views of quotes, orders and positions.
 
 Flags override the environment (IBKR_* / IBGW_*); a bad setting stops start-up with one
 readable line and exit code 2.
@@ -17,10 +18,13 @@ from typing import Any
 import click
 import grpc
 from google.protobuf import duration_pb2
+from pythonjsonlogger.json import JsonFormatter
 
 from ibgateway.v1 import connection_pb2, connection_pb2_grpc
 from ibgateway_server.config import ConfigError, Settings, load
 from ibgateway_server.orders.journal import JournalInUse
+from ibgateway_server.terminal.health import check_health
+from ibgateway_server.terminal.target import Target, local_target
 from tws_simulator.__main__ import main as simulator_main
 
 log = logging.getLogger("ibgateway_server")
@@ -38,10 +42,25 @@ BACKEND_LABELS = {
 }
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """Plain text lines, or (``json``) one JSON object per line: time (ISO 8601, UTC),
+    level, logger, message, and for each finished call (logger ibgateway_server.access)
+    method, peer, code, reason, duration_ms, and request_id / client_order_id when known."""
+    if log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            JsonFormatter(
+                "{levelname}{name}{message}",
+                style="{",
+                rename_fields={"levelname": "level", "name": "logger"},
+                timestamp="time",
+            )
+        )
+        logging.basicConfig(level=level, handlers=[handler], force=True)
+    else:
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+        )
     if level != "DEBUG":
         # ib_insync logs every IB message code at INFO/ERROR; the session reports what matters
         logging.getLogger("ib_insync").setLevel(logging.WARNING)
@@ -85,9 +104,89 @@ def _connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def _client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of the commands that talk to a gateway (health, quotes, orders, positions).
+
+    By default they follow the gateway's own settings: its listen address (a wildcard
+    means this machine) and, when IBGW_TLS_CERT is set, TLS trusting IBGW_TLS_CA or else
+    the gateway's own certificate (self-signed, or a chain that ends with its CA).
+    """
+    options = [
+        click.option("--address", help="Gateway HOST:PORT [IBGW_LISTEN, 127.0.0.1:50051]"),
+        click.option("--token", envvar="IBGW_TOKEN", help="Bearer token [IBGW_TOKEN]"),
+        click.option(
+            "--tls-ca",
+            envvar="IBGW_TLS_CA",
+            type=click.Path(path_type=Path, exists=True, dir_okay=False),
+            help="Use TLS, trusting this CA [IBGW_TLS_CA; else IBGW_TLS_CERT when set]",
+        ),
+        click.option(
+            "--tls-client-cert",
+            envvar="IBGW_TLS_CLIENT_CERT",
+            type=click.Path(path_type=Path, exists=True, dir_okay=False),
+            help="Client certificate for mutual TLS [IBGW_TLS_CLIENT_CERT]",
+        ),
+        click.option(
+            "--tls-client-key",
+            envvar="IBGW_TLS_CLIENT_KEY",
+            type=click.Path(path_type=Path, exists=True, dir_okay=False),
+            help="Its key [IBGW_TLS_CLIENT_KEY]",
+        ),
+        click.option(
+            "--tls-server-name",
+            envvar="IBGW_TLS_SERVER_NAME",
+            help="Name the server certificate is checked against [IBGW_TLS_SERVER_NAME]",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _target(
+    address: str | None,
+    token: str | None,
+    tls_ca: Path | None,
+    tls_client_cert: Path | None,
+    tls_client_key: Path | None,
+    tls_server_name: str | None,
+) -> Target:
+    settings = settings_or_exit()
+    server_tls = settings.tls_cert is not None
+    return Target(
+        address=local_target(address or settings.listen),
+        tls=server_tls,
+        tls_ca=tls_ca or (settings.tls_cert if server_tls and address is None else None),
+        tls_client_cert=tls_client_cert,
+        tls_client_key=tls_client_key,
+        tls_server_name=tls_server_name,
+        token=token,
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ibgateway", prog_name="ibgw")
 def main() -> None:
     """ibgw: a gRPC gateway to Interactive Brokers (TWS / IB Gateway)."""
+
+
+@main.command()
+@click.option(
+    "--service",
+    default="",
+    help="Service to check: '' (default) = the process (liveness); "
+    "e.g. ibgateway.v1.OrderService = readiness (SERVING while IB is connected).",
+)
+@click.option("--timeout", "rpc_timeout", default=3.0, show_default=True, help="Seconds.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing; the exit code says it.")
+@_client_options
+def health(service: str, rpc_timeout: float, quiet: bool, **client: Any) -> None:
+    """gRPC health check of a gateway: exit 0 when SERVING, 1 otherwise (Docker
+    HEALTHCHECK, Kubernetes exec probes). Follows IBGW_LISTEN and the TLS settings."""
+    ok, line = check_health(_target(**client), service, rpc_timeout)
+    if not quiet:
+        click.echo(line, err=not ok)
+    sys.exit(0 if ok else 1)
 
 
 @main.command()
@@ -129,6 +228,11 @@ def main() -> None:
 )
 @click.option(
     "--metrics-port", type=int, help="Prometheus /metrics on HOST:PORT [IBGW_METRICS_PORT, off]"
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    help="Log lines as text or one JSON object each [IBGW_LOG_FORMAT, text]",
 )
 @click.option(
     "--metrics-host", help="Address of /metrics [IBGW_METRICS_HOST, 127.0.0.1; 0.0.0.0 in Docker]"
@@ -177,7 +281,7 @@ def serve(**flags: Any) -> None:
         if flags.get(name):
             flags[name] = flags[name].lower()
     settings = settings_or_exit(**flags)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     try:
         settings.tokens()  # a bad tokens file stops start-up like any bad setting
         for path in (settings.tls_cert, settings.tls_key, settings.tls_client_ca):

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
         15.0, validation_alias=_env("IBGW_HISTORY_CACHE_SECONDS", "history_cache_seconds")
     )
     log_level: LogLevel = Field("INFO", validation_alias=_env("IBGW_LOG_LEVEL", "log_level"))
+    # text for people, json (one object per line) for log collectors
+    log_format: Literal["text", "json"] = Field(
+        "text", validation_alias=_env("IBGW_LOG_FORMAT", "log_format")
+    )
     metrics_port: int | None = Field(
         None, validation_alias=_env("IBGW_METRICS_PORT", "metrics_port")
     )
@@ -198,6 +202,11 @@ class Settings(BaseSettings):
         if not value or len(value) > 32 or not all(c.isalnum() or c in "_-" for c in value):
             raise ValueError("1-32 letters, digits, '_' or '-'")
         return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import urllib.request
+from pathlib import Path
 
 from google.protobuf.duration_pb2 import Duration
 from prometheus_client.parser import text_string_to_metric_families
@@ -12,6 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from ibgateway.client import AsyncClient, OrderEvent, Quote
 from ibgateway.v1 import account_pb2, account_pb2_grpc, connection_pb2, connection_pb2_grpc
 from tests.e2e.conftest import GatewayFactory, expect_error, gateway_channel
+
+DASHBOARD = (
+    Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "ibgateway-dashboard.json"
+).read_text()
 
 
 def _scrape(port: int) -> str:
@@ -108,3 +115,9 @@ async def test_ib_side_and_process_metrics(make_gateway: GatewayFactory) -> None
     assert value("ibgw_history_requests_10min_limit") > 0
     assert value("process_resident_memory_bytes") > 0
     assert ("python_gc_objects_collected_total", frozenset({("generation", "0")})) in samples
+
+    # every metric the Grafana dashboard queries is one the gateway exposes
+    exposed = {name for name, _ in samples}
+    exprs = [t["expr"] for p in json.loads(DASHBOARD)["panels"] for t in p["targets"]]
+    queried = {m for e in exprs for m in re.findall(r"\b((?:grpc_server|ibgw|process)_\w+)", e)}
+    assert len(queried) > 15 and queried <= exposed, sorted(queried - exposed)
