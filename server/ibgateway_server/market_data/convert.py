@@ -44,6 +44,10 @@ QUOTE_OPEN = 12
 QUOTE_TICK_TIME = 13
 QUOTE_RECEIVE_TIME = 14
 QUOTE_MARKET_DATA_TYPE = 15
+QUOTE_BID_GREEKS = 16
+QUOTE_ASK_GREEKS = 17
+QUOTE_LAST_GREEKS = 18
+QUOTE_MODEL_GREEKS = 19
 # QuoteBatch fields.
 BATCH_QUOTES = 1
 BATCH_CONFLATED_UPDATES = 2
@@ -66,6 +70,26 @@ SIZE_FIELDS: tuple[tuple[str, int], ...] = (
     ("lastSize", QUOTE_LAST_SIZE),
     ("volume", QUOTE_VOLUME),
 )
+# Ticker option computation → Quote field; OptionComputation attribute → OptionGreeks field.
+GREEKS_FIELDS: tuple[tuple[str, int], ...] = (
+    ("bidGreeks", QUOTE_BID_GREEKS),
+    ("askGreeks", QUOTE_ASK_GREEKS),
+    ("lastGreeks", QUOTE_LAST_GREEKS),
+    ("modelGreeks", QUOTE_MODEL_GREEKS),
+)
+GREEK_VALUES: tuple[tuple[str, int], ...] = (
+    ("impliedVol", 1),
+    ("delta", 2),
+    ("gamma", 3),
+    ("vega", 4),
+    ("theta", 5),
+    ("optPrice", 6),
+    ("undPrice", 7),
+    ("pvDividend", 8),
+)
+# IB's "not computed" values (-1 for prices and volatility, -2 for greeks): ib_insync
+# turns most into None, but passes vega and theta through.
+_NOT_COMPUTED = (-1.0, -2.0)
 SESSION_FIELDS: tuple[tuple[str, int], ...] = (
     ("high", QUOTE_HIGH),
     ("low", QUOTE_LOW),
@@ -125,6 +149,24 @@ def _float_text(value: float) -> str:
     return "0" if text == "-0" else text
 
 
+def greek_text(value: float | None) -> str:
+    """An option computation value as an exact decimal; "" when IB could not compute it."""
+    if value is None or value != value or value in _NOT_COMPUTED or value == UNSET_DOUBLE:
+        return ""
+    return _float_text(value)
+
+
+def greeks_field(field_number: int, computation: object) -> bytes:
+    """An ``OptionGreeks`` field from an ib_insync OptionComputation (absent for None)."""
+    if computation is None:
+        return b""
+    body = b"".join(
+        decimal_field(number, greek_text(getattr(computation, attr, None)))
+        for attr, number in GREEK_VALUES
+    )
+    return length_delimited(field_number, body)
+
+
 def decimal_field(field_number: int, text: str) -> bytes:
     """An ``ibgateway.v1.Decimal`` field; empty bytes (field absent) for an empty value."""
     if not text:
@@ -154,7 +196,7 @@ class QuoteEncoder:
     the bid alone (plus the two timestamps).
     """
 
-    __slots__ = ("_cache", "_contract_field", "_last_rt_time", "contract")
+    __slots__ = ("_cache", "_contract_field", "_greeks", "_last_rt_time", "contract")
 
     def __init__(self, contract: common_pb2.Contract) -> None:
         self.contract = contract
@@ -162,6 +204,9 @@ class QuoteEncoder:
         # attribute name → (value, encoded field bytes)
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._last_rt_time: datetime | None = None
+        # attribute name → (the OptionComputation, encoded field): ib_insync makes a new
+        # object per computation tick, so identity tells what changed
+        self._greeks: dict[str, tuple[object, bytes]] = {}
 
     def _field(self, attr: str, field_number: int, value: float, is_price: bool) -> bytes:
         cached = self._cache.get(attr)
@@ -197,6 +242,14 @@ class QuoteEncoder:
         md_type = ticker.marketDataType
         if md_type:
             parts.append(tag(QUOTE_MARKET_DATA_TYPE, _WIRE_VARINT) + varint(md_type))
+        for attr, number in GREEKS_FIELDS:
+            computation = getattr(ticker, attr)
+            if computation is not None:
+                cached = self._greeks.get(attr)
+                if cached is None or cached[0] is not computation:
+                    cached = (computation, greeks_field(number, computation))
+                    self._greeks[attr] = cached
+                parts.append(cached[1])
         return b"".join(parts)
 
 

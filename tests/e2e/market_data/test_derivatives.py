@@ -201,3 +201,52 @@ async def test_resolve_an_option_a_future_and_an_ambiguous_index_option(
     )
     assert reply.contract.trading_class == "SPXW"
     assert reply.contract.local_symbol.startswith("SPXW")
+
+
+def _far_call(simulator: TwsSimulator) -> common_pb2.Contract:
+    listed = simulator.universe.options_on(AAPL)
+    expiry = sorted({o.last_trade_date for o in listed})[-1]  # months away: greeks defined
+    return common_pb2.Contract(
+        symbol="AAPL",
+        sec_type=common_pb2.SECURITY_TYPE_OPTION,
+        last_trade_date_or_contract_month=expiry,
+        strike=common_pb2.Decimal(value="190"),
+        right=common_pb2.OPTION_RIGHT_CALL,
+    )
+
+
+async def test_option_snapshot_carries_greeks(simulator: TwsSimulator, market: Stub) -> None:
+    reply = await market.GetQuotes(
+        market_data_pb2.GetQuotesRequest(contracts=[_far_call(simulator)]), timeout=10
+    )
+    [quote] = reply.quotes
+    model = quote.model_greeks
+    assert 0.1 < float(model.implied_volatility.value) < 0.6
+    assert 0.3 < float(model.delta.value) < 0.8
+    assert float(model.gamma.value) > 0 and float(model.vega.value) > 0
+    assert float(model.theta.value) < 0
+    underlying = simulator.market.quote(AAPL).midpoint
+    assert abs(float(model.underlying_price.value) - underlying) < 5
+    assert quote.bid_greeks.option_price.value == quote.bid.value
+    assert quote.ask_greeks.option_price.value == quote.ask.value
+    assert float(quote.bid_greeks.implied_volatility.value) < float(
+        quote.ask_greeks.implied_volatility.value
+    )
+    assert quote.contract.multiplier == "100"
+
+
+async def test_option_stream_carries_moving_greeks(simulator: TwsSimulator, market: Stub) -> None:
+    call = market.StreamQuotes(
+        market_data_pb2.StreamQuotesRequest(contracts=[_far_call(simulator)])
+    )
+    seen: set[str] = set()
+    try:
+        async for msg in call:
+            for quote in msg.quotes.quotes:
+                if quote.HasField("model_greeks"):
+                    seen.add(quote.model_greeks.underlying_price.value)
+            if len(seen) >= 3:
+                break
+    finally:
+        call.cancel()
+    assert len(seen) >= 3  # the model follows the underlying's walk

@@ -41,9 +41,25 @@ def test_field_numbers_match_the_protos() -> None:
         "tick_time": qc.QUOTE_TICK_TIME,
         "receive_time": qc.QUOTE_RECEIVE_TIME,
         "market_data_type": qc.QUOTE_MARKET_DATA_TYPE,
+        "bid_greeks": qc.QUOTE_BID_GREEKS,
+        "ask_greeks": qc.QUOTE_ASK_GREEKS,
+        "last_greeks": qc.QUOTE_LAST_GREEKS,
+        "model_greeks": qc.QUOTE_MODEL_GREEKS,
     }
     assert {name: quote[name].number for name in expected} == expected
     assert set(quote) == set(expected)  # a new Quote field needs encoding here too
+    greeks = market_data_pb2.OptionGreeks.DESCRIPTOR.fields_by_name
+    names = {
+        "impliedVol": "implied_volatility",
+        "delta": "delta",
+        "gamma": "gamma",
+        "vega": "vega",
+        "theta": "theta",
+        "optPrice": "option_price",
+        "undPrice": "underlying_price",
+        "pvDividend": "pv_dividend",
+    }
+    assert {names[a]: n for a, n in qc.GREEK_VALUES} == {k: v.number for k, v in greeks.items()}
     batch = market_data_pb2.QuoteBatch.DESCRIPTOR.fields_by_name
     assert batch["quotes"].number == qc.BATCH_QUOTES
     assert batch["conflated_updates"].number == qc.BATCH_CONFLATED_UPDATES
@@ -204,3 +220,29 @@ def test_market_data_type_to_ib() -> None:
     assert qc.market_data_type_to_ib(common_pb2.MARKET_DATA_TYPE_UNSPECIFIED) == 1
     assert qc.market_data_type_to_ib(common_pb2.MARKET_DATA_TYPE_DELAYED) == 3
     assert qc.market_data_type_to_ib(common_pb2.MARKET_DATA_TYPE_DELAYED_FROZEN) == 4
+
+
+def test_option_greeks_encode_canonically_and_leave_out_what_ib_could_not_compute() -> None:
+    from ib_insync import OptionComputation
+
+    encoder = qc.QuoteEncoder(CONTRACT)
+    received = datetime(2024, 6, 11, 14, 30, 1, tzinfo=UTC)
+    ticker = _ticker(bid=3.2, ask=3.35)
+    ticker.modelGreeks = OptionComputation(
+        0, 0.2493, 0.662, 3.27, 0.0, 0.0706, 0.0759, -0.2285, 189.5
+    )
+    ticker.bidGreeks = OptionComputation(0, None, None, 3.2, None, None, -2.0, -2.0, 189.5)
+    data = encoder.encode(ticker, received)
+    quote = market_data_pb2.Quote.FromString(data)
+    model = quote.model_greeks
+    assert (model.implied_volatility.value, model.delta.value, model.theta.value) == (
+        "0.2493",
+        "0.662",
+        "-0.2285",
+    )
+    assert model.underlying_price.value == "189.5" and model.pv_dividend.value == "0"
+    bid = quote.bid_greeks
+    assert bid.option_price.value == "3.2" and bid.underlying_price.value == "189.5"
+    assert not bid.HasField("implied_volatility") and not bid.HasField("vega")
+    assert not quote.HasField("ask_greeks")
+    assert data == quote.SerializeToString()  # the canonical encoding, field by field

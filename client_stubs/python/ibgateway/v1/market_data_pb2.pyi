@@ -386,6 +386,10 @@ class Quote(google.protobuf.message.Message):
     TICK_TIME_FIELD_NUMBER: builtins.int
     RECEIVE_TIME_FIELD_NUMBER: builtins.int
     MARKET_DATA_TYPE_FIELD_NUMBER: builtins.int
+    BID_GREEKS_FIELD_NUMBER: builtins.int
+    ASK_GREEKS_FIELD_NUMBER: builtins.int
+    LAST_GREEKS_FIELD_NUMBER: builtins.int
+    MODEL_GREEKS_FIELD_NUMBER: builtins.int
     market_data_type: ibgateway.v1.common_pb2.MarketDataType.ValueType
     """The kind of data this quote carries (live, frozen, delayed)."""
     @property
@@ -448,6 +452,24 @@ class Quote(google.protobuf.message.Message):
         the delivery latency.
         """
 
+    @property
+    def bid_greeks(self) -> Global___OptionGreeks:
+        """Options: the volatility implied by the bid, and the greeks at it (IB's bid option
+        computation). Unset for other instruments and until IB sends it.
+        """
+
+    @property
+    def ask_greeks(self) -> Global___OptionGreeks:
+        """Options: the same for the ask."""
+
+    @property
+    def last_greeks(self) -> Global___OptionGreeks:
+        """Options: the same for the last trade."""
+
+    @property
+    def model_greeks(self) -> Global___OptionGreeks:
+        """Options: IB's model value, its volatility and greeks (the usual reference)."""
+
     def __init__(
         self,
         *,
@@ -466,13 +488,85 @@ class Quote(google.protobuf.message.Message):
         tick_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
         receive_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
         market_data_type: ibgateway.v1.common_pb2.MarketDataType.ValueType = ...,
+        bid_greeks: Global___OptionGreeks | None = ...,
+        ask_greeks: Global___OptionGreeks | None = ...,
+        last_greeks: Global___OptionGreeks | None = ...,
+        model_greeks: Global___OptionGreeks | None = ...,
     ) -> None: ...
-    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["ask", b"ask", "ask_size", b"ask_size", "bid", b"bid", "bid_size", b"bid_size", "close", b"close", "contract", b"contract", "high", b"high", "last", b"last", "last_size", b"last_size", "low", b"low", "open", b"open", "receive_time", b"receive_time", "tick_time", b"tick_time", "volume", b"volume"]
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["ask", b"ask", "ask_greeks", b"ask_greeks", "ask_size", b"ask_size", "bid", b"bid", "bid_greeks", b"bid_greeks", "bid_size", b"bid_size", "close", b"close", "contract", b"contract", "high", b"high", "last", b"last", "last_greeks", b"last_greeks", "last_size", b"last_size", "low", b"low", "model_greeks", b"model_greeks", "open", b"open", "receive_time", b"receive_time", "tick_time", b"tick_time", "volume", b"volume"]
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["ask", b"ask", "ask_size", b"ask_size", "bid", b"bid", "bid_size", b"bid_size", "close", b"close", "contract", b"contract", "high", b"high", "last", b"last", "last_size", b"last_size", "low", b"low", "market_data_type", b"market_data_type", "open", b"open", "receive_time", b"receive_time", "tick_time", b"tick_time", "volume", b"volume"]
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["ask", b"ask", "ask_greeks", b"ask_greeks", "ask_size", b"ask_size", "bid", b"bid", "bid_greeks", b"bid_greeks", "bid_size", b"bid_size", "close", b"close", "contract", b"contract", "high", b"high", "last", b"last", "last_greeks", b"last_greeks", "last_size", b"last_size", "low", b"low", "market_data_type", b"market_data_type", "model_greeks", b"model_greeks", "open", b"open", "receive_time", b"receive_time", "tick_time", b"tick_time", "volume", b"volume"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___Quote: typing_extensions.TypeAlias = Quote
+
+@typing.final
+class OptionGreeks(google.protobuf.message.Message):
+    """An option's implied volatility and sensitivities at one price, as IB computes them
+    (IB's option computation ticks). A value IB could not compute (no volatility reprices
+    a bid below intrinsic value, for instance) is empty.
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    IMPLIED_VOLATILITY_FIELD_NUMBER: builtins.int
+    DELTA_FIELD_NUMBER: builtins.int
+    GAMMA_FIELD_NUMBER: builtins.int
+    VEGA_FIELD_NUMBER: builtins.int
+    THETA_FIELD_NUMBER: builtins.int
+    OPTION_PRICE_FIELD_NUMBER: builtins.int
+    UNDERLYING_PRICE_FIELD_NUMBER: builtins.int
+    PV_DIVIDEND_FIELD_NUMBER: builtins.int
+    @property
+    def implied_volatility(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The implied volatility, annualized, as a fraction: "0.2513" is 25.13 %."""
+
+    @property
+    def delta(self) -> ibgateway.v1.common_pb2.Decimal:
+        """Delta: the option's price change per 1.00 move of the underlying."""
+
+    @property
+    def gamma(self) -> ibgateway.v1.common_pb2.Decimal:
+        """Gamma: delta's change per 1.00 move of the underlying."""
+
+    @property
+    def vega(self) -> ibgateway.v1.common_pb2.Decimal:
+        """Vega: the price change per volatility point (0.01 of implied_volatility)."""
+
+    @property
+    def theta(self) -> ibgateway.v1.common_pb2.Decimal:
+        """Theta: the price change per calendar day."""
+
+    @property
+    def option_price(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The option price these values belong to (the bid, ask, last or model value)."""
+
+    @property
+    def underlying_price(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The underlying's price IB used."""
+
+    @property
+    def pv_dividend(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The present value of the dividends expected until expiry."""
+
+    def __init__(
+        self,
+        *,
+        implied_volatility: ibgateway.v1.common_pb2.Decimal | None = ...,
+        delta: ibgateway.v1.common_pb2.Decimal | None = ...,
+        gamma: ibgateway.v1.common_pb2.Decimal | None = ...,
+        vega: ibgateway.v1.common_pb2.Decimal | None = ...,
+        theta: ibgateway.v1.common_pb2.Decimal | None = ...,
+        option_price: ibgateway.v1.common_pb2.Decimal | None = ...,
+        underlying_price: ibgateway.v1.common_pb2.Decimal | None = ...,
+        pv_dividend: ibgateway.v1.common_pb2.Decimal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["delta", b"delta", "gamma", b"gamma", "implied_volatility", b"implied_volatility", "option_price", b"option_price", "pv_dividend", b"pv_dividend", "theta", b"theta", "underlying_price", b"underlying_price", "vega", b"vega"]
+    def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["delta", b"delta", "gamma", b"gamma", "implied_volatility", b"implied_volatility", "option_price", b"option_price", "pv_dividend", b"pv_dividend", "theta", b"theta", "underlying_price", b"underlying_price", "vega", b"vega"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+
+Global___OptionGreeks: typing_extensions.TypeAlias = OptionGreeks
 
 @typing.final
 class GetQuotesRequest(google.protobuf.message.Message):
