@@ -210,11 +210,7 @@ class History:
         self.tapes: dict[int, Tape] = {}
         self.pasts: dict[int, SyntheticPast] = {}
         for inst in sim.universe.instruments:
-            quote = sim.market.quote(inst.con_id)
-            self.tapes[inst.con_id] = Tape(inst, quote, now)
-            tz = ZoneInfo(inst.time_zone_id)
-            first_day = datetime.fromtimestamp(now, tz).date()
-            self.pasts[inst.con_id] = SyntheticPast(inst, self.seed, first_day, quote.close)
+            self._track(inst, now)
         self.updates: dict[tuple[ClientConnection, int], Request] = {}
         self.realtime: dict[tuple[ClientConnection, int], Request] = {}
         self._pacing: dict[ClientConnection, _Pacing] = {}
@@ -223,6 +219,18 @@ class History:
         sim.add_data_lost_listener(self.drop_all)
         sim.add_background(self._run_updates)
         sim.add_background(self._run_realtime)
+
+    def _track(self, inst: Instrument, now: int) -> None:
+        quote = self.sim.market.quote(inst.con_id)
+        self.tapes[inst.con_id] = Tape(inst, quote, now)
+        first_day = datetime.fromtimestamp(now, ZoneInfo(inst.time_zone_id)).date()
+        self.pasts[inst.con_id] = SyntheticPast(inst, self.seed, first_day, quote.close)
+
+    def tracked(self, inst: Instrument) -> Instrument:
+        """Derivatives are priced on first use: their tape starts when first asked for."""
+        if inst.con_id not in self.tapes:
+            self._track(inst, int(self.clock()))
+        return inst
 
     def on_quote(self, con_id: int, quote: Quote) -> None:
         tape = self.tapes.get(con_id)
@@ -431,7 +439,7 @@ class History:
         if what not in WHAT_TO_SHOW:
             raise RequestError(162, f"{HMDS}No data of type {what} is available", req_id)
         count, unit = parse_duration(duration_text)
-        inst = resolve(self.sim.universe, spec, req_id)
+        inst = self.tracked(resolve(self.sim.universe, spec, req_id))
         if what in _TRADES and inst.is_cash:
             raise RequestError(
                 162,
@@ -496,7 +504,7 @@ class History:
     def req_head_timestamp(self, conn: ClientConnection, fields: list[str]) -> None:
         # [reqId, contract(12), includeExpired, useRTH, whatToShow, formatDate]
         req_id = int(fields[0])
-        inst = resolve(self.sim.universe, parse_contract(fields, 1), req_id)
+        inst = self.tracked(resolve(self.sim.universe, parse_contract(fields, 1), req_id))
         rth, format_date = fields[14] == "1", int(fields[16] or 1)
         past = self.pasts[inst.con_id]
         first = past.session(past.earliest_day, rth)[0]
@@ -512,7 +520,7 @@ class History:
     def req_real_time_bars(self, conn: ClientConnection, fields: list[str]) -> None:
         # [version, reqId, contract(12), barSize, whatToShow, useRTH, options]
         req_id = int(fields[1])
-        inst = resolve(self.sim.universe, parse_contract(fields, 2), req_id)
+        inst = self.tracked(resolve(self.sim.universe, parse_contract(fields, 2), req_id))
         what = fields[15].upper()
         if fields[14] != str(REALTIME_BAR_SECONDS):
             raise RequestError(

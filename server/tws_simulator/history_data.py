@@ -95,6 +95,14 @@ def _point(value: float) -> Ohlc:
     return [value, value, value, value]
 
 
+def _reach(series: Ohlc, high: float | None, low: float | None) -> None:
+    """Widen a series' range to the day's new extreme (its open and close stay)."""
+    if high is not None and high > series[1]:
+        series[1] = high
+    if low is not None and low < series[2]:
+        series[2] = low
+
+
 def _touch(series: Ohlc, value: float) -> None:
     if value > series[1]:
         series[1] = value
@@ -106,7 +114,17 @@ def _touch(series: Ohlc, value: float) -> None:
 class Tape:
     """One instrument's live market since the simulator started, in cells."""
 
-    __slots__ = ("_last_price", "_last_volume", "_trades", "minutes", "seconds", "start", "tick")
+    __slots__ = (
+        "_high",
+        "_last_price",
+        "_last_volume",
+        "_low",
+        "_trades",
+        "minutes",
+        "seconds",
+        "start",
+        "tick",
+    )
 
     def __init__(self, inst: Instrument, quote: Quote, now: int) -> None:
         self.tick = inst.min_tick
@@ -117,6 +135,8 @@ class Tape:
         # The day's volume before we started counts as traded at the open.
         self._last_volume = 0.0
         self._last_price = math.nan
+        self._high = -math.inf
+        self._low = math.inf
         self.record(quote, now)
 
     def record(self, quote: Quote, now: int) -> None:
@@ -129,15 +149,28 @@ class Tape:
             traded = size > 0 or quote.last != self._last_price
             self._last_volume = volume
             self._last_price = quote.last
+        # The quote's day range brackets bid and ask too: the trade series reaches it, so
+        # today's bars and the quote agree on the day's high and low.
+        new_high = quote.high if quote.high > self._high else None
+        new_low = quote.low if quote.low < self._low else None
+        reach = self._trades and (new_high is not None or new_low is not None)
+        self._high, self._low = max(self._high, quote.high), min(self._low, quote.low)
         for cells, t in ((self.seconds, now), (self.minutes, now - now % 60)):
             cell = cells[-1] if cells else None
+            if reach and cell is not None and cell.t == t:
+                if cell.trade is None:
+                    cell.trade = _point(quote.last)
+                _reach(cell.trade, new_high, new_low)
             if cell is None or cell.t != t:
+                trade = _point(quote.last) if traded or reach else None
+                if trade is not None and reach:
+                    _reach(trade, new_high, new_low)
                 cells.append(
                     Cell(
                         t,
                         _point(quote.bid),
                         _point(quote.ask),
-                        _point(quote.last) if traded else None,
+                        trade,
                         size,
                         1 if traded else 0,
                         quote.last * size,

@@ -107,8 +107,9 @@ class _Walker:
             ask_size=self._size(),
             last_size=Decimal(0) if self._is_cash else Decimal(self._lot),
             volume=volume,
-            high=last,
-            low=last,
+            # the day's range brackets the bid, ask and last (clients check it)
+            high=max(ask, last),
+            low=min(bid, last),
             close=close,
             open=last,
             last_time=now,
@@ -149,10 +150,8 @@ class _Walker:
             last_size = Decimal(self._lot * lots if lots else rng.randint(1, 99))
             volume = volume + last_size
             last_time = now
-        if last > high:
-            high = last
-        elif last < low:
-            low = last
+        high = max(high, ask, last)
+        low = min(low, bid, last)
         self.quote = Quote(
             bid,
             ask,
@@ -184,8 +183,8 @@ class _Walker:
             q.ask_size,
             q.last_size,
             q.volume,
-            max(q.high, last),
-            min(q.low, last),
+            max(q.high, ask, last),
+            min(q.low, bid, last),
             q.close,
             q.open,
             now,
@@ -284,8 +283,8 @@ class DerivedWalker:
             ask_size,
             last_size,
             volume,
-            max(q.high, last),
-            min(q.low, last),
+            max(q.high, ask, last),
+            min(q.low, bid, last) if bid > 0 else min(q.low, last),
             q.close,
             q.open,
             last_time,

@@ -118,6 +118,7 @@ DUPLICATE_ORDER_ID = (103, "Duplicate order id")
 MODIFY_MISMATCH = (105, "Order being modified does not match original order.")
 PARSE_FAILED = (320, "Server error when reading an API client request.")
 MISSING_PARENT = Rejection(10006, "Missing parent order.")
+MISSING_EXCHANGE = Rejection(321, "Error validating request.-'bN' : cause - Missing order exchange")
 # OCA type TWS applies when none is given (it reports 3), and to a parent's children.
 DEFAULT_OCA_TYPE = 3
 BRACKET_OCA_TYPE = 2
@@ -358,6 +359,9 @@ class OrderDesk:
 
     def _check_new(self, conn: ClientConnection, req: OrderRequest) -> Instrument | Rejection:
         """Everything that refuses a new order before it reaches the market."""
+        if not req.contract.exchange.strip():
+            # TWS checks the routing before it looks the contract up.
+            return MISSING_EXCHANGE
         instrument = self._resolve(req)
         if isinstance(instrument, Rejection):
             return instrument

@@ -150,3 +150,18 @@ async def test_falling_behind_drops_steps_instead_of_blocking_the_loop() -> None
     assert gaps[len(gaps) * 9 // 10] < MAX_WORK_PER_WAKE + one_step + 0.01
     market_time = market.steps * one_step
     assert market_time < elapsed * (1 / (1 + REST_FACTOR) + 0.1)
+
+
+def test_the_day_range_brackets_bid_ask_and_last_at_every_step() -> None:
+    market = Market(Universe(), seed=5, clock=lambda: 1_700_000_000.0)
+    aapl = market.universe.by_symbol("AAPL")
+    assert aapl is not None
+    for step in range(400):
+        if step == 200:
+            market.move_to(aapl.con_id, 250.0)  # a scripted jump widens the range too
+        else:
+            market.step()
+        for inst in market.universe:
+            q = market.quote(inst.con_id)
+            assert q.low <= min(q.bid, q.ask, q.last), (inst.symbol, q)
+            assert q.high >= max(q.bid, q.ask, q.last), (inst.symbol, q)
