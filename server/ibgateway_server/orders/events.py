@@ -144,6 +144,8 @@ class OrderEventLog:
         self.journal = journal
         self.epoch = journal.epoch
         self._last = journal.last_sequence
+        self._published = self._last  # the newest event streams may send (it is durable)
+        self._publish_scheduled = False
         self._events.clear()
         start = max(0, self._last - self.retention)
         for held in journal.read_after(start, self.retention):
@@ -211,8 +213,34 @@ class OrderEventLog:
             )
         )
         self._events.append(logged)
-        self._wake_all()
+        if self.journal.pending:
+            self._schedule_publish()
+        else:
+            self._published = self._last
+            self._wake_all()
         return logged
+
+    def _schedule_publish(self) -> None:
+        """Let streams send the new events once the journal has committed them: the
+        commit was queued on the loop first, so this runs after it. A client never sees
+        an event that a crash could take back."""
+        if self._publish_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.journal.flush()
+            self._publish()
+            return
+        self._publish_scheduled = True
+        loop.call_soon(self._publish)
+
+    def _publish(self) -> None:
+        self._publish_scheduled = False
+        if self.journal.pending:
+            self.journal.flush()
+        self._published = self._last
+        self._wake_all()
 
     @property
     def connection(self) -> common_pb2.ConnectionStateChange:
@@ -373,7 +401,7 @@ class OrderEventStream:
             if change is not None and change.after_sequence < self.next_sequence:
                 self._next_change = change.number + 1
                 return change.message
-            if self.next_sequence > log.last_sequence:
+            if self.next_sequence > log._published:
                 return None
             event = log.event(self.next_sequence)
             if event is None:

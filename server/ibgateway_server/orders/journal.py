@@ -90,6 +90,12 @@ class OrderJournal(Protocol):
         """True when the journal held state from an earlier run."""
         ...
 
+    @property
+    def pending(self) -> bool:
+        """True while writes are not durable yet (a commit is queued on the event loop
+        behind them); the event log holds new events back from streams until then."""
+        ...
+
     def append(self, event: JournaledEvent) -> None:
         """Add the next event (``sequence`` is ``last_sequence + 1``)."""
         ...
@@ -150,6 +156,10 @@ class MemoryJournal:
 
     @property
     def restored(self) -> bool:
+        return False
+
+    @property
+    def pending(self) -> bool:
         return False
 
     def append(self, event: JournaledEvent) -> None:
@@ -311,6 +321,10 @@ class SqliteJournal:
     @property
     def restored(self) -> bool:
         return self._restored
+
+    @property
+    def pending(self) -> bool:
+        return self._commit_scheduled
 
     def append(self, event: JournaledEvent) -> None:
         self._db.execute(

@@ -3,6 +3,7 @@ process at a time, other accounts refused, corrupt files set aside."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -86,3 +87,29 @@ def test_a_corrupt_file_is_set_aside(tmp_path: Path) -> None:
     assert not journal.restored
     assert len(list(tmp_path.glob("j.sqlite3.corrupt-*"))) == 1
     journal.close()
+
+
+async def test_streams_send_an_event_only_once_it_is_committed(tmp_path: Path) -> None:
+    import sqlite3
+
+    from ibgateway.v1 import orders_pb2
+    from ibgateway_server.orders.events import OrderEventLog
+
+    path = tmp_path / "j.sqlite3"
+    log = OrderEventLog(journal=SqliteJournal(path))
+    stream = log.open_stream(after_sequence=0, epoch=log.epoch)
+    opening = stream.next_message()  # "not connected to TWS yet"
+    assert opening is not None and opening.WhichOneof("event") == "connection_state"
+    log.append(orders_pb2.ORDER_EVENT_TYPE_ACKNOWLEDGED, orders_pb2.Order(client_order_id="k"))
+
+    def on_disk() -> int:
+        with sqlite3.connect(path) as other:
+            return int(other.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    assert stream.next_message() is None and on_disk() == 0  # not committed yet
+    await asyncio.sleep(0)  # one pass of the loop: the commit, then the streams
+    message = stream.next_message()
+    assert message is not None and message.order_event.sequence == 1
+    assert on_disk() == 1
+    stream.close()
+    log.journal.close()
