@@ -147,7 +147,11 @@ def check_terms(
 
 
 def _check_good_till(
-    request: Terms, tif: str, v: Violations, prefix: str, now: datetime
+    request: Terms | orders_pb2.ModifyOrderRequest,
+    tif: str,
+    v: Violations,
+    prefix: str,
+    now: datetime,
 ) -> datetime | None:
     if not request.HasField("good_till_time"):
         if tif == "GTD":
@@ -358,16 +362,47 @@ def validate_modify_order(request: orders_pb2.ModifyOrderRequest) -> Modificatio
         v.add("time_in_force", f"unknown time in force {request.time_in_force}")
     elif request.time_in_force != orders_pb2.TIME_IN_FORCE_UNSPECIFIED:
         tif = TIF_TO_IB[request.time_in_force]
-        if tif in ("GTD", "OPG", "FOK"):
-            # GTD needs an expiry ModifyOrder does not take; OPG / FOK only mean something
-            # for a new order. Cancel and place a new one instead.
+        if tif in ("OPG", "FOK"):
+            # Only meaningful for a new order: cancel and place a new one instead.
             v.add("time_in_force", f"cannot change a working order to {tif}")
+        elif tif == "GTD" and not request.HasField("good_till_time"):
+            v.add("good_till_time", "required to change an order to TIME_IN_FORCE_GTD")
     outside_rth = request.outside_rth if request.HasField("outside_rth") else None
-    changes = (quantity, limit, stop, amount, percent, tif, outside_rth)
+    limit_offset = parse_decimal(request.limit_offset, "limit_offset", v, positive=True)
+    peg_offset = parse_decimal(request.peg_offset, "peg_offset", v, non_negative=True)
+    good_till = (
+        _check_good_till(request, "GTD", v, "", datetime.now(UTC))
+        if request.HasField("good_till_time")
+        else None
+    )
+    changes = (
+        quantity,
+        limit,
+        stop,
+        amount,
+        percent,
+        tif,
+        outside_rth,
+        limit_offset,
+        peg_offset,
+        good_till,
+    )
     if key != "" and all(c is None for c in changes):
         v.add("quantity", "nothing to change: set at least one field besides order")
     v.raise_if_any()
-    return Modification(key, quantity, limit, stop, amount, percent, tif, outside_rth)
+    return Modification(
+        key,
+        quantity,
+        limit,
+        stop,
+        amount,
+        percent,
+        tif,
+        outside_rth,
+        limit_offset=limit_offset,
+        peg_offset=peg_offset,
+        good_till=good_till,
+    )
 
 
 def validate_preview_order(request: orders_pb2.PreviewOrderRequest) -> OrderIntent:

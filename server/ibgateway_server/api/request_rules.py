@@ -161,6 +161,8 @@ RULES: dict[str, Rule] = {
     "ibgateway.v1.ModifyOrderRequest.stop_price": _PRICE,
     "ibgateway.v1.ModifyOrderRequest.trailing_amount": _PRICE,
     "ibgateway.v1.ModifyOrderRequest.trailing_percent": _PERCENT,
+    "ibgateway.v1.ModifyOrderRequest.limit_offset": _PRICE,
+    "ibgateway.v1.ModifyOrderRequest.peg_offset": _PRICE,
     "ibgateway.v1.OrderKey.client_order_id": Rule(max_length=40),
     "ibgateway.v1.OrderKey.order_id": _IB_ID,
     "ibgateway.v1.ListOrdersRequest.account_id": _ACCOUNT,

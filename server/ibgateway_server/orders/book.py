@@ -602,6 +602,8 @@ class OrderBook:
         trade.order.outsideRth = new.outsideRth
         trade.order.trailingPercent = new.trailingPercent
         trade.order.trailStopPrice = new.trailStopPrice
+        trade.order.lmtPriceOffset = new.lmtPriceOffset
+        trade.order.goodTillDate = new.goodTillDate
         return entry
 
     # ------------------------------------------------------------------ ListExecutions

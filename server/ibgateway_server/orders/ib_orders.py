@@ -90,4 +90,28 @@ def modified_order(order: Order, change: Modification) -> tuple[Order, list[tupl
         new.tif = change.tif
     if change.outside_rth is not None:
         new.outsideRth = change.outside_rth
+    if change.limit_offset is not None:
+        if order_type == "TRAIL LIMIT":
+            new.lmtPriceOffset = float(change.limit_offset)
+        else:
+            violations.append(
+                (
+                    "limit_offset",
+                    f"only used by TRAILING_STOP_LIMIT orders, not {type_name(order_type)}",
+                )
+            )
+    if change.peg_offset is not None:
+        if order_type == "REL":
+            new.auxPrice = float(change.peg_offset)
+        else:
+            violations.append(
+                ("peg_offset", f"only used by RELATIVE orders, not {type_name(order_type)}")
+            )
+    if change.good_till is not None:
+        if (new.tif or "").upper() == "GTD":
+            new.goodTillDate = good_till_text(change.good_till)
+        else:
+            violations.append(("good_till_time", "only used by GTD orders"))
+    elif change.tif is not None and change.tif != "GTD":
+        new.goodTillDate = ""  # no longer GTD: no expiry
     return new, violations

@@ -63,6 +63,9 @@ class Modification:
     trailing_percent: Decimal | None = None
     tif: str | None = None
     outside_rth: bool | None = None
+    limit_offset: Decimal | None = None
+    peg_offset: Decimal | None = None
+    good_till: datetime | None = None
 
 
 def intent_differences(intent: OrderIntent, trade: Trade) -> list[str]:

@@ -208,3 +208,55 @@ async def test_an_order_type_the_instrument_does_not_take_is_ibs_387(
     assert error.code is grpc.StatusCode.INVALID_ARGUMENT
     assert error.info is not None and error.info.reason == "ORDER_TYPE_NOT_SUPPORTED"
     assert error.info.metadata["ib_code"] == "387"
+
+
+async def test_modify_the_new_terms(
+    simulator: TwsSimulator, stub: orders_pb2_grpc.OrderServiceAsyncStub
+) -> None:
+    mid = mid_of(simulator)
+    await stub.PlaceOrder(
+        order_request(
+            "m-trail",
+            T.ORDER_TYPE_TRAILING_STOP_LIMIT,
+            side=T.ORDER_SIDE_SELL,
+            trailing_amount="1",
+            limit_offset=common_pb2.Decimal(value="0.05"),
+        ),
+        timeout=10,
+    )
+    await stub.PlaceOrder(
+        order_request("m-rel", T.ORDER_TYPE_RELATIVE, limit_price=f"{mid - 5:.2f}"), timeout=10
+    )
+    await stub.PlaceOrder(
+        order_request("m-day", T.ORDER_TYPE_LIMIT, limit_price=f"{mid - 10:.2f}"), timeout=10
+    )
+
+    def modify(key: str, **fields: object) -> orders_pb2.ModifyOrderRequest:
+        return T.ModifyOrderRequest(order=T.OrderKey(client_order_id=key), **fields)  # type: ignore[arg-type]
+
+    trail = await stub.ModifyOrder(
+        modify("m-trail", limit_offset=common_pb2.Decimal(value="0.10")), timeout=10
+    )
+    assert trail.order.limit_offset.value == "0.1"
+    rel = await stub.ModifyOrder(
+        modify("m-rel", peg_offset=common_pb2.Decimal(value="0.02")), timeout=10
+    )
+    assert rel.order.peg_offset.value == "0.02"
+    until = datetime.fromtimestamp(simulator.clock.now(), UTC) + timedelta(minutes=10)
+    gtd = await stub.ModifyOrder(
+        modify("m-day", time_in_force=T.TIME_IN_FORCE_GTD, good_till_time=stamp(until)),
+        timeout=10,
+    )
+    assert gtd.order.time_in_force == T.TIME_IN_FORCE_GTD
+    assert gtd.order.good_till_time.ToDatetime(UTC) == until.replace(microsecond=0)
+    simulator.clock.advance(11 * 60)  # the new expiry, well before the close
+    await wait_for_order(stub, "m-day", lambda o: o.status == CANCELLED)
+    # A field the order's type does not use is a violation, as in PlaceOrder.
+    error = await expect_error(
+        stub.ModifyOrder(modify("m-rel", limit_offset=common_pb2.Decimal(value="1")), timeout=10)
+    )
+    assert "limit_offset" in error.violations
+    error = await expect_error(
+        stub.ModifyOrder(modify("m-rel", time_in_force=T.TIME_IN_FORCE_GTD), timeout=10)
+    )
+    assert "good_till_time" in error.violations

@@ -1123,8 +1123,13 @@ class ModifyOrderRequest(google.protobuf.message.Message):
     TRAILING_PERCENT_FIELD_NUMBER: builtins.int
     TIME_IN_FORCE_FIELD_NUMBER: builtins.int
     OUTSIDE_RTH_FIELD_NUMBER: builtins.int
+    LIMIT_OFFSET_FIELD_NUMBER: builtins.int
+    PEG_OFFSET_FIELD_NUMBER: builtins.int
+    GOOD_TILL_TIME_FIELD_NUMBER: builtins.int
     time_in_force: Global___TimeInForce.ValueType
-    """The new time in force; unspecified keeps the current one."""
+    """The new time in force; unspecified keeps the current one. GTD needs good_till_time
+    (unless the order is GTD already); OPG and FOK apply to new orders only.
+    """
     outside_rth: builtins.bool
     """The new outside-RTH flag; unset keeps the current one."""
     @property
@@ -1151,6 +1156,18 @@ class ModifyOrderRequest(google.protobuf.message.Message):
     def trailing_percent(self) -> ibgateway.v1.common_pb2.Decimal:
         """The new trailing distance in percent (TRAILING_STOP by percent)."""
 
+    @property
+    def limit_offset(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The new limit offset (TRAILING_STOP_LIMIT orders)."""
+
+    @property
+    def peg_offset(self) -> ibgateway.v1.common_pb2.Decimal:
+        """The new peg offset (RELATIVE orders); "0" pegs at the bid / ask itself."""
+
+    @property
+    def good_till_time(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """The new expiry of a GTD order (in the future)."""
+
     def __init__(
         self,
         *,
@@ -1162,10 +1179,13 @@ class ModifyOrderRequest(google.protobuf.message.Message):
         trailing_percent: ibgateway.v1.common_pb2.Decimal | None = ...,
         time_in_force: Global___TimeInForce.ValueType = ...,
         outside_rth: builtins.bool | None = ...,
+        limit_offset: ibgateway.v1.common_pb2.Decimal | None = ...,
+        peg_offset: ibgateway.v1.common_pb2.Decimal | None = ...,
+        good_till_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["_outside_rth", b"_outside_rth", "limit_price", b"limit_price", "order", b"order", "outside_rth", b"outside_rth", "quantity", b"quantity", "stop_price", b"stop_price", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
+    _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["_outside_rth", b"_outside_rth", "good_till_time", b"good_till_time", "limit_offset", b"limit_offset", "limit_price", b"limit_price", "order", b"order", "outside_rth", b"outside_rth", "peg_offset", b"peg_offset", "quantity", b"quantity", "stop_price", b"stop_price", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["_outside_rth", b"_outside_rth", "limit_price", b"limit_price", "order", b"order", "outside_rth", b"outside_rth", "quantity", b"quantity", "stop_price", b"stop_price", "time_in_force", b"time_in_force", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["_outside_rth", b"_outside_rth", "good_till_time", b"good_till_time", "limit_offset", b"limit_offset", "limit_price", b"limit_price", "order", b"order", "outside_rth", b"outside_rth", "peg_offset", b"peg_offset", "quantity", b"quantity", "stop_price", b"stop_price", "time_in_force", b"time_in_force", "trailing_amount", b"trailing_amount", "trailing_percent", b"trailing_percent"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__outside_rth: typing_extensions.TypeAlias = typing.Literal["outside_rth"]
     _WhichOneofArgType__outside_rth: typing_extensions.TypeAlias = typing.Literal["_outside_rth", b"_outside_rth"]
