@@ -181,14 +181,18 @@ def test_an_exit_shows_its_bracket() -> None:
 
 
 @pytest.mark.parametrize(
-    "tif",
-    [orders_pb2.TIME_IN_FORCE_GTD, orders_pb2.TIME_IN_FORCE_OPG, orders_pb2.TIME_IN_FORCE_FOK],
+    ("tif", "field"),
+    [
+        (orders_pb2.TIME_IN_FORCE_GTD, "good_till_time"),  # GTD needs its expiry
+        (orders_pb2.TIME_IN_FORCE_OPG, "time_in_force"),
+        (orders_pb2.TIME_IN_FORCE_FOK, "time_in_force"),
+    ],
 )
-def test_modify_cannot_switch_to_a_new_order_tif(tif: int) -> None:
+def test_modify_cannot_switch_to_a_new_order_tif(tif: int, field: str) -> None:
     req = orders_pb2.ModifyOrderRequest(
         order=orders_pb2.OrderKey(client_order_id="m-1"),
         time_in_force=tif,  # type: ignore[arg-type]
     )
     with pytest.raises(GatewayError) as err:
         order_requests.validate_modify_order(req)
-    assert "time_in_force" in dict(err.value.field_violations)
+    assert field in dict(err.value.field_violations)
