@@ -26,6 +26,16 @@ async def main(host: str, port: int) -> dict[str, object]:
         bars = await ib.reqHistoricalDataAsync(aapl, "", "2 D", "15 mins", "TRADES", False)
         frame = util.df(bars)
         daily = await ib.reqHistoricalDataAsync(eur, "", "1 M", "1 day", "MIDPOINT", True)
+        live = await ib.reqHistoricalDataAsync(
+            aapl, "", "60 S", "5 secs", "MIDPOINT", False, keepUpToDate=True
+        )
+        updates: list[bool] = []
+        live.updateEvent += lambda _bars, new_bar: updates.append(new_bar)
+        for _ in range(60):
+            if updates:
+                break
+            await asyncio.sleep(0.05)
+        ib.cancelHistoricalData(live)
         started = time.monotonic()
         unsupported = ""
         try:
@@ -46,6 +56,8 @@ async def main(host: str, port: int) -> dict[str, object]:
             ),
             "daily_count": len(daily),
             "daily_type": type(daily[0].date).__name__ if daily else "",
+            "live_updates": len(updates),
+            "live_tz": str(live[-1].date.tzinfo) if live else "",
             "unsupported": unsupported,
             "unsupported_seconds": time.monotonic() - started,
         }

@@ -43,6 +43,8 @@ async def test_ib_async_historical_bars_are_time_zone_aware(simulator: TwsSimula
     )
     assert seen["frame_tz"] == "US/Eastern"
     assert 18 <= seen["daily_count"] <= 25 and seen["daily_type"] == "date"
+    # keepUpToDate: the forming bar is updated (historicalDataUpdate, message 90)
+    assert seen["live_updates"] >= 1 and seen["live_tz"] == "US/Eastern"
     # a request the simulator does not implement fails at once (ib_async: not a warning)
     assert seen["unsupported"].startswith("RequestError: 503")
     assert seen["unsupported_seconds"] < 5
