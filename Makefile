@@ -14,7 +14,7 @@ CLIENT_VENV  ?= .venv-client
 CLIENT_STAMP := $(CLIENT_VENV)/.installed
 CLIENT_FILES := $(CLIENT_DIR)/pyproject.toml $(shell find $(CLIENT_DIR)/ibgateway -name '*.py' -o -name '*.pyi' -o -name py.typed)
 
-.PHONY: install compat client run sim test fuzz lint proto buf bench clean
+.PHONY: install compat client node node-stubs run sim test fuzz lint proto buf bench clean
 
 PROTOS    := $(wildcard protos/ibgateway/v1/*.proto)
 STUBS_DIR := client_stubs/python
@@ -46,6 +46,28 @@ $(CLIENT_STAMP): $(CLIENT_FILES)
 	$(CLIENT_VENV)/bin/python -m pip install --quiet './$(CLIENT_DIR)[typing]' 'mypy>=1.11,<3'
 	touch $(CLIENT_STAMP)
 
+## the Node client (client_stubs/node): npm packages, then the TypeScript built into dist/
+## (the test suite runs its example against a real gateway; skipped where npm is missing)
+NODE_DIR   := client_stubs/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed
+NODE_BUILT := $(NODE_DIR)/dist/.built
+
+node: $(NODE_BUILT)
+
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@if command -v npm >/dev/null; then \
+	    npm ci --silent --no-audit --no-fund --prefix $(NODE_DIR) && touch $(NODE_STAMP); \
+	else echo "npm not found: the Node client is not built (its test is skipped)"; fi
+
+$(NODE_BUILT): $(NODE_STAMP) $(NODE_DIR)/tsconfig.json $(shell find $(NODE_DIR)/src $(NODE_DIR)/example -name '*.ts')
+	@if [ -f $(NODE_STAMP) ]; then \
+	    cd $(NODE_DIR) && node_modules/.bin/tsc -p . && touch dist/.built; fi
+
+## regenerate the committed Node stubs (ts-proto via buf; a test checks them for drift)
+node-stubs: $(NODE_STAMP) $(BUF)
+	rm -rf $(NODE_DIR)/src/gen
+	$(BUF) generate --template $(NODE_DIR)/buf.gen.yaml
+
 ## run the gateway on 127.0.0.1:50051 with the embedded TWS simulator behind it
 run: install
 	$(VENV)/bin/ibgw serve
@@ -55,7 +77,7 @@ sim: install
 	$(PY) -m tws_simulator --host 127.0.0.1 --port 7497
 
 ## the whole test suite (unit + end-to-end against the simulator)
-test: install compat client
+test: install compat client node $(BUF)
 	$(PY) -m pytest
 
 ## a long random run of the hypothesis fuzz test (make test runs a short deterministic one)
@@ -63,7 +85,8 @@ FUZZ_EXAMPLES ?= 5000
 fuzz: install
 	IBGW_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:randomly tests/e2e/hardening/test_fuzz.py
 
-## regenerate the committed Python stubs (messages, gRPC stubs, .pyi type stubs)
+## regenerate the committed stubs: Python (messages, gRPC stubs, .pyi type stubs, the
+## descriptor set with comments) and Node (make node-stubs)
 proto: install
 	rm -f $(STUBS_DIR)/ibgateway/v1/*_pb2*.py $(STUBS_DIR)/ibgateway/v1/*_pb2*.pyi
 	$(PY) -m grpc_tools.protoc -I protos \
@@ -74,6 +97,8 @@ proto: install
 	# the same files with their comments (source info): what server reflection serves
 	$(PY) -m grpc_tools.protoc -I protos --include_source_info \
 	    --descriptor_set_out=$(STUBS_DIR)/ibgateway/v1/ibgateway.binpb $(sort $(PROTOS))
+	# and the Node stubs (ts-proto)
+	$(MAKE) node-stubs
 
 ## buf (from the npm registry) for `buf lint` on the protos
 $(BUF):
