@@ -104,7 +104,10 @@ class Account:
         inst = pos.instrument
         price = mark_price(inst, self.market.quote(inst.con_id))
         qty = float(pos.quantity)
-        value = qty * price
+        # A derivative's price is per unit of its underlying; one contract is worth the
+        # multiplier times it, and IB's average cost is per contract.
+        multiplier = inst.price_multiplier
+        value = qty * price * multiplier
         return PortfolioItem(
             instrument=inst,
             quantity=pos.quantity,
@@ -113,7 +116,7 @@ class Account:
             average_cost=pos.average_cost,
             unrealized_pnl=round(value - qty * pos.average_cost, 2),
             realized_pnl=round(pos.realized_pnl, 2),
-            daily_pnl=round(qty * (price - pos.day_reference) + pos.realized_pnl, 2),
+            daily_pnl=round(qty * (price - pos.day_reference) * multiplier + pos.realized_pnl, 2),
         )
 
     def position(self, con_id: int) -> Position | None:
@@ -225,11 +228,16 @@ class Account:
             raise ValueError("a fill quantity must be positive")
         signed = quantity if side == "BOT" else -quantity
         qty = float(quantity)
+        # Cash and costs per contract (price times multiplier); the day's reference stays
+        # a price. Futures are booked like options here (paid in full), a simplification
+        # of IB's daily settlement that keeps net liquidation right.
+        reference = price
+        price = price * instrument.price_multiplier
         self.cash -= float(signed) * price + commission
 
         pos = self.positions.get(instrument.con_id)
         if pos is None:
-            pos = Position(instrument, Decimal(0), 0.0, 0.0, price)
+            pos = Position(instrument, Decimal(0), 0.0, 0.0, reference)
             self.positions[instrument.con_id] = pos
         old = pos.quantity
         new = old + signed
@@ -239,7 +247,7 @@ class Account:
             total_cost = float(abs(old)) * pos.average_cost + qty * price + commission
             pos.average_cost = total_cost / float(abs(new))
             if old == 0:
-                pos.day_reference = price
+                pos.day_reference = reference
         else:
             closed = min(quantity, abs(old))
             direction = 1.0 if old > 0 else -1.0
@@ -253,7 +261,7 @@ class Account:
                 # Flipped through zero: the remainder opens a new position at this fill.
                 opened = float(abs(new))
                 pos.average_cost = (opened * price + commission - closing_commission) / opened
-                pos.day_reference = price
+                pos.day_reference = reference
         pos.quantity = new
         self._notify(instrument.con_id)
         if new == 0:

@@ -42,9 +42,9 @@ def _contract_fields(inst: Instrument, exchange: str) -> list[object]:
         inst.con_id,
         inst.symbol,
         inst.sec_type,
-        "",  # lastTradeDateOrContractMonth
-        0.0,  # strike (written "0.0" here, unlike in contractDetails)
-        "",  # right
+        inst.last_trade_date,
+        inst.strike,  # a float here: "0.0" for a stock, unlike contractDetails' plain 0
+        inst.right,
         inst.multiplier,
         exchange,
         inst.currency,

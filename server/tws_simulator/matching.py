@@ -97,6 +97,15 @@ TRIGGER_MIDPOINT = 8
 
 # Commission plan (IB fixed pricing).
 STOCK_PER_SHARE = 0.005
+# US options: per contract by premium, at least 1.00 per order; US futures and futures
+# options: 0.85 per contract plus the exchange and regulatory fees (CME E-mini 1.28 and
+# NFA 0.02), which the fixed plan passes on for futures.
+OPTION_PER_CONTRACT = 0.65
+OPTION_PER_CONTRACT_UNDER_10C = 0.50
+OPTION_PER_CONTRACT_UNDER_5C = 0.25
+OPTION_MIN_PER_ORDER = 1.00
+FUTURES_PER_CONTRACT = 0.85
+FUTURES_FEES_PER_CONTRACT = 1.30
 STOCK_MIN_PER_ORDER = 1.00
 STOCK_MAX_RATE = 0.01
 FX_RATE = 0.00002  # 0.2 basis points
@@ -275,11 +284,23 @@ def margin_check(
 
 
 def order_commission(sec_type: str, quantity: Decimal, value: float) -> float:
-    """The commission of an order that executed ``quantity`` for ``value`` (fixed plan)."""
+    """The commission of an order that executed ``quantity`` for ``value`` (fixed plan;
+    ``value`` is quantity times price, before any contract multiplier)."""
     if quantity <= 0:
         return 0.0
     if sec_type == "CASH":
         return round(max(FX_MIN_PER_ORDER, abs(value) * FX_RATE), 2)
+    if sec_type == "OPT":
+        # per contract by premium (the average price of the order), at least per order
+        premium = abs(value) / float(quantity)
+        rate = OPTION_PER_CONTRACT
+        if premium < 0.05:
+            rate = OPTION_PER_CONTRACT_UNDER_5C
+        elif premium < 0.10:
+            rate = OPTION_PER_CONTRACT_UNDER_10C
+        return round(max(OPTION_MIN_PER_ORDER, float(quantity) * rate), 2)
+    if sec_type in ("FUT", "FOP"):
+        return round(float(quantity) * (FUTURES_PER_CONTRACT + FUTURES_FEES_PER_CONTRACT), 2)
     fee = max(STOCK_MIN_PER_ORDER, float(quantity) * STOCK_PER_SHARE)
     return round(min(fee, max(STOCK_MIN_PER_ORDER, abs(value) * STOCK_MAX_RATE)), 2)
 

@@ -405,7 +405,7 @@ class OrderDesk:
         return margin_check(
             action=req.action,
             quantity=quantity,
-            price=_reference_price(req, quote),
+            price=_reference_price(req, quote) * instrument.price_multiplier,
             position=position.quantity if position else Decimal(0),
             equity=account.net_liquidation(),
             buying_power=max(0.0, account.buying_power() - self.reserved_buying_power()),
@@ -430,7 +430,11 @@ class OrderDesk:
             )
             if remaining > 0:
                 quote = self.sim.market.quote(order.instrument.con_id)
-                reserved += float(remaining) * _reference_price(req, quote)
+                reserved += (
+                    float(remaining)
+                    * _reference_price(req, quote)
+                    * order.instrument.price_multiplier
+                )
         return reserved
 
     def _accept(
@@ -723,7 +727,9 @@ class OrderDesk:
         position = account.position(instrument.con_id)
         held = position.quantity if position else Decimal(0)
         signed = req.total_quantity if req.action == "BUY" else -req.total_quantity
-        exposure_change = float(abs(held + signed) - abs(held)) * price
+        exposure_change = (
+            float(abs(held + signed) - abs(held)) * price * instrument.price_multiplier
+        )
         equity = account.net_liquidation()
         init_before = INITIAL_MARGIN_RATE * account.gross_position_value()
         init_change = INITIAL_MARGIN_RATE * exposure_change
@@ -1007,6 +1013,9 @@ def _contract_fields(instrument: Instrument, exchange: str) -> ContractFields:
         local_symbol=instrument.local_symbol,
         trading_class=instrument.trading_class,
         multiplier=instrument.multiplier,
+        last_trade_date=instrument.last_trade_date,
+        strike=instrument.strike,
+        right=instrument.right,
     )
 
 
