@@ -256,6 +256,10 @@ class BarHub:
 
     async def _keep_up(self, line: BarLine) -> None:
         try:
+            if line.spec.calendar and line.tz.key == "UTC":
+                # daily and longer bars are dated at the exchange: its time zone
+                details = await self.session.qualify_details(line.contract)
+                line.tz = zone(details.timeZoneId)
             bars = await self.session.request(
                 lambda: self.ib.reqHistoricalDataAsync(
                     line.contract,

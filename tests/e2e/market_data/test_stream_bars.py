@@ -194,3 +194,19 @@ async def test_forex_trades_fail_per_subscription(channel: grpc.aio.Channel) -> 
         await reader.wait(completed(1), within=12)  # the other contract is not affected
     finally:
         reader.close()
+
+
+async def test_daily_live_bars_are_dated_at_the_exchange(channel: grpc.aio.Channel) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    reader = BarReader(channel, bars_request("AAPL", size=market_data_pb2.BAR_SIZE_1_DAY))
+    try:
+        done = await reader.wait(completed())  # the last session, as context
+        forming = await reader.wait(lambda m: m.HasField("bar") and not m.bar.bar.completed)
+        for bar in (done.bar.bar, forming.bar.bar):
+            day = datetime.strptime(bar.trade_date, "%Y%m%d").replace(tzinfo=ZoneInfo("US/Eastern"))
+            assert bar.time.ToSeconds() == int(day.timestamp())
+        assert done.bar.bar.trade_date < forming.bar.bar.trade_date
+    finally:
+        reader.close()
