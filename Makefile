@@ -14,7 +14,7 @@ CLIENT_VENV  ?= .venv-client
 CLIENT_STAMP := $(CLIENT_VENV)/.installed
 CLIENT_FILES := $(CLIENT_DIR)/pyproject.toml $(shell find $(CLIENT_DIR)/ibgateway -name '*.py' -o -name '*.pyi' -o -name py.typed)
 
-.PHONY: install compat client node node-stubs run sim test fuzz lint proto buf bench clean
+.PHONY: install compat client node node-stubs run sim test fuzz lint proto buf bench bench-scale clean
 
 PROTOS    := $(wildcard protos/ibgateway/v1/*.proto)
 STUBS_DIR := client_stubs/python
@@ -117,6 +117,11 @@ lint: install $(BUF)
 ## quote fan-out benchmark vs a bare grpc.aio server (a few minutes); BENCH_ARGS=--quick is seconds
 bench: install
 	$(PY) -m bench.quotes_fanout $(BENCH_ARGS)
+
+## scale-out benchmark: an edge of a cluster vs the all-in-one gateway, owner cost,
+## failover (a few minutes; not in CI); BENCH_ARGS=--quick is under a minute
+bench-scale: install
+	$(PY) -m bench.scale $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) $(CLIENT_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -168,9 +168,15 @@ class RpcBridge:
     """
 
     def __init__(
-        self, nc: NatsClient, subjects: Subjects, target: str, revision: Callable[[], int]
+        self,
+        nc: NatsClient,
+        subjects: Subjects,
+        target: str,
+        revision: Callable[[], int],
+        on_answer: Callable[[], None] = lambda: None,
     ) -> None:
         self.nc = nc
+        self._on_answer = on_answer
         self.subjects = subjects
         self.target = target
         self._revision = revision
@@ -214,6 +220,7 @@ class RpcBridge:
         except grpc.aio.AioRpcError as exc:
             data = _status_bytes(exc)
             reply_headers[STATUS_HEADER] = str(exc.code().value[0])
+        self._on_answer()
         if msg.reply:
             with contextlib.suppress(nats.errors.Error):
                 await self.nc.publish(msg.reply, data, headers=reply_headers)

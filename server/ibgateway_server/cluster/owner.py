@@ -77,8 +77,11 @@ class OwnerMetrics:
 class QuotePublisher:
     """Publishes every update of the lines edges want, in IB order, once each."""
 
-    def __init__(self, hub: QuoteHub, nc: NatsClient, subjects: Subjects) -> None:
+    def __init__(
+        self, hub: QuoteHub, nc: NatsClient, subjects: Subjects, counter: Counter | None = None
+    ) -> None:
         self.hub = hub
+        self._counter = counter
         self.nc = nc
         self.subjects = subjects
         self.published = 0
@@ -137,6 +140,8 @@ class QuotePublisher:
                 except (nats.errors.Error, OSError):
                     continue  # NATS down: edges see the owner silent and pause
             self.published += len(batch)
+            if self._counter is not None:
+                self._counter.inc(len(batch))
 
 
 @dataclass
@@ -412,7 +417,7 @@ class OwnerNode:
         self.holding = True
         self.metrics.holder.set(1)
         log.info("owner %s holds the lease (revision %d)", self.owner_id, lease.token)
-        self.publisher = QuotePublisher(self.hub, nc, self.subjects)
+        self.publisher = QuotePublisher(self.hub, nc, self.subjects, self.metrics.published)
         self.leases = LineLeases(
             self.hub,
             self.publisher,
@@ -421,7 +426,13 @@ class OwnerNode:
             self.settings.line_lease_seconds,
             self.revision,
         )
-        self._bridge = RpcBridge(nc, self.subjects, self._internal_target(), self.revision)
+        self._bridge = RpcBridge(
+            nc,
+            self.subjects,
+            self._internal_target(),
+            self.revision,
+            on_answer=self.metrics.forwarded.inc,
+        )
         self._beacon = Beacon(self.session, nc, self.subjects, self.owner_id, self.revision)
         gave_up = False
         try:
