@@ -54,6 +54,7 @@ from ibgateway_server.api.orders import OrderServicer
 from ibgateway_server.api.portfolio import PortfolioServicer
 from ibgateway_server.api.reflection import add_reflection
 from ibgateway_server.cluster.edge import EdgeNode, PassThroughEncoder
+from ibgateway_server.cluster.order_events import EdgeOrderBook
 from ibgateway_server.cluster.owner import OwnerNode, StandbyGuard
 from ibgateway_server.config import ConfigError, Settings
 from ibgateway_server.errors import GatewayError
@@ -454,10 +455,12 @@ class OwnerGateway(Gateway):
 
     async def _start_session(self) -> None:
         assert self.session is not None and self.hub is not None
+        assert self.order_book is not None
         self.node = OwnerNode(
             self.settings,
             self.session,
             self.hub,
+            self.order_book,
             internal_target=lambda: f"127.0.0.1:{self.internal_port}",
             registry=self.metrics.registry,
         )
@@ -511,6 +514,9 @@ class EdgeGateway(Gateway):
         )
         self._closers.append(connection.close)
         market_data = MarketDataServicer(session, self.hub)
+        # order events from the edge's JetStream mirror; the other order calls go to the owner
+        orders = OrderServicer(session, cast(OrderBook, EdgeOrderBook(self.node.mirror)), s)
+        self._closers.append(self.node.mirror.close)
         # the streams are served here; every unary call goes to the owner
         local: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             "StreamQuotes": market_data_handlers(market_data)["StreamQuotes"],
@@ -520,31 +526,16 @@ class EdgeGateway(Gateway):
                 response_serializer=connection_pb2.WatchConnectionStatusResponse.SerializeToString,
             ),
             "StreamOrderEvents": grpc.unary_stream_rpc_method_handler(
-                _order_events_not_here,
+                orders.StreamOrderEvents,
                 request_deserializer=orders_pb2.StreamOrderEventsRequest.FromString,
                 response_serializer=orders_pb2.StreamOrderEventsResponse.SerializeToString,
-            ),
-            "StreamBars": grpc.unary_stream_rpc_method_handler(
-                _bars_not_here,
-                request_deserializer=market_data_pb2.StreamBarsRequest.FromString,
-                response_serializer=market_data_pb2.StreamBarsResponse.SerializeToString,
-            ),
-            "StreamDepth": grpc.unary_stream_rpc_method_handler(
-                _depth_not_here,
-                request_deserializer=market_data_pb2.StreamDepthRequest.FromString,
-                response_serializer=market_data_pb2.StreamDepthResponse.SerializeToString,
-            ),
-            "WatchPortfolio": grpc.unary_stream_rpc_method_handler(
-                _portfolio_not_here,
-                request_deserializer=portfolio_pb2.WatchPortfolioRequest.FromString,
-                response_serializer=portfolio_pb2.WatchPortfolioResponse.SerializeToString,
             ),
         }
         names = []
         for module in (connection_pb2, account_pb2, portfolio_pb2, market_data_pb2, orders_pb2):
             for service in module.DESCRIPTOR.services_by_name.values():
                 handlers = {
-                    m.name: local[m.name]
+                    m.name: (local.get(m.name) or _not_on_edge(m.name))
                     if m.server_streaming
                     else self.node_forwarder(f"/{service.full_name}/{m.name}")
                     for m in service.methods
@@ -563,36 +554,17 @@ class EdgeGateway(Gateway):
         return grpc.unary_unary_rpc_method_handler(forward)
 
 
-async def _order_events_not_here(request: Any, context: Any) -> None:
-    raise GatewayError(
-        grpc.StatusCode.UNIMPLEMENTED,
-        "NOT_ON_EDGE",
-        "StreamOrderEvents is not served by edges yet; connect to the owner",
-    )
+def _not_on_edge(method: str) -> grpc.RpcMethodHandler[Any, Any]:
+    """A stream an edge does not serve (yet): UNIMPLEMENTED, reason NOT_ON_EDGE."""
 
+    async def refuse(request: bytes, context: Any) -> None:
+        raise GatewayError(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "NOT_ON_EDGE",
+            f"{method} is not served by edges yet; connect to the owner",
+        )
 
-async def _bars_not_here(request: Any, context: Any) -> None:
-    raise GatewayError(
-        grpc.StatusCode.UNIMPLEMENTED,
-        "NOT_ON_EDGE",
-        "StreamBars is not served by edges yet; connect to the owner",
-    )
-
-
-async def _depth_not_here(request: Any, context: Any) -> None:
-    raise GatewayError(
-        grpc.StatusCode.UNIMPLEMENTED,
-        "NOT_ON_EDGE",
-        "StreamDepth is not served by edges yet; connect to the owner",
-    )
-
-
-async def _portfolio_not_here(request: Any, context: Any) -> None:
-    raise GatewayError(
-        grpc.StatusCode.UNIMPLEMENTED,
-        "NOT_ON_EDGE",
-        "WatchPortfolio is not served by edges yet; connect to the owner",
-    )
+    return grpc.unary_stream_rpc_method_handler(refuse)
 
 
 def make_gateway(settings: Settings) -> Gateway:

@@ -41,6 +41,7 @@ from ibgateway_server import errors
 from ibgateway_server.cluster import wire
 from ibgateway_server.cluster.forwarding import Forwarder, no_owner
 from ibgateway_server.cluster.nats_link import connect
+from ibgateway_server.cluster.order_events import EventMirror
 from ibgateway_server.cluster.owner import new_node_id
 from ibgateway_server.cluster.subjects import LineKey, Subjects, line_token, parse_line_token
 from ibgateway_server.config import Settings
@@ -334,6 +335,28 @@ class RemoteSession:
         data = await self.node.forwarder.call(self.node.subjects.resolve, spec, within=self.timeout)
         return convert.contract_from_proto(common_pb2.Contract.FromString(data))
 
+    def resolve_account(self, account: str, *, field: str = "account") -> str:
+        """As IbSession's, over the accounts the owner announced."""
+        managed = tuple(self.accounts)
+        if account and managed and account not in managed:
+            raise GatewayError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "UNKNOWN_ACCOUNT",
+                f"account {account!r} is not managed by this login (managed: {', '.join(managed)})",
+                metadata={"account": account, "managed_accounts": ",".join(managed)},
+                field_violations=[(field, f"unknown account {account!r}")],
+            )
+        if account:
+            return account
+        if self.settings.ibkr_account:
+            return self.settings.ibkr_account
+        if managed:
+            return managed[0]
+        self.require_connected()
+        raise GatewayError(
+            grpc.StatusCode.FAILED_PRECONDITION, "NO_ACCOUNT", "TWS reported no managed account"
+        )
+
     async def qualify_details(self, contract: Contract, **_: Any) -> ContractDetails:
         raise GatewayError(grpc.StatusCode.INTERNAL, "INTERNAL", "forwarded to the owner")
 
@@ -376,6 +399,9 @@ class EdgeNode:
         self.metrics = EdgeMetrics(registry)
         self.feed = QuoteFeed(self)
         self.session = RemoteSession(settings, self)
+        self.mirror = EventMirror(lambda: self.nc, self.subjects)
+        self.mirror.on_ready = lambda: self.on_ready_change()
+        self.session.add_state_listener(self.mirror.session_changed)
         self.nc: NatsClient | None = None
         self.forwarder: Forwarder = None  # type: ignore[assignment]  # set in start()
         self.owner_id = ""
@@ -411,8 +437,9 @@ class EdgeNode:
 
     @property
     def ready(self) -> bool:
-        """NATS up and an owner live (whatever the owner's IB session does)."""
-        return self.owner_live
+        """NATS up, an owner live (whatever its IB session does) and the order events
+        caught up with JetStream."""
+        return self.owner_live and self.mirror.ready
 
     async def start(self) -> None:
         self.nc = await connect(self.settings.nats_url, name=self.edge_id, on_change=self._on_nats)
@@ -422,6 +449,7 @@ class EdgeNode:
             await self.nc.subscribe(self.subjects.beacon, cb=self._on_beacon),
             await self.nc.subscribe(self.subjects.line_status, cb=self._on_line_status),
         ]
+        self.mirror.start()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._watch_owner(), name="edge-owner-watch"),
@@ -435,6 +463,7 @@ class EdgeNode:
         )
 
     async def stop(self) -> None:
+        await self.mirror.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -463,6 +492,7 @@ class EdgeNode:
         new_owner = beacon["owner"] != self.owner_id or revision != self.revision
         self.revision = revision
         self._last_beacon = time.monotonic()
+        self.mirror.adopt_epoch(str(beacon.get("order_epoch", "")))
         session = self.session
         if new_owner or not was_live:
             self.owner_id = beacon["owner"]

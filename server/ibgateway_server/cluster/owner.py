@@ -41,12 +41,14 @@ from ibgateway_server.cluster import wire
 from ibgateway_server.cluster.forwarding import DEADLINE_HEADER, RpcBridge, reply_error, reply_ok
 from ibgateway_server.cluster.lease import OwnerLease, lease_bucket
 from ibgateway_server.cluster.nats_link import connect
+from ibgateway_server.cluster.order_events import EventPublisher, ensure_stream
 from ibgateway_server.cluster.subjects import Subjects, line_token, parse_line_token
 from ibgateway_server.config import Settings
 from ibgateway_server.errors import GatewayError, from_exception
 from ibgateway_server.ib import convert
 from ibgateway_server.ib.session import IbSession, StateChange
 from ibgateway_server.market_data.hub import Line, QuoteHub
+from ibgateway_server.orders.book import OrderBook
 
 log = logging.getLogger(__name__)
 
@@ -313,8 +315,10 @@ class Beacon:
         subjects: Subjects,
         owner_id: str,
         revision: Callable[[], int],
+        order_epoch: Callable[[], str] = lambda: "",
     ) -> None:
         self.session = session
+        self._order_epoch = order_epoch
         self.nc = nc
         self.subjects = subjects
         self.owner_id = owner_id
@@ -350,6 +354,7 @@ class Beacon:
                 "number": self._number,
                 "status": wire.status_to_json(self.session.status()),
                 "change": wire.change_to_json(change) if change is not None else None,
+                "order_epoch": self._order_epoch(),
                 "time": time.time(),
             }
             with contextlib.suppress(nats.errors.Error, OSError):
@@ -365,6 +370,7 @@ class OwnerNode:
         settings: Settings,
         session: IbSession,
         hub: QuoteHub,
+        order_book: OrderBook,
         *,
         internal_target: Callable[[], str],
         registry: CollectorRegistry,
@@ -373,6 +379,7 @@ class OwnerNode:
         self.settings = settings
         self.session = session
         self.hub = hub
+        self.order_book = order_book
         self.subjects = Subjects(settings.cluster)
         self.owner_id = new_node_id("owner")
         self.metrics = OwnerMetrics(registry)
@@ -384,6 +391,7 @@ class OwnerNode:
         self.leases: LineLeases | None = None
         self._bridge: RpcBridge | None = None
         self._beacon: Beacon | None = None
+        self._events: EventPublisher | None = None
         self._task: asyncio.Task[None] | None = None
         self.holding = False
 
@@ -398,6 +406,7 @@ class OwnerNode:
             self.nc.jetstream(), self.subjects.lease_bucket, s.owner_lease_seconds
         )
         self.lease = OwnerLease(kv, self.owner_id, s.owner_lease_seconds)
+        await ensure_stream(self.nc, self.subjects)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="owner-node")
         log.info("owner %s waiting for the lease", self.owner_id)
 
@@ -433,10 +442,20 @@ class OwnerNode:
             self.revision,
             on_answer=self.metrics.forwarded.inc,
         )
-        self._beacon = Beacon(self.session, nc, self.subjects, self.owner_id, self.revision)
+        events = self.order_book.events
+        self._beacon = Beacon(
+            self.session,
+            nc,
+            self.subjects,
+            self.owner_id,
+            self.revision,
+            order_epoch=lambda: events.epoch,
+        )
+        self._events = EventPublisher(events, nc, self.subjects)
         gave_up = False
         try:
             self._beacon.start()
+            self._events.start()
             await self.session.start()
             if self._on_holder is not None:
                 await self._on_holder()
@@ -476,11 +495,11 @@ class OwnerNode:
         return False
 
     async def _stop_serving(self) -> None:
-        for part in (self._bridge, self.leases, self.publisher, self._beacon):
+        for part in (self._bridge, self.leases, self.publisher, self._beacon, self._events):
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.stop()
-        self._bridge = self.leases = self.publisher = self._beacon = None
+        self._bridge = self.leases = self.publisher = self._beacon = self._events = None
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -242,6 +242,21 @@ class OrderEventLog:
         self._published = self._last
         self._wake_all()
 
+    def replicate(
+        self, sequence: int, account: str, message: orders_pb2.StreamOrderEventsResponse
+    ) -> None:
+        """Add an event that already has its sequence: a copy of another log's (an edge
+        of a cluster mirrors the owner's). A sequence already held is ignored; one past a
+        hole starts the held events afresh (a stream that needed the hole is told, as a
+        stream that fell behind the retention is)."""
+        if sequence <= self._last:
+            return
+        if sequence != self._last + 1:
+            self._events.clear()
+        self._last = self._published = sequence  # (a replica's copy is as durable)
+        self._events.append(LoggedEvent(sequence, account, message))
+        self._wake_all()
+
     @property
     def connection(self) -> common_pb2.ConnectionStateChange:
         """The IB session's state as the streams know it."""
