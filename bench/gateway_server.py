@@ -72,6 +72,39 @@ class IbLeg:
                     self.samples.append((ticker.time.timestamp() - self._step_time) * 1000)
 
 
+class LoopWatch:
+    """How late the event loop runs a 5 ms timer (its stalls), and how long each garbage
+    collection takes, since the last ``lag`` command."""
+
+    def __init__(self) -> None:
+        self.late_ms: list[float] = []
+        self.gc_ms: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._gc_start = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self.gc_ms[info["generation"]].append((time.perf_counter() - self._gc_start) * 1000)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + 0.005
+            await asyncio.sleep(0.005)
+            self.late_ms.append((loop.time() - due) * 1000)
+
+    def report(self) -> dict[str, Any]:
+        late = latency_summary(self.late_ms)
+        out = {"loop_late": late}
+        for gen, pauses in self.gc_ms.items():
+            out[f"gc{gen}"] = {"count": len(pauses), "max_ms": max(pauses, default=0.0)}
+        self.late_ms = []
+        self.gc_ms = {0: [], 1: [], 2: []}
+        return out
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--instruments", type=int, default=100)
@@ -135,6 +168,8 @@ async def main() -> None:
     if not args.no_gc_freeze:
         freeze_startup_objects()  # as `ibgw serve` does
     done = asyncio.Event()
+    watch = LoopWatch()
+    watch_task = loop.create_task(watch.run())
 
     def handle(command: str) -> None:
         if command == "stats":
@@ -170,6 +205,8 @@ async def main() -> None:
         elif command == "ib_leg_reset":
             ib_leg.samples.clear()
             emit({"ok": True})
+        elif command == "lag":
+            emit(watch.report())
         elif command == "ib_leg":
             emit(latency_summary(ib_leg.samples))
         elif command == "quit":
@@ -178,6 +215,7 @@ async def main() -> None:
     serve_commands(loop, handle, on_eof=done.set)
     emit({"address": gateway.address, "pid": os.getpid()})
     await done.wait()
+    watch_task.cancel()
     with contextlib.suppress(Exception):
         await gateway.stop(0.5)
     await sim.stop()

@@ -423,17 +423,30 @@ def run_latency(
         server.ask(f"market {rate:g} 0")
         time.sleep(args.warmup)
         drain.ask("latency_reset")
+        server.ask("lag")
         point = measure(server, drain, args.latency_seconds, rate)
         summary = drain.ask("latency")
+        lag = server.ask("lag")
         summary["gc_full"] = point.gc_full
         summary["quotes_per_s"] = point.quotes_per_s
+        summary["loop_late_p99_ms"] = lag["loop_late"]["p99_ms"]
+        summary["gc_max_ms"] = max(lag[f"gc{g}"]["max_ms"] for g in range(3))
         res.latency[mode] = summary
         log(
             f"  gateway  {n:5d} streams, source {rate:,.0f}/s (half capacity), GC {mode}: "
             f"p50 {summary['p50_ms']:.2f} ms, p99 {summary['p99_ms']:.2f} ms, "
             f"p99.9 {summary['p99_9_ms']:.2f} ms, max {summary['max_ms']:.2f} ms "
-            f"({summary['count']:,} sampled quotes, {point.gc_full} full collections; "
-            f"{point.quotes_per_s:,.0f} quotes/s)"
+            f"({summary['count']:,} sampled quotes; {point.quotes_per_s:,.0f} quotes/s, "
+            f"{point.messages_per_s:,.0f} msgs/s, server CPU {point.server_cpu_pct:.0f}%)"
+        )
+        log(
+            "           the loop ran a 5 ms timer late by p50 "
+            f"{lag['loop_late']['p50_ms']:.1f} / p99 {lag['loop_late']['p99_ms']:.1f} / "
+            f"max {lag['loop_late']['max_ms']:.1f} ms; garbage collections (count, longest): "
+            + ", ".join(
+                f"gen{g} {lag[f'gc{g}']['count']} ({lag[f'gc{g}']['max_ms']:.1f} ms)"
+                for g in range(3)
+            )
         )
     server.ask("gc tuned")
 
