@@ -2,9 +2,10 @@
 
     python -m bench.drain --address 127.0.0.1:50051 --streams 100 --symbols AAPL,MSFT
 
-It speaks just enough HTTP/2 (RFC 9113) for gRPC over cleartext: the preface, SETTINGS with
-the largest flow-control window, one HEADERS (HPACK literals, no Huffman, no table) and one
-DATA frame per call, WINDOW_UPDATEs as data is consumed, PING and SETTINGS acks. It walks
+It speaks just enough HTTP/2 (RFC 9113) for gRPC over cleartext: the preface, SETTINGS
+with 2 MiB stream windows (64 MiB for the connection), one HEADERS (HPACK literals, no
+Huffman, no table) and one DATA frame per call, WINDOW_UPDATEs as data is consumed, PING
+and SETTINGS acks. It walks
 the 5-byte gRPC length prefixes in the DATA frames and does not parse the messages, so it
 costs far less per message than the server that produces them (a grpc client parses every
 message and would be the bottleneck). One message in ``--sample-every`` is parsed, to
@@ -32,9 +33,14 @@ DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
 WINDOW_UPDATE = 0x8
 END_STREAM, ACK, END_HEADERS, PADDED = 0x1, 0x1, 0x4, 0x8
 SETTINGS_INITIAL_WINDOW_SIZE = 0x4
-MAX_WINDOW = 2**31 - 1
-# Give credit back once this much has been consumed (connection and each stream).
-CREDIT_STEP = 1 << 24
+# Flow-control windows: large enough never to slow a reader that keeps up, small enough
+# that a server writing faster than we read is held back by HTTP/2 (not by its memory:
+# grpc-core cancels calls when its buffers grow without bound). Credit is given back as
+# soon as half a window has been consumed.
+STREAM_WINDOW = 1 << 21
+CONNECTION_WINDOW = 1 << 26
+STREAM_CREDIT = STREAM_WINDOW // 2
+CONNECTION_CREDIT = CONNECTION_WINDOW // 2
 
 
 def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
@@ -122,11 +128,11 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        settings = struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, MAX_WINDOW)
+        settings = struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW)
         out = [
             PREFACE,
             frame(SETTINGS, 0, 0, settings),
-            frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - 65_535)),
+            frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", CONNECTION_WINDOW - 65_535)),
         ]
         headers = request_headers(self.authority, "/ibgateway.v1.MarketDataService/StreamQuotes")
         body = b"\x00" + struct.pack(">I", len(self.request)) + self.request
@@ -170,7 +176,7 @@ class Connection(asyncio.Protocol):
                         end -= buffer[start]
                         start += 1
                     self._data(stream, view, start, end)
-                    if stream.credit >= CREDIT_STEP:
+                    if stream.credit >= STREAM_CREDIT:
                         out.append(
                             frame(WINDOW_UPDATE, 0, stream_id, struct.pack(">I", stream.credit))
                         )
@@ -194,7 +200,7 @@ class Connection(asyncio.Protocol):
         finally:
             view.release()
         del buffer[:pos]
-        if self.credit >= CREDIT_STEP:
+        if self.credit >= CONNECTION_CREDIT:
             out.append(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self.credit)))
             self.credit = 0
         if out and self.transport is not None:
