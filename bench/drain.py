@@ -11,7 +11,8 @@ costs far less per message than the server that produces them (a grpc client par
 message and would be the bottleneck). One message in ``--sample-every`` is parsed, to
 measure latency (each quote's receive_time → now) and quotes per message.
 
-Prints ``{"ready": ...}`` once every stream has received a message, then answers commands
+Prints ``{"ready": ...}`` once every stream has received more than its opening statuses
+(one per contract: the first quote message follows them), then answers commands
 on stdin with one JSON line each: ``mark`` (messages, bytes, CPU so far), ``latency_reset``
 / ``latency``, ``stop``.
 """
@@ -88,7 +89,8 @@ class Totals:
     def __init__(self, sample_every: int) -> None:
         self.messages = 0
         self.bytes = 0
-        self.started = 0  # streams that have received a message
+        self.opening = 0  # messages a stream opens with (one status per contract)
+        self.started = 0  # streams that have received more than their opening messages
         self.ended = 0  # streams the server ended (trailers or RST_STREAM)
         self.trailer = b""  # the first such trailer block (HPACK, for a diagnosis)
         self.goaway = 0
@@ -232,9 +234,9 @@ class Connection(asyncio.Protocol):
             else:
                 length = int.from_bytes(view[start + 1 : start + 5])
             start += need
-            if stream.messages == 0:
-                totals.started += 1
             stream.messages += 1
+            if stream.messages == totals.opening + 1:
+                totals.started += 1  # its opening statuses are through: quotes flow
             totals.messages += 1
             stream.remaining = length
             if totals.messages % totals.sample_every == 0:
@@ -264,6 +266,7 @@ async def main() -> None:
         request.send_window.FromNanoseconds(int(args.send_window_ms * 1e6))
     payload = request.SerializeToString()
     totals = Totals(args.sample_every)
+    totals.opening = len(request.contracts)
     stop = asyncio.Event()
 
     def handle(command: str) -> None:
@@ -293,26 +296,28 @@ async def main() -> None:
 
     serve_commands(loop, handle, on_eof=stop.set)
     host, port = args.address.rsplit(":", 1)
+    # One connection (of up to 100 calls) at a time, each opened once the previous ones
+    # are streaming: a busy grpc.aio server takes new calls slowly, and grpc-core cancels a
+    # call that waits more than 30 s to be taken (server_max_unrequested_time_in_server).
     connections: list[Connection] = []
     left = args.streams
-    while left > 0:
+    start = loop.time()
+    error = ""
+    while left > 0 and not error:
         count = min(left, args.streams_per_connection)
         left -= count
         conn = Connection(args.address, payload, count, totals)
         await loop.create_connection(lambda conn=conn: conn, host, int(port))  # type: ignore[misc]
         connections.append(conn)
-    start = loop.time()
-    error = ""
-    while totals.started < args.streams and not stop.is_set():
-        if loop.time() - start > args.ready_timeout:
-            error = f"only {totals.started}/{args.streams} streams started"
-            break
-        if totals.ended > args.streams // 10:
-            error = f"{totals.ended} streams ended by the server"
-            break
-        if totals.started + totals.ended >= args.streams:
-            break  # a few refused: reported, the rest measured
-        await asyncio.sleep(0.02)
+        opened = args.streams - left
+        while totals.started + totals.ended < opened and not stop.is_set():
+            if loop.time() - start > args.ready_timeout:
+                error = f"only {totals.started}/{args.streams} streams started"
+                break
+            if totals.ended > args.streams // 10:
+                error = f"{totals.ended} streams ended by the server"
+                break
+            await asyncio.sleep(0.02)
     emit(
         {
             "ready": not error,

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from typing import Any
 
 from bench.common import cpu_seconds, emit, instruments, latency_summary, rss_kb, serve_commands
-from ibgateway_server.app import Gateway, freeze_startup_objects
+from ibgateway_server.app import GC_THRESHOLD, Gateway, freeze_startup_objects
 from ibgateway_server.config import Settings
 from tws_simulator import SimulatorConfig, TwsSimulator
 
@@ -196,7 +196,8 @@ async def main() -> None:
             sim.market.tick_interval = tick_interval(args.instruments, float(rate), int(step_size))
             emit({"ok": True})
         elif command == "gc tuned":
-            freeze_startup_objects()
+            if gc.get_threshold() != GC_THRESHOLD:  # (tuned at start-up unless told not to)
+                freeze_startup_objects()
             emit({"ok": True, "threshold": gc.get_threshold()})
         elif command == "gc untuned":
             gc.unfreeze()
