@@ -17,8 +17,10 @@ descriptors so that a proto change cannot silently break the encoding.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from ibgateway.v1 import common_pb2
 from ibgateway_server.ib.convert import decimal_text
@@ -98,10 +100,39 @@ SESSION_FIELDS: tuple[tuple[str, int], ...] = (
 )
 
 
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
+
+
 def varint(value: int) -> bytes:
-    """The protobuf base-128 varint of a non-negative integer."""
+    """The protobuf base-128 varint of a non-negative integer.
+
+    Unrolled up to five bytes (every length, tag and timestamp the quote path writes):
+    one ``bytes()`` call instead of a loop of appends, on the hot path of every quote."""
     if value < 0x80:
-        return bytes((value,))
+        return _ONE_BYTE[value]
+    if value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
+    if value < 0x200000:
+        return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
+    if value < 0x10000000:
+        return bytes(
+            (
+                (value & 0x7F) | 0x80,
+                ((value >> 7) & 0x7F) | 0x80,
+                ((value >> 14) & 0x7F) | 0x80,
+                value >> 21,
+            )
+        )
+    if value < 0x800000000:
+        return bytes(
+            (
+                (value & 0x7F) | 0x80,
+                ((value >> 7) & 0x7F) | 0x80,
+                ((value >> 14) & 0x7F) | 0x80,
+                ((value >> 21) & 0x7F) | 0x80,
+                value >> 28,
+            )
+        )
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -175,49 +206,108 @@ def decimal_field(field_number: int, text: str) -> bytes:
     return length_delimited(field_number, length_delimited(DECIMAL_VALUE, raw))
 
 
-def timestamp_field(field_number: int, moment: datetime) -> bytes:
-    """A ``google.protobuf.Timestamp`` field (microsecond precision, as datetime has)."""
+_SECONDS_TAG = bytes(((TIMESTAMP_SECONDS << 3) | _WIRE_VARINT,))
+_NANOS_TAG = bytes(((TIMESTAMP_NANOS << 3) | _WIRE_VARINT,))
+_seconds_cache: list[Any] = [-1, b""]  # the last second seen and its encoded field
+
+
+def timestamp_body(moment: datetime) -> bytes:
+    """The body of a ``google.protobuf.Timestamp`` (microsecond precision, as datetime
+    has); the seconds field is re-encoded once a second, not per quote."""
     micros = round(moment.timestamp() * 1_000_000)
     seconds, rest = divmod(micros, 1_000_000)
-    body = tag(TIMESTAMP_SECONDS, _WIRE_VARINT) + varint(seconds)
+    cache = _seconds_cache
+    if cache[0] != seconds:
+        cache[0], cache[1] = seconds, _SECONDS_TAG + varint(seconds)
     if rest:
-        body += tag(TIMESTAMP_NANOS, _WIRE_VARINT) + varint(rest * 1000)
-    return length_delimited(field_number, body)
+        return bytes(cache[1]) + _NANOS_TAG + varint(rest * 1000)
+    return bytes(cache[1])
+
+
+def timestamp_field(field_number: int, moment: datetime) -> bytes:
+    """A ``google.protobuf.Timestamp`` field (microsecond precision, as datetime has)."""
+    return length_delimited(field_number, timestamp_body(moment))
 
 
 # --- quotes ------------------------------------------------------------------------------
 
 
+# Every decimal field of a Quote, in field order: (ticker attribute, field, is a price).
+QUOTE_FIELDS: tuple[tuple[str, int, bool], ...] = (
+    *((attr, number, True) for attr, number in PRICE_FIELDS),
+    *((attr, number, False) for attr, number in SIZE_FIELDS),
+    *((attr, number, True) for attr, number in SESSION_FIELDS),
+)
+_ticker_values = operator.attrgetter(*(attr for attr, _, _ in QUOTE_FIELDS))
+_ticker_greeks = operator.attrgetter(*(attr for attr, _ in GREEKS_FIELDS))
+
+
+_MEMO_SIZE = 512
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (a != a and b != b)  # NaN is "no value": NaN and NaN are the same
+
+
 class QuoteEncoder:
     """Encodes one instrument's ticker into ``Quote`` bytes, re-encoding only what changed.
 
-    One encoder per IB market-data line. The contract is encoded once; each price/size
-    field keeps the bytes of its last value, so an update that moved the bid re-encodes
-    the bid alone (plus the two timestamps).
+    One encoder per IB market-data line. The contract is encoded once; the ticker's eleven
+    prices and sizes are read in one C call and compared with the previous ones as a
+    tuple; only the fields that moved are re-encoded (the rest of the bytes are reused),
+    then the two timestamps (the seconds part cached, tick_time shared with receive_time
+    when they are the same moment) and the option greeks (re-encoded only for a new
+    computation).
     """
 
-    __slots__ = ("_cache", "_contract_field", "_greeks", "_last_rt_time", "contract")
+    __slots__ = (
+        "_contract_field",
+        "_encoded",
+        "_fields",
+        "_greeks",
+        "_greeks_bytes",
+        "_greeks_values",
+        "_last_rt_time",
+        "_memo",
+        "_values",
+        "contract",
+    )
 
     def __init__(self, contract: common_pb2.Contract) -> None:
         self.contract = contract
         self._contract_field = length_delimited(QUOTE_CONTRACT, contract.SerializeToString())
-        # attribute name → (value, encoded field bytes)
-        self._cache: dict[str, tuple[float, bytes]] = {}
+        self._values: tuple[float, ...] | None = None  # the values last encoded
+        self._fields: list[bytes] = [b""] * len(QUOTE_FIELDS)  # their encoded fields
+        self._encoded = self._contract_field  # the contract and every decimal field
+        # (field index, value) → encoded field: prices sit on a tick grid and sizes come
+        # in lots, so the same few values come back again and again
+        self._memo: dict[tuple[int, float], bytes] = {}
         self._last_rt_time: datetime | None = None
         # attribute name → (the OptionComputation, encoded field): ib_insync makes a new
         # object per computation tick, so identity tells what changed
         self._greeks: dict[str, tuple[object, bytes]] = {}
+        self._greeks_values: tuple[object, ...] = (None,) * len(GREEKS_FIELDS)
+        self._greeks_bytes = b""
 
-    def _field(self, attr: str, field_number: int, value: float, is_price: bool) -> bytes:
-        cached = self._cache.get(attr)
-        if cached is not None and (
-            cached[0] == value or (value != value and cached[0] != cached[0])
-        ):
-            return cached[1]
-        text = price_text(value) if is_price else size_text(value)
-        encoded = decimal_field(field_number, text)
-        self._cache[attr] = (value, encoded)
-        return encoded
+    def _fields_of(self, values: tuple[float, ...]) -> bytes:
+        old = self._values
+        fields = self._fields
+        memo = self._memo
+        for i, (_, number, is_price) in enumerate(QUOTE_FIELDS):
+            value = values[i]
+            if old is not None and _same(value, old[i]):
+                continue
+            encoded = memo.get((i, value))
+            if encoded is None:
+                text = price_text(value) if is_price else size_text(value)
+                encoded = decimal_field(number, text)
+                if len(memo) >= _MEMO_SIZE:
+                    memo.clear()
+                memo[(i, value)] = encoded
+            fields[i] = encoded
+        self._values = values
+        self._encoded = self._contract_field + b"".join(fields)
+        return self._encoded
 
     def tick_time(self, ticker: Ticker, receive_time: datetime) -> datetime:
         """IB's own timestamp when this update brought one (RT volume, ms precision),
@@ -230,27 +320,49 @@ class QuoteEncoder:
 
     def encode(self, ticker: Ticker, receive_time: datetime) -> bytes:
         """The serialized ``Quote`` for the ticker's current state."""
-        parts = [self._contract_field]
-        for attr, number in PRICE_FIELDS:
-            parts.append(self._field(attr, number, getattr(ticker, attr), True))
-        for attr, number in SIZE_FIELDS:
-            parts.append(self._field(attr, number, getattr(ticker, attr), False))
-        for attr, number in SESSION_FIELDS:
-            parts.append(self._field(attr, number, getattr(ticker, attr), True))
-        parts.append(timestamp_field(QUOTE_TICK_TIME, self.tick_time(ticker, receive_time)))
-        parts.append(timestamp_field(QUOTE_RECEIVE_TIME, receive_time))
+        values = _ticker_values(ticker)
+        # (a tuple compares its items by identity first: an unset field holds the same
+        # NaN object, so an unchanged ticker compares equal)
+        encoded = self._encoded if values == self._values else self._fields_of(values)
+        received = timestamp_body(receive_time)
+        tick_time = self.tick_time(ticker, receive_time)
+        ticked = received if tick_time is receive_time else timestamp_body(tick_time)
         md_type = ticker.marketDataType
-        if md_type:
-            parts.append(tag(QUOTE_MARKET_DATA_TYPE, _WIRE_VARINT) + varint(md_type))
-        for attr, number in GREEKS_FIELDS:
-            computation = getattr(ticker, attr)
-            if computation is not None:
-                cached = self._greeks.get(attr)
-                if cached is None or cached[0] is not computation:
-                    cached = (computation, greeks_field(number, computation))
-                    self._greeks[attr] = cached
-                parts.append(cached[1])
+        greeks = _ticker_greeks(ticker)
+        if greeks != self._greeks_values:  # (identity first: usually the same objects)
+            self._greeks_bytes = self._greeks_of(greeks)
+        return b"".join(
+            (
+                encoded,
+                _TICK_TIME_TAG,
+                _ONE_BYTE[len(ticked)],
+                ticked,
+                _RECEIVE_TIME_TAG,
+                _ONE_BYTE[len(received)],
+                received,
+                _MD_TYPE_TAG + varint(md_type) if md_type else b"",
+                self._greeks_bytes,
+            )
+        )
+
+    def _greeks_of(self, computations: tuple[object, ...]) -> bytes:
+        """The option greeks fields (none for a ticker without option computations)."""
+        parts = []
+        for (attr, number), computation in zip(GREEKS_FIELDS, computations, strict=True):
+            if computation is None:
+                continue
+            cached = self._greeks.get(attr)
+            if cached is None or cached[0] is not computation:
+                cached = (computation, greeks_field(number, computation))
+                self._greeks[attr] = cached
+            parts.append(cached[1])
+        self._greeks_values = computations
         return b"".join(parts)
+
+
+_TICK_TIME_TAG = tag(QUOTE_TICK_TIME, _WIRE_LEN)
+_RECEIVE_TIME_TAG = tag(QUOTE_RECEIVE_TIME, _WIRE_LEN)
+_MD_TYPE_TAG = tag(QUOTE_MARKET_DATA_TYPE, _WIRE_VARINT)
 
 
 def quote_element(quote: bytes) -> bytes:

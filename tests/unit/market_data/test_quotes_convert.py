@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -73,7 +74,13 @@ def test_field_numbers_match_the_protos() -> None:
     )
 
 
-@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16383, 16384, 2**31, 2**63 - 1])
+@pytest.mark.parametrize(
+    "value",
+    [
+        *(0, 1, 127, 128, 300, 16383, 16384, 2**21 - 1, 2**21, 2**28 - 1, 2**28),
+        *(2**35 - 1, 2**35, 999_999_000, 1_733_000_000, 2**31, 2**63 - 1),
+    ],
+)
 def test_varint_matches_protobuf(value: int) -> None:
     encoded = market_data_pb2.QuoteBatch(conflated_updates=value).SerializeToString()
     if value == 0:
@@ -174,6 +181,27 @@ def test_encoder_output_is_the_canonical_quote_encoding() -> None:
     decoded = market_data_pb2.Quote.FromString(second)
     assert decoded.bid.value == "189.5"
     assert decoded.receive_time.ToDatetime(tzinfo=UTC) == later
+
+
+def test_encoder_stays_canonical_through_many_random_updates() -> None:
+    """Fields change a few at a time, values come back (the memo), some go unset (NaN)
+    and come back: every encoding is still what the generated classes make."""
+    rng = random.Random(7)
+    encoder = qc.QuoteEncoder(CONTRACT)
+    ticker = _ticker(bid=100.0, ask=100.01, close=99.5)
+    attrs = [attr for attr, _, _ in qc.QUOTE_FIELDS]
+    for step in range(2000):
+        for attr in rng.sample(attrs, rng.randint(1, 3)):
+            roll = rng.random()
+            if roll < 0.1:
+                value = NAN
+            elif attr.endswith(("Size", "volume")):
+                value = float(100 * rng.randint(0, 6))
+            else:
+                value = round(100 + rng.randint(-5, 5) * 0.01, 2)
+            setattr(ticker, attr, value)
+        received = datetime(2024, 6, 11, 14, 30, step % 60, rng.randint(0, 999_999), tzinfo=UTC)
+        assert encoder.encode(ticker, received) == _expected(ticker, received, received), step
 
 
 def test_encoder_leaves_out_what_ib_has_not_sent() -> None:
