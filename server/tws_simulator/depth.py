@@ -117,24 +117,27 @@ class _BookMaker:
             return tick_at(self.inst.market_rule_id, price)
         return self.inst.min_tick
 
+    def _maker(self, price: float) -> str:
+        """The exchange showing a price level (fixed per price, so a row keeps its maker
+        as the book moves)."""
+        return _MARKET_MAKERS[round(price / self.inst.min_tick) % len(_MARKET_MAKERS)]
+
     def rebuild(self, quote: Quote) -> Book:
         decimals = max(2, len(f"{self.inst.min_tick:.10f}".rstrip("0").split(".")[1]))
         bids: list[Level] = []
         asks: list[Level] = []
         if quote.bid > 0:
-            bids.append(Level(quote.bid, quote.bid_size, _MARKET_MAKERS[0]))
+            bids.append(Level(quote.bid, quote.bid_size, self._maker(quote.bid)))
         if quote.ask > 0:
-            asks.append(Level(quote.ask, quote.ask_size, _MARKET_MAKERS[1]))
-        for n in range(1, MAX_ROWS):
+            asks.append(Level(quote.ask, quote.ask_size, self._maker(quote.ask)))
+        for _ in range(1, MAX_ROWS):
             if bids:
                 price = round(bids[-1].price - self._step(bids[-1].price), decimals)
                 if price > 0:
-                    mm = _MARKET_MAKERS[(n * 3) % len(_MARKET_MAKERS)]
-                    bids.append(Level(price, self._size(BID_SIDE, price), mm))
+                    bids.append(Level(price, self._size(BID_SIDE, price), self._maker(price)))
             if asks:
                 price = round(asks[-1].price + self._step(asks[-1].price), decimals)
-                mm = _MARKET_MAKERS[(n * 5 + 1) % len(_MARKET_MAKERS)]
-                asks.append(Level(price, self._size(ASK_SIDE, price), mm))
+                asks.append(Level(price, self._size(ASK_SIDE, price), self._maker(price)))
         # Forget sizes of prices far from the market (the walk never comes back to all).
         if len(self._sizes) > 8 * MAX_ROWS:
             live = {(BID_SIDE, lv.price) for lv in bids} | {(ASK_SIDE, lv.price) for lv in asks}

@@ -241,7 +241,8 @@ class DerivedWalker:
 
     def _bid_ask(self, under: Quote, now: float) -> tuple[float, float, float]:
         """(bid, ask, fair value) from the underlying's quote at ``now``."""
-        spot = under.midpoint if under.bid > 0 and under.ask > 0 else under.last
+        # (rounded: TWS reports the underlying's price as a price, not a float artifact)
+        spot = round(under.midpoint if under.bid > 0 and under.ask > 0 else under.last, 6)
         t = years_to(self._expiry, now)
         inst = self.inst
         if inst.sec_type == "FUT":

@@ -466,8 +466,8 @@ class IbSession:
             raise GatewayError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "AMBIGUOUS_CONTRACT",
-                f"{spec} matches {len(details)} contracts; give exchange, currency or "
-                f"con_id: {'; '.join(candidates[:10])}",
+                f"{spec} matches {len(details)} contracts; give exchange, currency, "
+                f"trading class or con_id: {'; '.join(candidates[:10])}",
                 metadata={"contract": spec, "candidates": "; ".join(candidates[:20])},
                 field_violations=[("contract", f"ambiguous: {len(details)} matches")],
             )
@@ -787,6 +787,9 @@ def describe_contract(contract: Contract) -> str:
         contract.currency or "",
     ]
     text = " ".join(p for p in parts if p)
+    if contract.tradingClass and contract.secType in ("OPT", "FOP", "FUT"):
+        # what tells apart e.g. SPX (monthly) and SPXW (weekly) options
+        text = f"{text} class={contract.tradingClass}"
     if contract.conId:
         text = f"{text} conId={contract.conId}".strip()
     return text or "an empty contract"

@@ -195,6 +195,7 @@ async def test_resolve_an_option_a_future_and_an_ambiguous_index_option(
     assert err.info is not None and err.info.reason == "AMBIGUOUS_CONTRACT"
     candidates = err.info.metadata["candidates"]
     assert candidates.count(both.last_trade_date) == 2
+    assert "class=SPXW" in candidates and "class=SPX " in candidates + " "
     ambiguous.trading_class = "SPXW"
     reply = await market.ResolveContract(
         market_data_pb2.ResolveContractRequest(contract=ambiguous), timeout=10
