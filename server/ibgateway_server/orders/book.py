@@ -433,8 +433,10 @@ class OrderBook:
         self._refuse_if_finished(entry)
         self.session.require_connected()
         order_key = (entry.trade.order.clientId, entry.order_id)
-        self._messages.pop(order_key, None)
-        self.ib.cancelOrder(entry.trade.order)
+        if entry.status != "PendingCancel":
+            self._messages.pop(order_key, None)
+            self.ib.cancelOrder(entry.trade.order)
+        # else an earlier cancel (say one whose answer was lost) is under way: wait for it
 
         def settled() -> bool:
             message = self._messages.get(order_key)

@@ -131,3 +131,27 @@ async def test_concurrent_modify_and_cancel_of_one_order(
         if c.already_cancelled  # type: ignore[union-attr]
     )
     assert "mx-1" not in await working_in_simulator(simulator)
+
+
+async def test_cancel_retried_after_its_answer_was_lost(
+    gateway: Gateway, stub: orders_pb2_grpc.OrderServiceAsyncStub, simulator: TwsSimulator
+) -> None:
+    await place_resting_limit(stub, simulator, "cl-1")
+    request = orders_pb2.CancelOrderRequest(order=key("cl-1"))
+    # The first answer never reaches the client (its deadline is gone almost at once) ...
+    lost = await asyncio.gather(stub.CancelOrder(request, timeout=0.002), return_exceptions=True)
+    if isinstance(lost[0], grpc.aio.AioRpcError):
+        assert lost[0].code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    # ... the retry tells it the order is cancelled, as an answer, not as a failure.
+    for _ in range(50):
+        retry = await stub.CancelOrder(request, timeout=10)
+        assert retry.order.status in (
+            orders_pb2.ORDER_STATUS_CANCELLED,
+            orders_pb2.ORDER_STATUS_PENDING_CANCEL,
+        )
+        if retry.order.status == orders_pb2.ORDER_STATUS_CANCELLED:
+            break
+        await asyncio.sleep(0.05)
+    final = await stub.CancelOrder(request, timeout=10)
+    assert final.already_cancelled and final.order.status == orders_pb2.ORDER_STATUS_CANCELLED
+    assert "cl-1" not in await working_in_simulator(simulator)
