@@ -4,8 +4,8 @@ Each instrument's book is built from its live quote: row 0 of each side is the t
 book (bid / ask and their sizes, so depth and quotes always agree), the rows below step
 away from it one price increment at a time, with sizes that change now and then. Every
 quote change rebuilds the book; each subscription is sent the row operations that turn
-the book it last saw into the new one (TWS's insert / update / delete by position), cut
-to the rows it asked for.
+the book it last saw into the new one (TWS's insert / update / delete by position, see
+:func:`diff_side`), cut to the rows it asked for.
 
 Like TWS: a few depth subscriptions at a time (``depth_line_limit``, error 309 beyond),
 none for instruments without a book (indices: 10092), error 354 for an account without
@@ -63,24 +63,19 @@ Book = tuple[tuple[Level, ...], tuple[Level, ...]]  # (bids best first, asks bes
 
 
 def diff_side(old: list[Level], new: list[Level]) -> list[tuple[int, int, Level]]:
-    """(operation, position, level) rows that turn ``old`` into ``new``, valid applied in
-    order: rows whose price left the book are deleted first (bottom up, so positions
-    above stay valid), then each new row is an update in place or an insert."""
+    """(operation, position, level) rows that turn ``old`` into ``new`` the way TWS sends
+    them: rows are rewritten in place (update), inserted only at the end (while the book
+    fills) and deleted only from the end (last row first). Read as IB documents the
+    operations (insert and delete shift the rows below, as ib_insync does) or as
+    positions to overwrite (as ib_async does), they give the same book."""
     ops: list[tuple[int, int, Level]] = []
-    prices = {level.price for level in new}
-    kept = list(old)
-    for pos in range(len(old) - 1, -1, -1):
-        if old[pos].price not in prices:
-            ops.append((DELETE, pos, old[pos]))
-            del kept[pos]
+    for pos in range(len(old) - 1, len(new) - 1, -1):
+        ops.append((DELETE, pos, old[pos]))
     for pos, level in enumerate(new):
-        if pos < len(kept) and kept[pos].price == level.price:
-            if kept[pos] != level:
-                ops.append((UPDATE, pos, level))
-                kept[pos] = level
-        else:
+        if pos >= len(old):
             ops.append((INSERT, pos, level))
-            kept.insert(pos, level)
+        elif old[pos] != level:
+            ops.append((UPDATE, pos, level))
     return ops
 
 

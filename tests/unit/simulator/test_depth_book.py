@@ -19,11 +19,30 @@ def replay(old: list[Level], new: list[Level]) -> list[Level]:
     return rows
 
 
-def test_a_price_move_is_an_insert_and_a_delete() -> None:
+def test_rows_are_rewritten_in_place_and_grow_or_shrink_at_the_end() -> None:
     old = side(10.00, 9.99, 9.98)
     new = side(10.01, 10.00, 9.99)
-    assert [(op, pos) for op, pos, _ in diff_side(old, new)] == [(DELETE, 2), (INSERT, 0)]
+    assert [(op, pos) for op, pos, _ in diff_side(old, new)] == [
+        (UPDATE, 0),
+        (UPDATE, 1),
+        (UPDATE, 2),
+    ]
     assert replay(old, new) == new
+    assert [(op, pos) for op, pos, _ in diff_side(old, side(10.0))] == [(DELETE, 2), (DELETE, 1)]
+    assert [(op, pos) for op, pos, _ in diff_side([], side(1.0, 0.9))] == [(INSERT, 0), (INSERT, 1)]
+
+
+def test_overwrite_reading_gives_the_same_book() -> None:
+    """ib_async keeps a book as {position: level} (insert = overwrite, delete = pop)."""
+    old = side(10.00, 9.99, 9.98, 9.97)
+    for new in (side(10.01, 10.00), side(9.99, 9.98, 9.97, 9.96, 9.95), side()):
+        rows = dict(enumerate(old))
+        for op, pos, level in diff_side(old, new):
+            if op == DELETE:
+                rows.pop(pos, None)
+            else:
+                rows[pos] = level
+        assert [rows[k] for k in sorted(rows)] == new
 
 
 def test_size_change_is_an_update() -> None:
