@@ -323,11 +323,10 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
     ) -> market_data_pb2.GetHistoricalBarsResponse:
         validate_history(request)
         self.session.require_connected()
-        details = await self.session.qualify_details(
-            convert.contract_from_proto(request.contract), context=context
-        )
-        contract = details.contract
-        assert contract is not None
+        # qualified contracts and their time zones are cached: a repeated request costs
+        # no IB round trip before the history itself (or none at all, from the cache)
+        contract = await self.hub.resolve(request.contract, max_wait=self.session.budget(context))
+        time_zone = await self.history.time_zone(contract, context)
         query = HistoryQuery(
             contract=contract,
             end=request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None,
@@ -336,7 +335,7 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
             what_to_show=what_to_show_for(request.what_to_show, contract.secType),
             regular_hours=request.regular_trading_hours_only,
         )
-        answer = await self.history.fetch(query, details.timeZoneId, context)
+        answer = await self.history.fetch(query, time_zone, context)
         return market_data_pb2.GetHistoricalBarsResponse(
             contract=convert.contract_to_proto(contract),
             bars=answer.bars,

@@ -89,6 +89,18 @@ class HistoryService:
         self._clock = clock
         self._cache: OrderedDict[tuple[Any, ...], tuple[float, HistoryAnswer]] = OrderedDict()
         self._inflight: dict[tuple[Any, ...], asyncio.Future[HistoryAnswer]] = {}
+        self._zones: dict[int, str] = {}
+
+    async def time_zone(self, contract: Contract, context: _HasTimeRemaining | None) -> str:
+        """The exchange time zone of a qualified contract (asked from IB once)."""
+        found = self._zones.get(contract.conId)
+        if found is None:
+            details = await self.session.qualify_details(contract, context=context)
+            found = details.timeZoneId or "UTC"
+            if len(self._zones) >= 10_000:
+                self._zones.clear()
+            self._zones[contract.conId] = found
+        return found
 
     def _cached(self, key: tuple[Any, ...]) -> HistoryAnswer | None:
         entry = self._cache.get(key)

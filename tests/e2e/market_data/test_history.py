@@ -196,3 +196,22 @@ async def test_ib_pacing_violation_is_resource_exhausted(
         err = await expect_error(md.GetHistoricalBars(history(count=4)))
         assert err.info is not None and err.info.reason == "IB_PACING_PENALTY"
         assert err.retry is not None and err.retry.retry_delay.seconds >= 5
+
+
+async def test_a_slow_tws_gives_deadline_exceeded_and_the_answer_is_kept(
+    channel: grpc.aio.Channel, simulator: TwsSimulator
+) -> None:
+    md = market_data_pb2_grpc.MarketDataServiceStub(channel)
+    await md.GetHistoricalBars(history(count=1), timeout=10)  # contract details cached by TWS
+    simulator.faults.set_delay(1.5)
+    try:
+        started = asyncio.get_running_loop().time()
+        err = await expect_error(md.GetHistoricalBars(history(count=2), timeout=0.8))
+        assert asyncio.get_running_loop().time() - started < 1.5
+        assert err.code is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert err.info is not None and err.info.reason == "IB_TIMEOUT"
+        await asyncio.sleep(2.5)  # TWS answers late; the gateway keeps the answer
+    finally:
+        simulator.faults.set_delay(0)
+    again = await md.GetHistoricalBars(history(count=2), timeout=5)
+    assert again.cached and again.bars
