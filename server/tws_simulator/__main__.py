@@ -67,6 +67,10 @@ async def _serve(config: SimulatorConfig, schedule: FaultSchedule) -> None:
 @click.option("--line-limit", type=int, default=100, show_default=True, help="Market data lines.")
 @click.option("--no-live-data", is_flag=True, help="No live market data permission (delayed only).")
 @click.option(
+    "--depth-line-limit", type=int, default=3, show_default=True, help="Market depth requests."
+)
+@click.option("--no-depth", is_flag=True, help="No market depth permission (error 354).")
+@click.option(
     "--max-version",
     type=click.IntRange(MIN_SERVER_VERSION, MAX_SERVER_VERSION),
     default=MAX_SERVER_VERSION,
@@ -107,6 +111,8 @@ def main(
     account: str,
     line_limit: int,
     no_live_data: bool,
+    depth_line_limit: int,
+    no_depth: bool,
     max_version: int,
     trading_hours: bool,
     clock_start: datetime | None,
@@ -134,6 +140,8 @@ def main(
         account_id=account,
         line_limit=line_limit,
         live_market_data=not no_live_data,
+        depth_line_limit=depth_line_limit,
+        depth_permission=not no_depth,
         max_server_version=max_version,
         trading_hours=trading_hours,
         clock_start=clock_start.replace(tzinfo=EASTERN).timestamp() if clock_start else None,

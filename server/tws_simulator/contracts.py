@@ -30,6 +30,7 @@ NO_SECURITY_DEFINITION = 200
 NO_SECURITY_DEFINITION_TEXT = "No security definition has been found for the request"
 # Derivative kinds TWS lists for a US stock in symbol samples.
 _STOCK_DERIVATIVES = ("CFD", "OPT", "IOPT", "WAR", "BAG")
+_INDEX_DERIVATIVES = ("OPT", "FUT", "FOP", "IOPT", "WAR", "BAG")
 _TRADING_DAYS_LISTED = 7
 
 
@@ -325,7 +326,9 @@ def option_parameter_fields(
 def symbol_samples_fields(insts: list[Instrument], req_id: int, version: int) -> list[object]:
     fields: list[object] = [Out.SYMBOL_SAMPLES, req_id, len(insts)]
     for inst in insts:
-        derivatives = () if inst.is_cash else _STOCK_DERIVATIVES
+        derivatives = (
+            () if inst.is_cash else _INDEX_DERIVATIVES if inst.is_index else _STOCK_DERIVATIVES
+        )
         fields += [
             inst.con_id,
             inst.symbol,
