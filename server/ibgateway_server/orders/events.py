@@ -25,6 +25,7 @@ Everything runs on the gateway's event loop; nothing here talks to IB.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from ibgateway.v1 import common_pb2, orders_pb2
 from ibgateway_server.errors import GatewayError, invalid_argument
 from ibgateway_server.ib import convert
 from ibgateway_server.orders.journal import JournaledEvent, MemoryJournal, OrderJournal
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION = 10_000  # events held for resuming streams
 MAX_CONNECTION_CHANGES = 16  # connection-state changes held for streams that lag
@@ -204,14 +207,18 @@ class OrderEventLog:
             orders_pb2.StreamOrderEventsResponse(order_event=event),
         )
         # journaled first: its commit is queued ahead of the streams' wake-ups
-        self.journal.append(
-            JournaledEvent(
-                self._last,
-                order.account_id,
-                moment.timestamp(),
-                logged.message.SerializeToString(),
+        try:
+            self.journal.append(
+                JournaledEvent(
+                    self._last,
+                    order.account_id,
+                    moment.timestamp(),
+                    logged.message.SerializeToString(),
+                )
             )
-        )
+        except Exception as exc:
+            # A full disk must not stop the events: they go on, in memory only.
+            log.error("order journal: cannot write event %d (%s); in memory only", self._last, exc)
         self._events.append(logged)
         if self.journal.pending:
             self._schedule_publish()

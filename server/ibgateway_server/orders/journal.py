@@ -390,7 +390,12 @@ class SqliteJournal:
 
     def flush(self) -> None:
         self._commit_scheduled = False
-        self._db.commit()
+        try:
+            self._db.commit()
+        except sqlite3.Error as exc:
+            log.error(
+                "order journal %s: commit failed (%s); events go on in memory", self.path, exc
+            )
 
     def close(self) -> None:
         try:

@@ -113,3 +113,23 @@ async def test_streams_send_an_event_only_once_it_is_committed(tmp_path: Path) -
     assert on_disk() == 1
     stream.close()
     log.journal.close()
+
+
+def test_a_failing_journal_does_not_stop_the_events(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ibgateway.v1 import orders_pb2
+    from ibgateway_server.orders.events import OrderEventLog
+    from ibgateway_server.orders.journal import MemoryJournal
+
+    class FullDisk(MemoryJournal):
+        def append(self, event: JournaledEvent) -> None:
+            raise OSError("No space left on device")
+
+    log = OrderEventLog(journal=FullDisk())
+    stream = log.open_stream(after_sequence=0, epoch=log.epoch)
+    stream.next_message()  # the opening connection state
+    log.append(orders_pb2.ORDER_EVENT_TYPE_ACKNOWLEDGED, orders_pb2.Order(client_order_id="k"))
+    message = stream.next_message()
+    assert message is not None and message.order_event.sequence == 1
+    assert any("cannot write event 1" in r.getMessage() for r in caplog.records)
