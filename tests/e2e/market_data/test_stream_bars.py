@@ -210,3 +210,27 @@ async def test_daily_live_bars_are_dated_at_the_exchange(channel: grpc.aio.Chann
         assert done.bar.bar.trade_date < forming.bar.bar.trade_date
     finally:
         reader.close()
+
+
+async def test_kept_up_bars_wait_for_the_history_pacing(channel: grpc.aio.Channel) -> None:
+    md = market_data_pb2_grpc.MarketDataServiceStub(channel)
+    # five history requests for AAPL trades within 2 s: a sixth would break IB's rule
+    for days in range(1, 6):
+        await md.GetHistoricalBars(
+            market_data_pb2.GetHistoricalBarsRequest(
+                contract=common_pb2.Contract(symbol="AAPL"),
+                duration=market_data_pb2.HistoryDuration(
+                    count=days, unit=market_data_pb2.DURATION_UNIT_DAY
+                ),
+                bar_size=market_data_pb2.BAR_SIZE_1_HOUR,
+            ),
+            timeout=10,
+        )
+    reader = BarReader(channel, bars_request("AAPL", size=market_data_pb2.BAR_SIZE_10_SECONDS))
+    try:
+        waiting = await reader.wait(status(0, market_data_pb2.SUBSCRIPTION_STATE_LIMIT_REACHED))
+        assert "pacing" in waiting.subscription_status.message
+        await reader.wait(status(0, market_data_pb2.SUBSCRIPTION_STATE_ACTIVE), within=5)
+        await reader.wait(lambda m: m.HasField("bar"), within=5)
+    finally:
+        reader.close()
