@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from datetime import date
 
 from .instruments import DEFAULT_INSTRUMENTS, DERIVATIVE_SEC_TYPES, Instrument
-from .options import build_derivatives, eastern_today
+from .options import FIRST_DERIVATIVE_CON_ID, build_derivatives, eastern_today
 
 
 def _matches(wanted: str, actual: str) -> bool:
@@ -81,7 +81,9 @@ class Universe:
 
     def by_con_id(self, con_id: int) -> Instrument | None:
         inst = self._by_con_id.get(con_id)
-        if inst is None and con_id:
+        # (only a con id in the derivatives' range builds them: building takes a moment
+        # of the simulator's loop, which an unknown stock con id should not cost)
+        if inst is None and con_id >= FIRST_DERIVATIVE_CON_ID:
             self.derivatives  # noqa: B018 (built on first use)
             inst = self._derivative_by_con_id.get(con_id)
         return inst
