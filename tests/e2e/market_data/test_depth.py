@@ -128,3 +128,36 @@ async def test_bad_requests(market: Stub) -> None:
     assert err.code is grpc.StatusCode.INVALID_ARGUMENT and "rows" in err.violations
     err = await expect_error(market.StreamDepth(depth(common_pb2.Contract(symbol="NOPE"))).read())
     assert err.code is grpc.StatusCode.NOT_FOUND
+
+
+async def test_book_resumes_after_a_reconnect(simulator: TwsSimulator, market: Stub) -> None:
+    call = market.StreamDepth(depth(AAPL, rows=5, heartbeat_interval={"seconds": 1}))
+    try:
+        await next_book(call)
+        simulator.faults.drop_all_connections()
+        seen: list[market_data_pb2.StreamDepthResponse] = []
+
+        async def until(pred: Any) -> market_data_pb2.StreamDepthResponse:
+            while True:
+                msg = await asyncio.wait_for(call.read(), 15)
+                assert isinstance(msg, market_data_pb2.StreamDepthResponse)
+                seen.append(msg)
+                if pred(msg):
+                    return msg
+
+        paused = market_data_pb2.SUBSCRIPTION_STATE_PAUSED
+        await until(lambda m: m.subscription_status.state == paused)
+        await until(lambda m: m.connection_state.state == common_pb2.CONNECTION_STATE_CONNECTED)
+        book = (await until(lambda m: m.HasField("book"))).book
+        # a fresh, whole book from the new subscription (not rows on top of the old one)
+        assert len(book.bids) == len(book.asks) == 5
+        simulator.market.paused = True
+        with pytest.raises(TimeoutError):
+            while True:
+                book = await next_book(call, within=0.5)
+        [sub] = simulator.depth.subscriptions()
+        assert rows(book.bids) == sim_rows(sub.bids, 5)
+        assert rows(book.asks) == sim_rows(sub.asks, 5)
+    finally:
+        simulator.market.paused = False
+        call.cancel()
