@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE_TIME_MS = 30_000
 KEEPALIVE_TIMEOUT_MS = 10_000
+PENDING_CALLS = 20_000
+PENDING_CALLS_HARD = 30_000
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -251,6 +253,12 @@ class Gateway:
                 ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
                 ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # Calls waiting for the server to pick them up: beyond grpc's defaults
+                # (1000, hard 3000) it resets them (the client sees CANCELLED, nothing
+                # logged); with room here every one reaches the admission limits and gets
+                # a clear RESOURCE_EXHAUSTED instead.
+                ("grpc.server.max_pending_requests", PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS_HARD),
             ],
         )
         names = self._add_services(server)

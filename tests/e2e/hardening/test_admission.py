@@ -135,3 +135,29 @@ async def test_an_oversized_request_is_refused_and_logged(
         assert await wait_until(
             lambda: any("REQUEST_TOO_LARGE" in r.getMessage() for r in caplog.records)
         )
+
+
+async def test_thousands_of_streams_at_once_each_get_a_clear_answer(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(max_streams_per_client=20)
+    async with gateway_channel(gw) as channel:
+        stub: Any = connection_pb2_grpc.ConnectionServiceStub(channel)
+        calls = [watch(stub) for _ in range(STORM)]
+
+        async def first(call: Any) -> str:
+            try:
+                await asyncio.wait_for(call.read(), 30)
+                return "OK"
+            except grpc.aio.AioRpcError as exc:
+                return str(exc.code().name)
+
+        outcomes = await asyncio.gather(*(first(c) for c in calls))
+        for call in calls:
+            call.cancel()
+    # none is reset by the transport (CANCELLED): each is admitted or clearly refused
+    assert outcomes.count("OK") == 20
+    assert outcomes.count("RESOURCE_EXHAUSTED") == STORM - 20, sorted(set(outcomes))
+
+
+STORM = 3000
