@@ -22,7 +22,7 @@ from typing import Any
 
 from . import wire
 from .account import Account
-from .clock import SimClock
+from .clock import EASTERN, SimClock
 from .config import SimulatorConfig
 from .dispatch import DispatchTable, Handler, RequestError, request_id
 from .faults import PACING_VIOLATION, Faults
@@ -267,7 +267,9 @@ class Simulator:
         self.config = config or SimulatorConfig()
         # The simulated time: order expiry, auctions and trading hours follow it.
         self.clock = SimClock(self.config.clock_start)
-        self.universe = Universe(self.config.instruments)
+        # options and futures are listed from the simulated clock's date (clock_start)
+        listing_day = datetime.fromtimestamp(self.clock.now(), EASTERN).date()
+        self.universe = Universe(self.config.instruments, today=listing_day)
         self.market = Market(
             self.universe,
             seed=self.config.seed,

@@ -135,3 +135,15 @@ async def test_option_quotes_carry_computation_ticks(simulator: TwsSimulator, ib
             seen.append(ticker.modelGreeks.undPrice)
     assert len(set(seen)) > 1  # the model follows the underlying's walk
     ib.cancelMktData(opt)
+
+
+async def test_chains_are_listed_from_the_simulated_clock() -> None:
+    from datetime import date
+
+    from tws_simulator import SimulatorConfig
+    from tws_simulator.clock import eastern
+
+    sim = TwsSimulator(SimulatorConfig(seed=1, clock_start=eastern(2024, 1, 10, 12)))
+    listed = sim.universe.options_on(265598)
+    assert min(o.last_trade_date for o in listed) == "20240112"  # that week's Friday
+    assert sim.universe.today == date(2024, 1, 10)
