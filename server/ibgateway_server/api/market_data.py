@@ -406,12 +406,16 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
         self.session.require_connected()
         budget = self.session.budget(context)
         md_type = request.market_data_type
-        results = await asyncio.gather(
-            *(
-                self._snapshot_one(index, spec, md_type, budget)
-                for index, spec in enumerate(request.contracts)
+        if len(request.contracts) == 1:
+            # the common case, awaited in place: gather would cost a task and a loop pass
+            results = [await self._snapshot_one(0, request.contracts[0], md_type, budget)]
+        else:
+            results = await asyncio.gather(
+                *(
+                    self._snapshot_one(index, spec, md_type, budget)
+                    for index, spec in enumerate(request.contracts)
+                )
             )
-        )
         response = market_data_pb2.GetQuotesResponse()
         timeouts: list[GatewayError] = []
         for quote, failure, timeout in results:
