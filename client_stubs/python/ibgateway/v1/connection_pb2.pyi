@@ -113,7 +113,7 @@ class ConnectionStatus(google.protobuf.message.Message):
     reconnect_attempts: builtins.int
     """How many reconnect attempts failed since the connection was lost."""
     read_only: builtins.bool
-    """True when the gateway refuses every order RPC (read-only mode)."""
+    """True when the gateway refuses every order RPC and Connect/Disconnect (read-only mode)."""
     @property
     def accounts(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
         """The accounts this login manages, e.g. ["DU1234567"]."""

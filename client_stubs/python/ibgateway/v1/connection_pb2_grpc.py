@@ -75,14 +75,17 @@ class ConnectionServiceServicer:
 
     def Connect(self, request, context):
         """Connects the session (optionally to another host, port or client id) and waits until
-        it is up. Connecting while connected to the same endpoint is a no-op.
+        it is up. Connecting while connected to the same endpoint is a no-op. Needs the admin
+        scope; refused in read-only mode; only the configured TWS (and the gateway's
+        IBGW_CONNECT_ALLOW targets) may be named.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Disconnect(self, request, context):
-        """Disconnects the session and stops reconnecting until the next Connect.
+        """Disconnects the session and stops reconnecting until the next Connect. Needs the
+        admin scope; refused in read-only mode.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -31,10 +31,14 @@ class ConnectionServiceStub:
     """Returns the current state of the IB session: connected or not, where to, since when."""
     Connect: grpc.UnaryUnaryMultiCallable[ibgateway.v1.connection_pb2.ConnectRequest, ibgateway.v1.connection_pb2.ConnectResponse]
     """Connects the session (optionally to another host, port or client id) and waits until
-    it is up. Connecting while connected to the same endpoint is a no-op.
+    it is up. Connecting while connected to the same endpoint is a no-op. Needs the admin
+    scope; refused in read-only mode; only the configured TWS (and the gateway's
+    IBGW_CONNECT_ALLOW targets) may be named.
     """
     Disconnect: grpc.UnaryUnaryMultiCallable[ibgateway.v1.connection_pb2.DisconnectRequest, ibgateway.v1.connection_pb2.DisconnectResponse]
-    """Disconnects the session and stops reconnecting until the next Connect."""
+    """Disconnects the session and stops reconnecting until the next Connect. Needs the
+    admin scope; refused in read-only mode.
+    """
     TestConnection: grpc.UnaryUnaryMultiCallable[ibgateway.v1.connection_pb2.TestConnectionRequest, ibgateway.v1.connection_pb2.TestConnectionResponse]
     """Runs diagnostics (account access, market data, positions) and reports each check.
     Failures are reported inside the response, not as an RPC error, so that it is
@@ -55,10 +59,14 @@ class ConnectionServiceAsyncStub(ConnectionServiceStub):
     """Returns the current state of the IB session: connected or not, where to, since when."""
     Connect: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.connection_pb2.ConnectRequest, ibgateway.v1.connection_pb2.ConnectResponse]  # type: ignore[assignment]
     """Connects the session (optionally to another host, port or client id) and waits until
-    it is up. Connecting while connected to the same endpoint is a no-op.
+    it is up. Connecting while connected to the same endpoint is a no-op. Needs the admin
+    scope; refused in read-only mode; only the configured TWS (and the gateway's
+    IBGW_CONNECT_ALLOW targets) may be named.
     """
     Disconnect: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.connection_pb2.DisconnectRequest, ibgateway.v1.connection_pb2.DisconnectResponse]  # type: ignore[assignment]
-    """Disconnects the session and stops reconnecting until the next Connect."""
+    """Disconnects the session and stops reconnecting until the next Connect. Needs the
+    admin scope; refused in read-only mode.
+    """
     TestConnection: grpc.aio.UnaryUnaryMultiCallable[ibgateway.v1.connection_pb2.TestConnectionRequest, ibgateway.v1.connection_pb2.TestConnectionResponse]  # type: ignore[assignment]
     """Runs diagnostics (account access, market data, positions) and reports each check.
     Failures are reported inside the response, not as an RPC error, so that it is
@@ -88,7 +96,9 @@ class ConnectionServiceServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[ibgateway.v1.connection_pb2.ConnectResponse, collections.abc.Awaitable[ibgateway.v1.connection_pb2.ConnectResponse]]:
         """Connects the session (optionally to another host, port or client id) and waits until
-        it is up. Connecting while connected to the same endpoint is a no-op.
+        it is up. Connecting while connected to the same endpoint is a no-op. Needs the admin
+        scope; refused in read-only mode; only the configured TWS (and the gateway's
+        IBGW_CONNECT_ALLOW targets) may be named.
         """
 
     @abc.abstractmethod
@@ -97,7 +107,9 @@ class ConnectionServiceServicer(metaclass=abc.ABCMeta):
         request: ibgateway.v1.connection_pb2.DisconnectRequest,
         context: _ServicerContext,
     ) -> typing.Union[ibgateway.v1.connection_pb2.DisconnectResponse, collections.abc.Awaitable[ibgateway.v1.connection_pb2.DisconnectResponse]]:
-        """Disconnects the session and stops reconnecting until the next Connect."""
+        """Disconnects the session and stops reconnecting until the next Connect. Needs the
+        admin scope; refused in read-only mode.
+        """
 
     @abc.abstractmethod
     def TestConnection(

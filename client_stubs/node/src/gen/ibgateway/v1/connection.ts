@@ -156,7 +156,7 @@ export interface ConnectionStatus {
   lastError: string;
   /** How many reconnect attempts failed since the connection was lost. */
   reconnectAttempts: number;
-  /** True when the gateway refuses every order RPC (read-only mode). */
+  /** True when the gateway refuses every order RPC and Connect/Disconnect (read-only mode). */
   readOnly: boolean;
 }
 
@@ -1586,7 +1586,9 @@ export const ConnectionServiceService = {
   },
   /**
    * Connects the session (optionally to another host, port or client id) and waits until
-   * it is up. Connecting while connected to the same endpoint is a no-op.
+   * it is up. Connecting while connected to the same endpoint is a no-op. Needs the admin
+   * scope; refused in read-only mode; only the configured TWS (and the gateway's
+   * IBGW_CONNECT_ALLOW targets) may be named.
    */
   connect: {
     path: "/ibgateway.v1.ConnectionService/Connect" as const,
@@ -1597,7 +1599,10 @@ export const ConnectionServiceService = {
     responseSerialize: (value: ConnectResponse): Buffer => Buffer.from(ConnectResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ConnectResponse => ConnectResponse.decode(value),
   },
-  /** Disconnects the session and stops reconnecting until the next Connect. */
+  /**
+   * Disconnects the session and stops reconnecting until the next Connect. Needs the
+   * admin scope; refused in read-only mode.
+   */
   disconnect: {
     path: "/ibgateway.v1.ConnectionService/Disconnect" as const,
     requestStream: false as const,
@@ -1646,10 +1651,15 @@ export interface ConnectionServiceServer extends UntypedServiceImplementation {
   getConnectionStatus: handleUnaryCall<GetConnectionStatusRequest, GetConnectionStatusResponse>;
   /**
    * Connects the session (optionally to another host, port or client id) and waits until
-   * it is up. Connecting while connected to the same endpoint is a no-op.
+   * it is up. Connecting while connected to the same endpoint is a no-op. Needs the admin
+   * scope; refused in read-only mode; only the configured TWS (and the gateway's
+   * IBGW_CONNECT_ALLOW targets) may be named.
    */
   connect: handleUnaryCall<ConnectRequest, ConnectResponse>;
-  /** Disconnects the session and stops reconnecting until the next Connect. */
+  /**
+   * Disconnects the session and stops reconnecting until the next Connect. Needs the
+   * admin scope; refused in read-only mode.
+   */
   disconnect: handleUnaryCall<DisconnectRequest, DisconnectResponse>;
   /**
    * Runs diagnostics (account access, market data, positions) and reports each check.
@@ -1684,7 +1694,9 @@ export interface ConnectionServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Connects the session (optionally to another host, port or client id) and waits until
-   * it is up. Connecting while connected to the same endpoint is a no-op.
+   * it is up. Connecting while connected to the same endpoint is a no-op. Needs the admin
+   * scope; refused in read-only mode; only the configured TWS (and the gateway's
+   * IBGW_CONNECT_ALLOW targets) may be named.
    */
   connect(
     request: ConnectRequest,
@@ -1701,7 +1713,10 @@ export interface ConnectionServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ConnectResponse) => void,
   ): ClientUnaryCall;
-  /** Disconnects the session and stops reconnecting until the next Connect. */
+  /**
+   * Disconnects the session and stops reconnecting until the next Connect. Needs the
+   * admin scope; refused in read-only mode.
+   */
   disconnect(
     request: DisconnectRequest,
     callback: (error: ServiceError | null, response: DisconnectResponse) => void,
