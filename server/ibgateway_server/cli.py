@@ -23,8 +23,10 @@ from pythonjsonlogger.json import JsonFormatter
 from ibgateway.v1 import connection_pb2, connection_pb2_grpc
 from ibgateway_server.config import ConfigError, Settings, load
 from ibgateway_server.orders.journal import JournalInUse
+from ibgateway_server.terminal import watch
 from ibgateway_server.terminal.health import check_health
 from ibgateway_server.terminal.target import Target, local_target
+from ibgateway_server.terminal.watch import run_view
 from tws_simulator.__main__ import main as simulator_main
 
 log = logging.getLogger("ibgateway_server")
@@ -436,3 +438,55 @@ def check(
         report = report.replace("ibgw check: gateway", f"ibgw check: gateway {target}", 1)
     click.echo(report)
     sys.exit(0 if ok else 1)
+
+
+# ------------------------------------------------------------------- live terminal views
+
+
+@main.command()
+@click.argument("symbols", nargs=-1, required=True)
+@click.option(
+    "--retries",
+    default=6,
+    show_default=True,
+    help="Re-open attempts when the gateway goes away (then exit 1).",
+)
+@_client_options
+def quotes(symbols: tuple[str, ...], retries: int, **client: Any) -> None:
+    """Live quotes: a table that updates in place (piped: one line per quote).
+    SYMBOLS: AAPL (a US stock), EUR.USD (a currency pair). Ctrl-C ends it."""
+    target = _target(**client)
+    sys.exit(run_view(lambda: watch.watch_quotes(target, symbols, retries, sys.stdout)))
+
+
+@main.command()
+@click.option("--tail", default=10, show_default=True, help="Events shown.")
+@click.option(
+    "--retries",
+    default=6,
+    show_default=True,
+    help="Re-open attempts when the gateway goes away (then exit 1).",
+)
+@_client_options
+def orders(tail: int, retries: int, **client: Any) -> None:
+    """Working orders and a live tail of order events. Ctrl-C ends it."""
+    target = _target(**client)
+    sys.exit(run_view(lambda: watch.watch_orders(target, tail, retries, sys.stdout)))
+
+
+@main.command()
+@click.option("--account", default="", help="Account id [the gateway's default].")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
+@click.option(
+    "--retries",
+    default=6,
+    show_default=True,
+    help="Re-open attempts when the gateway goes away (then exit 1).",
+)
+@_client_options
+def positions(account: str, interval: float, retries: int, **client: Any) -> None:
+    """Positions and net liquidation, refreshed every few seconds. Ctrl-C ends it."""
+    target = _target(**client)
+    sys.exit(
+        run_view(lambda: watch.watch_positions(target, account, interval, retries, sys.stdout))
+    )

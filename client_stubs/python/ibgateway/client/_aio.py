@@ -122,7 +122,19 @@ class _Service:
         failures = 0  # consecutive re-opens that brought nothing
         restarts = 0
         announce: StreamRestarted | None = None  # yielded once the stream is back
+        last_error: GatewayError | None = None
+        channel = self._client.channel
         while True:
+            if failures and reconnect is not None:
+                # re-opening: wait, within bounds, until the gateway can be reached again
+                try:
+                    await asyncio.wait_for(channel.channel_ready(), reconnect.delay(failures) + 1)
+                except TimeoutError:
+                    failures += 1
+                    if reconnect.max_attempts is not None and failures > reconnect.max_attempts:
+                        assert last_error is not None
+                        raise last_error from None
+                    continue
             call = open_stream()
             error: GatewayError | None = None
             try:
@@ -146,7 +158,7 @@ class _Service:
                 error = GatewayError(grpc.StatusCode.UNAVAILABLE, "the gateway ended the stream")
             failures += 1
             restarts += 1
-            announce = StreamRestarted(error, restarts)
+            announce, last_error = StreamRestarted(error, restarts), error
             if reconnect.max_attempts is not None and failures > reconnect.max_attempts:
                 raise error
             await asyncio.sleep(reconnect.delay(failures))
