@@ -14,7 +14,7 @@ CLIENT_VENV  ?= .venv-client
 CLIENT_STAMP := $(CLIENT_VENV)/.installed
 CLIENT_FILES := $(CLIENT_DIR)/pyproject.toml $(shell find $(CLIENT_DIR)/ibgateway -name '*.py' -o -name '*.pyi' -o -name py.typed)
 
-.PHONY: install compat client node node-stubs run sim test fuzz lint proto buf bench bench-scale clean
+.PHONY: install compat client node node-stubs go-stubs java-stubs run sim test fuzz lint proto buf bench bench-scale clean
 
 PROTOS    := $(wildcard protos/ibgateway/v1/*.proto)
 STUBS_DIR := client_stubs/python
@@ -67,6 +67,13 @@ $(NODE_BUILT): $(NODE_STAMP) $(NODE_DIR)/tsconfig.json $(shell find $(NODE_DIR)/
 node-stubs: $(NODE_STAMP) $(BUF)
 	rm -rf $(NODE_DIR)/src/gen
 	$(BUF) generate --template $(NODE_DIR)/buf.gen.yaml
+
+## Go and Java stubs, where the plugins are installed (not committed; see README)
+go-stubs: $(BUF)
+	$(BUF) generate --template client_stubs/go/buf.gen.yaml
+
+java-stubs: $(BUF)
+	$(BUF) generate --template client_stubs/java/buf.gen.yaml
 
 ## run the gateway on 127.0.0.1:50051 with the embedded TWS simulator behind it
 run: install
