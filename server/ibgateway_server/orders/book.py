@@ -30,9 +30,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Protocol
+from datetime import datetime
 
 import grpc
 
@@ -44,6 +42,20 @@ from ibgateway_server.ib.insync import Contract, Fill, Order, Trade
 from ibgateway_server.ib.session import IbSession, SessionEvent, StateChange
 from ibgateway_server.orders import convert as oc
 from ibgateway_server.orders import ib_orders, ib_terms
+from ibgateway_server.orders.entries import (
+    CANCELLED_IB_STATUSES,
+    FINAL_AFTER_CANCEL,
+    WORKING_STATUSES,
+    BookEntry,
+    Cancellation,
+    HasTimeRemaining,
+    Placement,
+    created_time,
+    finished_check,
+    key_metadata,
+    perm_id_of,
+    refused_before_acknowledged,
+)
 from ibgateway_server.orders.events import OrderEventLog
 from ibgateway_server.orders.intent import (
     Modification,
@@ -56,93 +68,6 @@ from ibgateway_server.orders.journal import OrderJournal, SqliteJournal, set_asi
 from ibgateway_server.orders.tracker import OrderTracker
 
 log = logging.getLogger(__name__)
-
-_CANCELLED = frozenset({"Cancelled", "ApiCancelled"})
-_FINAL_AFTER_CANCEL = frozenset({"Cancelled", "ApiCancelled", "Filled", "Inactive"})
-_WORKING = frozenset(
-    {
-        orders_pb2.ORDER_STATUS_PENDING_SUBMIT,
-        orders_pb2.ORDER_STATUS_PRE_SUBMITTED,
-        orders_pb2.ORDER_STATUS_SUBMITTED,
-    }
-)
-
-
-class _HasTimeRemaining(Protocol):
-    def time_remaining(self) -> float | None: ...
-
-
-def perm_id_of(trade: Trade) -> int:
-    return int(trade.order.permId or trade.orderStatus.permId or 0)
-
-
-def refused_before_acknowledged(trade: Trade) -> bool:
-    """TWS refused the order outright: no perm id, done, with an IB error in its log."""
-    if perm_id_of(trade) or trade.orderStatus.status not in (*_CANCELLED, "Inactive"):
-        return False
-    return any(entry.errorCode for entry in trade.log)
-
-
-@dataclass
-class BookEntry:
-    """One order the book knows, with what the gateway learned about it."""
-
-    trade: Trade
-    create_time: datetime
-    message: tuple[int, str] | None = None  # the latest IB message (code, text) about it
-    rejection: tuple[int, str] | None = None  # TWS created the order, then refused it
-    children: Callable[[Trade], list[Trade]] | None = None  # its child orders (brackets)
-
-    @property
-    def client_order_id(self) -> str:
-        return self.trade.order.orderRef or ""
-
-    @property
-    def account(self) -> str:
-        """The order's account (from its fills when TWS left the order's own field empty)."""
-        trade = self.trade
-        return trade.order.account or next(
-            (f.execution.acctNumber for f in trade.fills if f.execution.acctNumber), ""
-        )
-
-    @property
-    def order_id(self) -> int:
-        return int(self.trade.order.orderId or self.trade.orderStatus.orderId or 0)
-
-    @property
-    def perm_id(self) -> int:
-        return perm_id_of(self.trade)
-
-    @property
-    def status(self) -> str:
-        return self.trade.orderStatus.status or ""
-
-    @property
-    def acknowledged(self) -> bool:
-        """TWS has answered for the order (a status beyond PendingSubmit, or a perm id)."""
-        return bool(self.perm_id) or self.status not in ib_terms.UNACKNOWLEDGED_IB_STATUSES
-
-    def to_proto(self) -> orders_pb2.Order:
-        children = self.children(self.trade) if self.children is not None else []
-        return oc.trade_to_proto(
-            self.trade, create_time=self.create_time, message=self.message, children=children
-        )
-
-
-@dataclass(frozen=True)
-class Cancellation:
-    """The outcome of CancelOrder: the order, and whether it was cancelled before."""
-
-    entry: BookEntry
-    already_cancelled: bool
-
-
-@dataclass(frozen=True)
-class Placement:
-    """The outcome of PlaceOrder: the order, and whether it already existed."""
-
-    entry: BookEntry
-    replayed: bool
 
 
 class OrderBook:
@@ -280,7 +205,7 @@ class OrderBook:
         contract: Contract,
         order: Order,
         *,
-        context: _HasTimeRemaining | None = None,
+        context: HasTimeRemaining | None = None,
     ) -> Placement:
         """Place ``order`` unless ``intent.client_order_id`` already names one.
 
@@ -313,7 +238,7 @@ class OrderBook:
             return Placement(entry, replayed=False)
 
     async def _replay(
-        self, entry: BookEntry, intent: OrderIntent, context: _HasTimeRemaining | None
+        self, entry: BookEntry, intent: OrderIntent, context: HasTimeRemaining | None
     ) -> Placement:
         differences = intent_differences(intent, entry.trade)
         if differences:
@@ -338,7 +263,7 @@ class OrderBook:
         return Placement(entry, replayed=True)
 
     async def _await_acknowledgement(
-        self, entry: BookEntry, context: _HasTimeRemaining | None
+        self, entry: BookEntry, context: HasTimeRemaining | None
     ) -> None:
         """Return once TWS accepted the order; raise the mapped error if it refused it."""
         budget = self.session.budget(context)
@@ -387,7 +312,7 @@ class OrderBook:
         if message is not None and not ib_terms.is_informational(message[0]):
             # An error before TWS took the order, or one that ended it. (ib_insync itself
             # cancels the trade for most codes, but not for 110, an invalid price.)
-            if not entry.perm_id or entry.status in (*_CANCELLED, "Inactive"):
+            if not entry.perm_id or entry.status in (*CANCELLED_IB_STATUSES, "Inactive"):
                 return message
         if refused_before_acknowledged(trade):
             for logged in reversed(trade.log):
@@ -409,7 +334,7 @@ class OrderBook:
     # ------------------------------------------------------------------ CancelOrder
 
     async def cancel(
-        self, key: str | int, *, context: _HasTimeRemaining | None = None
+        self, key: str | int, *, context: HasTimeRemaining | None = None
     ) -> Cancellation:
         """Ask TWS to cancel an open order; returns it CANCELLED or PENDING_CANCEL.
 
@@ -421,15 +346,15 @@ class OrderBook:
         return await self.cancel_entry(entry, context=context)
 
     async def cancel_entry(
-        self, entry: BookEntry, *, context: _HasTimeRemaining | None = None
+        self, entry: BookEntry, *, context: HasTimeRemaining | None = None
     ) -> Cancellation:
         """:meth:`cancel` of an order already located (one call per order at a time)."""
         async with self._order_lock(entry, context):
-            if entry.status in _CANCELLED:
+            if entry.status in CANCELLED_IB_STATUSES:
                 return Cancellation(entry, already_cancelled=True)
             return Cancellation(await self._cancel(entry, context), already_cancelled=False)
 
-    async def _cancel(self, entry: BookEntry, context: _HasTimeRemaining | None) -> BookEntry:
+    async def _cancel(self, entry: BookEntry, context: HasTimeRemaining | None) -> BookEntry:
         self._refuse_if_finished(entry)
         self.session.require_connected()
         order_key = (entry.trade.order.clientId, entry.order_id)
@@ -441,18 +366,18 @@ class OrderBook:
         def settled() -> bool:
             message = self._messages.get(order_key)
             refused = message is not None and not ib_terms.is_informational(message[0])
-            return refused or entry.status in _FINAL_AFTER_CANCEL
+            return refused or entry.status in FINAL_AFTER_CANCEL
 
         await self._wait(entry, settled, self.session.budget(context))
         message = self._messages.get(order_key)
         if entry.status == "Filled":
             self._refuse_if_finished(entry)
         if message is not None and not ib_terms.is_informational(message[0]):
-            if entry.status not in _CANCELLED:
+            if entry.status not in CANCELLED_IB_STATUSES:
                 err = errors.from_ib_error(*message)
-                err.metadata.update(_key_metadata(entry))
+                err.metadata.update(key_metadata(entry))
                 raise err
-        if not self.session.connected and entry.status not in _CANCELLED:
+        if not self.session.connected and entry.status not in CANCELLED_IB_STATUSES:
             raise errors.not_connected(
                 f"connection to TWS lost while cancelling order {entry.order_id}; "
                 "GetOrder shows its state once connected"
@@ -462,7 +387,7 @@ class OrderBook:
     # ------------------------------------------------------------------ CancelAllOrders
 
     async def cancel_all(
-        self, account: str, *, context: _HasTimeRemaining | None = None
+        self, account: str, *, context: HasTimeRemaining | None = None
     ) -> list[BookEntry]:
         """Cancel the working orders of ``account`` one by one, or with ``account`` empty
         send IB's global cancel; returns the orders concerned as they are afterwards.
@@ -476,7 +401,7 @@ class OrderBook:
         working = [
             e
             for e in self.entries()
-            if ib_terms.status_from_ib(e.status) in _WORKING
+            if ib_terms.status_from_ib(e.status) in WORKING_STATUSES
             and (not account or e.account == account)
         ]
         if not working:
@@ -495,7 +420,7 @@ class OrderBook:
         log.info("global cancel sent (%d working order(s) known)", len(working))
         own = [e for e in working if e.trade.order.clientId == self.session.client_id]
         budget = self.session.budget(context)
-        await asyncio.gather(*(self._wait(e, _finished_check(e), budget) for e in own))
+        await asyncio.gather(*(self._wait(e, finished_check(e), budget) for e in own))
         if len(own) < len(working):
             # TWS tells only each order's owner; other clients' orders are asked for.
             await self.refresh(context=context)
@@ -504,7 +429,7 @@ class OrderBook:
     # ------------------------------------------------------------------ ModifyOrder
 
     async def modify(
-        self, entry: BookEntry, change: Modification, *, context: _HasTimeRemaining | None
+        self, entry: BookEntry, change: Modification, *, context: HasTimeRemaining | None
     ) -> BookEntry:
         """Send ``entry``'s order again with ``change`` applied (same order id) and wait
         until TWS reports the new terms, or refuses them (the mapped IB error; the order
@@ -515,7 +440,7 @@ class OrderBook:
             return await self._modify(entry, change, context)
 
     async def _modify(
-        self, entry: BookEntry, change: Modification, context: _HasTimeRemaining | None
+        self, entry: BookEntry, change: Modification, context: HasTimeRemaining | None
     ) -> BookEntry:
         self._refuse_if_finished(entry)
         if entry.status == "Inactive" or entry.rejection is not None:
@@ -523,7 +448,7 @@ class OrderBook:
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "ORDER_NOT_WORKING",
                 f"order {entry.order_id} is not working (status {entry.status})",
-                metadata={**_key_metadata(entry), "status": entry.status},
+                metadata={**key_metadata(entry), "status": entry.status},
             )
         trade = entry.trade
         if trade.order.clientId != self.session.client_id:
@@ -532,7 +457,7 @@ class OrderBook:
                 "ORDER_OF_OTHER_CLIENT",
                 f"order {entry.order_id} was placed by API client {trade.order.clientId}; "
                 "TWS lets only that client modify it",
-                metadata={**_key_metadata(entry), "owner_client_id": str(trade.order.clientId)},
+                metadata={**key_metadata(entry), "owner_client_id": str(trade.order.clientId)},
             )
         new, violations = ib_orders.modified_order(trade.order, change)
         if violations:
@@ -577,12 +502,15 @@ class OrderBook:
             # answered; without an answer the mark stays until TWS's answer arrives
             self._modifying.pop(order_key, None)
         if refusal is not None:
-            if trade.orderStatus.status in _CANCELLED and previous_status not in _CANCELLED:
+            if (
+                trade.orderStatus.status in CANCELLED_IB_STATUSES
+                and previous_status not in CANCELLED_IB_STATUSES
+            ):
                 # ib_insync marks an order cancelled on any error about it; TWS refused
                 # only the change, the order keeps working.
                 trade.orderStatus.status = previous_status
             err = errors.from_ib_error(*refusal)
-            err.metadata.update(_key_metadata(entry))
+            err.metadata.update(key_metadata(entry))
             raise err
         if oc.is_done(trade) and order_terms(trade) != expected:
             self._refuse_if_finished(entry)
@@ -597,7 +525,7 @@ class OrderBook:
                 "MODIFY_NOT_ACKNOWLEDGED",
                 f"TWS did not acknowledge the modification of order {entry.order_id} in "
                 "time; GetOrder shows whether it took effect",
-                metadata=_key_metadata(entry),
+                metadata=key_metadata(entry),
             )
         # ib_insync copies only quantity, type and prices from TWS's openOrder.
         trade.order.tif = new.tif
@@ -610,7 +538,7 @@ class OrderBook:
 
     # ------------------------------------------------------------------ ListExecutions
 
-    async def executions(self, *, context: _HasTimeRemaining | None = None) -> list[Fill]:
+    async def executions(self, *, context: HasTimeRemaining | None = None) -> list[Fill]:
         """Today's executions, fresh from TWS, with the commission reports received."""
         fresh = await self.session.request(
             lambda: self.ib.reqExecutionsAsync(), what="executions", context=context
@@ -633,7 +561,7 @@ class OrderBook:
         status = entry.status
         if status == "Filled":
             reason, what = "ORDER_ALREADY_FILLED", "filled"
-        elif status in _CANCELLED:
+        elif status in CANCELLED_IB_STATUSES:
             reason, what = "ORDER_ALREADY_CANCELLED", "cancelled"
         else:
             return
@@ -642,7 +570,7 @@ class OrderBook:
             reason,
             f"order {entry.order_id} ({entry.client_order_id or 'no client_order_id'}) is "
             f"already {what}",
-            metadata={**_key_metadata(entry), "status": status},
+            metadata={**key_metadata(entry), "status": status},
         )
 
     # ------------------------------------------------------------------ waiting
@@ -684,7 +612,7 @@ class OrderBook:
             poke()
 
     def _order_lock(
-        self, entry: BookEntry, context: _HasTimeRemaining | None
+        self, entry: BookEntry, context: HasTimeRemaining | None
     ) -> contextlib.AbstractAsyncContextManager[None]:
         """Serialize ModifyOrder and CancelOrder calls on one order."""
         key = f"order {entry.trade.order.clientId}:{entry.order_id}"
@@ -693,13 +621,13 @@ class OrderBook:
             "ORDER_IN_PROGRESS",
             f"another ModifyOrder or CancelOrder on order {entry.order_id} is still waiting "
             "for TWS; GetOrder shows its outcome",
-            metadata=_key_metadata(entry),
+            metadata=key_metadata(entry),
         )
         return self._key_lock(key, context, busy)
 
     @contextlib.asynccontextmanager
     async def _key_lock(
-        self, key: str, context: _HasTimeRemaining | None, busy: GatewayError | None = None
+        self, key: str, context: HasTimeRemaining | None, busy: GatewayError | None = None
     ) -> AsyncIterator[None]:
         """Serialize PlaceOrder calls with one key (bounded by the client's deadline)."""
         lock = self._locks.setdefault(key, asyncio.Lock())
@@ -732,7 +660,7 @@ class OrderBook:
     # What orders/brackets.py needs to place several linked orders under one key.
 
     def key_lock(
-        self, key: str, context: _HasTimeRemaining | None
+        self, key: str, context: HasTimeRemaining | None
     ) -> contextlib.AbstractAsyncContextManager[None]:
         return self._key_lock(key, context)
 
@@ -742,12 +670,12 @@ class OrderBook:
 
     def bind(self, key: str, trade: Trade) -> BookEntry:
         """Name a just-placed order with its client_order_id."""
-        entry = BookEntry(trade=trade, create_time=_created(trade), children=self._children)
+        entry = BookEntry(trade=trade, create_time=created_time(trade), children=self._children)
         self._by_key[key] = entry
         return entry
 
     async def await_acknowledgement(
-        self, entry: BookEntry, context: _HasTimeRemaining | None
+        self, entry: BookEntry, context: HasTimeRemaining | None
     ) -> None:
         await self._await_acknowledgement(entry, context)
 
@@ -873,7 +801,7 @@ class OrderBook:
         log.info("order book synchronised: %d order(s) with a client_order_id", len(self._by_key))
         self._poke()
 
-    async def refresh(self, *, context: _HasTimeRemaining | None = None) -> None:
+    async def refresh(self, *, context: HasTimeRemaining | None = None) -> None:
         """Ask TWS again for every client's open orders, the completed orders and the
         executions: TWS only pushes *this* client's order updates, so orders placed by
         other clients since the connect are only seen this way."""
@@ -913,9 +841,7 @@ class OrderBook:
             trade.orderStatus.status = done.orderStatus.status
             trade.orderStatus.remaining = 0.0
 
-    async def locate(
-        self, key: str | int, *, context: _HasTimeRemaining | None = None
-    ) -> BookEntry:
+    async def locate(self, key: str | int, *, context: HasTimeRemaining | None = None) -> BookEntry:
         """Like :meth:`find`, but an order the book does not know is looked up in TWS once
         (it may have been placed by another client since the connect)."""
         await self.wait_synced(self.session.budget(context))
@@ -991,7 +917,7 @@ class OrderBook:
     def _seen(self, trade: Trade) -> datetime:
         """When the book first saw an order (its placement time for our own orders)."""
         perm = perm_id_of(trade)
-        first = _created(trade)
+        first = created_time(trade)
         if not perm:
             return first
         return self._first_seen.setdefault(perm, first)
@@ -1007,14 +933,18 @@ class OrderBook:
         order keeps working. Runs before the tracker sees the status."""
         key = (trade.order.clientId, int(trade.order.orderId or 0))
         pending = self._modifying.get(key)
-        if pending is None or trade.orderStatus.status not in _CANCELLED or not trade.log:
+        if (
+            pending is None
+            or trade.orderStatus.status not in CANCELLED_IB_STATUSES
+            or not trade.log
+        ):
             return
         last = trade.log[-1]
         previous = pending[0]
         if (
             last.errorCode
             and not ib_terms.is_informational(last.errorCode)
-            and previous not in _CANCELLED
+            and previous not in CANCELLED_IB_STATUSES
         ):
             trade.orderStatus.status = previous
 
@@ -1042,7 +972,10 @@ class OrderBook:
         key = (trade.order.clientId, req_id)
         if key in self._modifying and not ib_terms.is_informational(code):
             previous, _ = self._modifying.pop(key)
-            if trade.orderStatus.status in _CANCELLED and previous not in _CANCELLED:
+            if (
+                trade.orderStatus.status in CANCELLED_IB_STATUSES
+                and previous not in CANCELLED_IB_STATUSES
+            ):
                 trade.orderStatus.status = previous
             self.tracker.modify_rejected(trade, code, ib_terms.strip_error_prefix(text))
         self._poke()
@@ -1061,17 +994,3 @@ class OrderBook:
         ref = trade.order.orderRef or ""
         entry = self._by_key.get(ref) if ref else None
         return [entry] if entry is not None and entry.trade is trade else []
-
-
-def _created(trade: Trade) -> datetime:
-    if trade.log and isinstance(trade.log[0].time, datetime):
-        return trade.log[0].time
-    return datetime.now(UTC)
-
-
-def _finished_check(entry: BookEntry) -> Callable[[], bool]:
-    return lambda: entry.status in _FINAL_AFTER_CANCEL
-
-
-def _key_metadata(entry: BookEntry) -> dict[str, str]:
-    return {"client_order_id": entry.client_order_id, "order_id": str(entry.order_id)}

@@ -25,24 +25,21 @@ filled; cancelling the entry cancels them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import grpc
 
 from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib.insync import Contract, Order
+from ibgateway_server.orders.entries import BookEntry, HasTimeRemaining
 from ibgateway_server.orders.ib_orders import build_ib_order
 from ibgateway_server.orders.intent import OrderIntent, intent_differences
 
 if TYPE_CHECKING:
-    from ibgateway_server.orders.book import BookEntry, OrderBook
+    from ibgateway_server.orders.book import OrderBook
 
 EXIT_OCA_SUFFIX = ":oca"
 EXIT_OCA_TYPE = 2  # reduce with block: the exits never overfill
-
-
-class _HasTimeRemaining(Protocol):
-    def time_remaining(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ async def place_bracket(
     contract: Contract,
     account: str,
     *,
-    context: _HasTimeRemaining | None = None,
+    context: HasTimeRemaining | None = None,
 ) -> BracketPlacement:
     """Place the bracket unless its key already names one (then return that one)."""
     session = book.session
@@ -123,7 +120,7 @@ async def place_bracket(
 
 
 async def _held_legs_taken(
-    book: OrderBook, held: list[BookEntry], context: _HasTimeRemaining | None
+    book: OrderBook, held: list[BookEntry], context: HasTimeRemaining | None
 ) -> None:
     """Raise the IB error of a held leg TWS refused (then nothing is transmitted)."""
     session = book.session
@@ -156,7 +153,7 @@ def _extra_legs(book: OrderBook, bracket: BracketIntent) -> bool:
 
 
 async def _replay(
-    book: OrderBook, bracket: BracketIntent, context: _HasTimeRemaining | None
+    book: OrderBook, bracket: BracketIntent, context: HasTimeRemaining | None
 ) -> BracketPlacement:
     key = bracket.client_order_id
     differences: list[str] = []
