@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ibgateway_server.config import Settings
+from ibgateway_server.config import load
 
 
-def test_the_state_directory_is_not_the_developers() -> None:
-    state = Settings(backend="tws", state_dir=None).state_directory()
+def test_the_state_directory_is_not_the_developers(monkeypatch) -> None:
+    monkeypatch.delenv("IBGW_STATE_DIR", raising=False)
+    state = load(backend="tws").state_directory()
     home_state = Path.home() / ".local" / "state" / "ibgateway"
     assert state != home_state
     assert str(state).startswith(os.environ["XDG_STATE_HOME"])
