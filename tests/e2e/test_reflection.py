@@ -175,3 +175,25 @@ async def test_descriptors_carry_the_proto_comments(
     # and the reflection service describes itself in the version asked
     methods = await client.describe(f"{version}.ServerReflection")
     assert methods["ServerReflectionInfo"][0] == f"{version}.ServerReflectionRequest"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_a_method_resolves_to_its_file(channel: grpc.aio.Channel, version: str) -> None:
+    # `grpcurl describe ibgateway.v1.OrderService.PlaceOrder` asks for the method's file
+    client = ReflectionClient(channel, version)
+    response = await client._ask(
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="ibgateway.v1.OrderService.PlaceOrder"
+        )
+    )
+    names = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw).name
+        for raw in response.file_descriptor_response.file_descriptor_proto
+    ]
+    assert names[0] == "ibgateway/v1/orders.proto"
+    missing = await client._ask(
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="ibgateway.v1.OrderService.NoSuchMethod"
+        )
+    )
+    assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]

@@ -99,7 +99,16 @@ class SourceInfoReflection(ReflectionServicer):
         try:
             descriptor = self._pool.FindFileContainingSymbol(fully_qualified_name)
         except KeyError:
-            return super()._file_containing_symbol(request, fully_qualified_name)
+            # a method (`grpcurl describe pkg.Service.Method`): the pool finds only its
+            # service; the file is the same
+            parent, _, method = fully_qualified_name.rpartition(".")
+            try:
+                service = self._pool.FindServiceByName(parent)
+                if method not in service.methods_by_name:
+                    raise KeyError(fully_qualified_name)
+            except KeyError:
+                return super()._file_containing_symbol(request, fully_qualified_name)
+            descriptor = service.file
         return self._response(descriptor, request)
 
 
