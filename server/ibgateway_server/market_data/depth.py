@@ -37,6 +37,7 @@ from ibgateway_server.market_data.hub import (
     PAUSED,
     PERMISSION_DENIED,
 )
+from ibgateway_server.market_data.shared_lines import SharedLines
 
 log = logging.getLogger(__name__)
 
@@ -140,44 +141,13 @@ class DepthLine:
         return market_data_pb2.StreamDepthResponse(book=book)
 
 
-class DepthHub:
+class DepthHub(SharedLines[LineKey, DepthLine, "DepthStream"]):
     """Every depth subscription of the gateway (started on first use)."""
 
     def __init__(self, session: IbSession, *, rows: int = MAX_ROWS) -> None:
-        self.session = session
+        super().__init__(session)
         self.rows = rows
-        self._lines: dict[LineKey, DepthLine] = {}
         self._by_contract: dict[int, DepthLine] = {}  # id(line.contract) → line
-        self._streams: set[DepthStream] = set()
-        self._started = False
-        self._remove_listener: Callable[[], None] | None = None
-
-    @property
-    def ib(self) -> Any:
-        return self.session.ib
-
-    def start(self) -> None:
-        if self._started:
-            return
-        self._started = True
-        self.ib.errorEvent += self._on_error
-        self._remove_listener = self.session.add_state_listener(self._on_state)
-
-    async def close(self) -> None:
-        for stream in list(self._streams):
-            stream.end()
-        for line in list(self._lines.values()):
-            self._cancel(line)
-        self._lines.clear()
-        if self._started:
-            self.ib.errorEvent -= self._on_error
-            if self._remove_listener is not None:
-                self._remove_listener()
-            self._started = False
-
-    @property
-    def line_count(self) -> int:
-        return len(self._lines)
 
     # ------------------------------------------------------------ lines
 
@@ -268,12 +238,6 @@ class DepthHub:
             for line in self._lines.values():
                 if line.state == PAUSED and line.ticker is not None:
                     line.set_state(ACTIVE, "")
-
-    def register(self, stream: DepthStream) -> None:
-        self._streams.add(stream)
-
-    def unregister(self, stream: DepthStream) -> None:
-        self._streams.discard(stream)
 
 
 Writer = Callable[[market_data_pb2.StreamDepthResponse], Awaitable[None]]

@@ -47,6 +47,7 @@ from ibgateway_server.market_data.hub import (
     state_for_error,
 )
 from ibgateway_server.market_data.pacing import HistoricalPacer
+from ibgateway_server.market_data.shared_lines import SharedLines
 
 log = logging.getLogger(__name__)
 
@@ -147,45 +148,14 @@ class BarLine:
             stream.bar(self, bar)
 
 
-class BarHub:
+class BarHub(SharedLines[LineKey, BarLine, "BarStream"]):
     """Every live bar subscription of the gateway."""
 
     def __init__(self, session: IbSession, quotes: QuoteHub, pacer: HistoricalPacer) -> None:
-        self.session = session
-        self.ib = session.ib
+        super().__init__(session)
         self.quotes = quotes
         self.pacer = pacer
-        self._lines: dict[LineKey, BarLine] = {}
         self._by_req_id: dict[int, BarLine] = {}
-        self._started = False
-        self._remove_listener: Callable[[], None] | None = None
-        self._streams: set[BarStream] = set()
-        self._tasks: set[asyncio.Future[None]] = set()
-
-    def start(self) -> None:
-        if self._started:
-            return
-        self._started = True
-        self.ib.errorEvent += self._on_error
-        self._remove_listener = self.session.add_state_listener(self._on_state)
-
-    async def close(self) -> None:
-        for stream in list(self._streams):
-            stream.end()
-        for task in list(self._tasks):
-            task.cancel()
-        for line in list(self._lines.values()):
-            self._cancel(line)
-        self._lines.clear()
-        if self._started:
-            self.ib.errorEvent -= self._on_error
-            if self._remove_listener is not None:
-                self._remove_listener()
-            self._started = False
-
-    @property
-    def line_count(self) -> int:
-        return len(self._lines)
 
     # ------------------------------------------------------------ lines
 
@@ -339,14 +309,6 @@ class BarHub:
             for line in self._lines.values():
                 if line.state == PAUSED and line.subscription is not None:
                     line.set_state(ACTIVE, "")
-
-    # ------------------------------------------------------------ streams
-
-    def register(self, stream: BarStream) -> None:
-        self._streams.add(stream)
-
-    def unregister(self, stream: BarStream) -> None:
-        self._streams.discard(stream)
 
 
 Writer = Callable[[market_data_pb2.StreamBarsResponse], Awaitable[None]]
