@@ -1,9 +1,9 @@
 """Order events through JetStream: the owner appends, every edge serves them.
 
-* The owner publishes every order event of its log (:class:`EventPublisher`) to the
-  JetStream stream ``IBGW_<cluster>_ORDER_EVENTS``, each with the message id
-  ``<epoch>:<sequence>``, so a re-publish (after a reconnect, or by an owner that took
-  over) is dropped by JetStream's de-duplication rather than stored twice.
+* The owner's order-event journal is the JetStream stream ``IBGW_<cluster>_ORDER_EVENTS``
+  (:mod:`.order_journal`): each event with the message id ``<epoch>:<sequence>``, so a
+  re-publish is dropped by JetStream's de-duplication rather than stored twice, and an
+  owner that takes over continues the same epoch and sequence.
 * Each edge keeps a copy of the newest events (:class:`EventMirror`): one ordered
   JetStream consumer per edge (not one per client stream: an edge may serve thousands of
   streams, and they all read the same events), feeding an ordinary
@@ -27,7 +27,6 @@ from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from ibgateway.v1 import orders_pb2
 from ibgateway_server.cluster.subjects import Subjects
-from ibgateway_server.errors import GatewayError
 from ibgateway_server.ib import convert
 from ibgateway_server.ib.session import StateChange
 from ibgateway_server.orders.events import DEFAULT_RETENTION, OrderEventLog
@@ -57,65 +56,6 @@ async def ensure_stream(nc: NatsClient, subjects: Subjects) -> None:
         await js.add_stream(config)
     except nats.js.errors.BadRequestError:
         await js.stream_info(subjects.order_events_stream)  # it exists (other settings)
-
-
-class EventPublisher:
-    """The owner's side: reads its own event log as a stream and appends each event to
-    JetStream (waiting for JetStream's acknowledgement, in order; retried while NATS is
-    away, the log holding what is not yet appended)."""
-
-    def __init__(self, events: OrderEventLog, nc: NatsClient, subjects: Subjects) -> None:
-        self.events = events
-        self.nc = nc
-        self.subjects = subjects
-        self.appended = 0
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="order-events-js")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        after, epoch = self.events.last_sequence, self.events.epoch
-        while True:
-            stream = self.events.open_stream(after_sequence=after, epoch=epoch, heartbeat=3600)
-            try:
-                await stream.run(self._append)
-                return  # the log closed
-            except GatewayError as exc:
-                # fell behind the log's retention while NATS was away: those are lost to
-                # the edges (their clients get a ReplayGap); carry on from the newest
-                log.error("order events not appended to JetStream: %s", exc.message)
-                after, epoch = self.events.last_sequence, self.events.epoch
-            finally:
-                stream.close()
-
-    async def _append(self, message: orders_pb2.StreamOrderEventsResponse) -> None:
-        if not message.HasField("order_event"):
-            return
-        event = message.order_event
-        headers = {
-            "Nats-Msg-Id": f"{event.epoch}:{event.sequence}",
-            EPOCH_HEADER: event.epoch,
-            SEQUENCE_HEADER: str(event.sequence),
-            ACCOUNT_HEADER: event.order.account_id,
-        }
-        data = message.SerializeToString()
-        js = self.nc.jetstream()
-        while True:
-            try:
-                await js.publish(self.subjects.order_events, data, headers=headers, timeout=2.0)
-                self.appended += 1
-                return
-            except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
-                log.debug("order event %s not appended yet: %r", headers["Nats-Msg-Id"], exc)
-                await asyncio.sleep(0.2)
 
 
 class EventMirror:

@@ -41,7 +41,8 @@ from ibgateway_server.cluster import wire
 from ibgateway_server.cluster.forwarding import DEADLINE_HEADER, RpcBridge, reply_error, reply_ok
 from ibgateway_server.cluster.lease import OwnerLease, lease_bucket
 from ibgateway_server.cluster.nats_link import connect
-from ibgateway_server.cluster.order_events import EventPublisher, ensure_stream
+from ibgateway_server.cluster.order_events import ensure_stream
+from ibgateway_server.cluster.order_journal import JetStreamJournal
 from ibgateway_server.cluster.subjects import Subjects, line_token, parse_line_token
 from ibgateway_server.config import Settings
 from ibgateway_server.errors import GatewayError, from_exception
@@ -391,7 +392,6 @@ class OwnerNode:
         self.leases: LineLeases | None = None
         self._bridge: RpcBridge | None = None
         self._beacon: Beacon | None = None
-        self._events: EventPublisher | None = None
         self._task: asyncio.Task[None] | None = None
         self.holding = False
 
@@ -451,11 +451,15 @@ class OwnerNode:
             self.revision,
             order_epoch=lambda: events.epoch,
         )
-        self._events = EventPublisher(events, nc, self.subjects)
         gave_up = False
+        journal: JetStreamJournal | None = None
         try:
+            # continue the order events where the previous owner left them (epoch,
+            # sequence, what was reported of each order) before IB says anything
+            journal = await JetStreamJournal.open(nc, self.subjects, retention=events.retention)
+            events.restart(journal)
+            self.order_book.tracker.restart()
             self._beacon.start()
-            self._events.start()
             await self.session.start()
             if self._on_holder is not None:
                 await self._on_holder()
@@ -469,6 +473,10 @@ class OwnerNode:
             self.metrics.holder.set(0)
             with contextlib.suppress(Exception):
                 await self.session.disconnect()
+            if journal is not None:
+                if not lease.lost.is_set():
+                    await journal.drain()  # a clean stop: what is queued still goes out
+                journal.fence()
             await self._stop_serving()
             if gave_up:
                 await lease.release()
@@ -495,11 +503,11 @@ class OwnerNode:
         return False
 
     async def _stop_serving(self) -> None:
-        for part in (self._bridge, self.leases, self.publisher, self._beacon, self._events):
+        for part in (self._bridge, self.leases, self.publisher, self._beacon):
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.stop()
-        self._bridge = self.leases = self.publisher = self._beacon = self._events = None
+        self._bridge = self.leases = self.publisher = self._beacon = None
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -82,6 +82,11 @@ class Subjects:
         return f"IBGW_{self.cluster}_ORDER_EVENTS"
 
     @property
+    def orders_bucket(self) -> str:
+        """What was reported about each order (the order journal's other half)."""
+        return f"ibgw_{self.cluster}_orders"
+
+    @property
     def lease_bucket(self) -> str:
         return f"ibgw_{self.cluster}_owner"
 

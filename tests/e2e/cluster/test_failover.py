@@ -1,7 +1,7 @@
 """Processes of a cluster killed for real (SIGKILL): a dead edge frees its IB lines after
 its line lease; a dead owner's standby takes the lease, reconnects to IB with the same
 client id, and the edges' streams go PAUSED → ACTIVE; an order retried across the
-failover is not placed twice."""
+failover is not placed twice; order events go on with the same epoch and sequence."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ from ibgateway.v1 import market_data_pb2, market_data_pb2_grpc, orders_pb2, orde
 from tests.e2e.cluster.conftest import Cluster
 from tests.e2e.conftest import gateway_channel
 from tests.e2e.market_data.test_market_data_support import StreamReader, stream_request, wait_for
+from tests.e2e.orders.test_order_events_support import (
+    market_order_done,
+    open_reader,
+    place_market,
+)
 from tests.e2e.orders.test_orders_support import order_request, perm_ids, simulator_orders
 
 pytestmark = pytest.mark.timeout(90)
@@ -47,7 +52,9 @@ async def test_a_killed_owner_hands_over_to_the_standby(cluster: Cluster, spawn)
         await wait_for(lambda: AAPL in reader.latest, within=20)
         request = order_request("failover-1", orders_pb2.ORDER_TYPE_LIMIT, quantity="1",
                                 limit_price="1.00")  # fmt: skip
+        events = await open_reader(orders)
         placed = await orders.PlaceOrder(request, timeout=10)
+        before = [await events.next_event()]  # acknowledged
 
         await first.kill()
         await wait_for(lambda: PAUSED in reader.states(0), within=10)
@@ -65,3 +72,14 @@ async def test_a_killed_owner_hands_over_to_the_standby(cluster: Cluster, spawn)
         on_sim = await simulator_orders(cluster.simulator, "failover-1")
         assert perm_ids(on_sim) == {placed.order.perm_id}
         await reader.close()
+
+        # order events: the new owner continues the same epoch and sequence; a client
+        # that followed them through the failover sees no hole and no repeat
+        await place_market(orders, "failover-2")
+        after = await events.events_until(market_order_done("failover-2"))
+        await events.close()
+        assert "replay_gap" not in {m.WhichOneof("event") for m in events.received}
+        sequences = [e.sequence for e in before + after]
+        assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
+        assert {e.epoch for e in before + after} == {before[0].epoch}
+        assert [e.order.client_order_id for e in before] == ["failover-1"] * len(before)
