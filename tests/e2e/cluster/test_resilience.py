@@ -1,5 +1,5 @@
 """A cluster under trouble: NATS restarted while quotes stream (the streams pause and
-resume, nothing ends with an error), and the health of each role."""
+resume, nothing ends with an error); the health of each role; edges sharing a port."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ibgateway.v1 import market_data_pb2, market_data_pb2_grpc
-from tests.e2e.cluster.conftest import Cluster
+from tests.e2e.cluster.conftest import Cluster, free_port
 from tests.e2e.conftest import gateway_channel
 from tests.e2e.market_data.test_market_data_support import StreamReader, stream_request, wait_for
 from tests.polling import wait_until
@@ -84,3 +84,19 @@ async def test_health_per_role(cluster: Cluster) -> None:
     assert statuses == {"edge": serving, "owner": serving, "standby": not_serving}
     await cluster.stop(owner)  # a clean stop hands the lease over at once
     assert await wait_until(lambda: standby.node is not None and standby.node.holding, 10)
+
+
+async def test_several_edges_share_one_port(cluster: Cluster) -> None:
+    await cluster.owner()
+    port = free_port()
+    listen = f"127.0.0.1:{port}"
+    edges = [await cluster.edge(listen=listen, reuse_port=True) for _ in range(2)]
+    assert {e.port for e in edges} == {port}  # the second bind did not fail
+    for _ in range(4):  # new connections land on either edge; each serves the whole API
+        async with grpc.aio.insecure_channel(listen) as channel:
+            md = market_data_pb2_grpc.MarketDataServiceStub(channel)
+            quotes = await md.GetQuotes(
+                market_data_pb2.GetQuotesRequest(contracts=stream_request("AAPL").contracts),
+                timeout=10,
+            )
+            assert quotes.quotes[0].contract.symbol == "AAPL"
