@@ -1,6 +1,6 @@
 """The bounds of every field of every request, declared once, next to the proto names.
 
-The request interceptor (``api/interceptors.py``) runs :func:`check_request` on every
+The request interceptor (``api/interceptors/request_check.py``) runs :func:`check_request` on every
 decoded request before any servicer sees it. It walks the message by its descriptor, so a
 field added to a proto is covered by the default of its type at once; :data:`RULES`
 tightens single fields, keyed by the field's full proto name.
