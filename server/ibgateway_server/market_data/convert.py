@@ -20,7 +20,6 @@ import math
 import operator
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 from ibgateway.v1 import common_pb2
 from ibgateway_server.ib.convert import decimal_text
@@ -208,20 +207,21 @@ def decimal_field(field_number: int, text: str) -> bytes:
 
 _SECONDS_TAG = bytes(((TIMESTAMP_SECONDS << 3) | _WIRE_VARINT,))
 _NANOS_TAG = bytes(((TIMESTAMP_NANOS << 3) | _WIRE_VARINT,))
-_seconds_cache: list[Any] = [-1, b""]  # the last second seen and its encoded field
+_last_seconds: tuple[int, bytes] = (-1, b"")  # the last second seen and its encoded field
 
 
 def timestamp_body(moment: datetime) -> bytes:
     """The body of a ``google.protobuf.Timestamp`` (microsecond precision, as datetime
     has); the seconds field is re-encoded once a second, not per quote."""
+    global _last_seconds
     micros = round(moment.timestamp() * 1_000_000)
     seconds, rest = divmod(micros, 1_000_000)
-    cache = _seconds_cache
-    if cache[0] != seconds:
-        cache[0], cache[1] = seconds, _SECONDS_TAG + varint(seconds)
+    last = _last_seconds
+    if last[0] != seconds:
+        last = _last_seconds = (seconds, _SECONDS_TAG + varint(seconds))
     if rest:
-        return bytes(cache[1]) + _NANOS_TAG + varint(rest * 1000)
-    return bytes(cache[1])
+        return last[1] + _NANOS_TAG + varint(rest * 1000)
+    return last[1]
 
 
 def timestamp_field(field_number: int, moment: datetime) -> bytes:

@@ -253,13 +253,10 @@ class Line:
 
     def status_fields(self) -> tuple[int, str, int]:
         """(SubscriptionState, message, ib_code) for a status message about this line."""
-        state = {
-            LineState.PENDING: ACTIVE,
-            LineState.ACTIVE: ACTIVE,
-            LineState.PAUSED: PAUSED,
-        }.get(self.state, FAILED)
         if self.state == LineState.FAILED:
             state = _LINE_ERROR_STATES.get(self.ib_code, FAILED)
+        else:
+            state = PAUSED if self.state == LineState.PAUSED else ACTIVE
         return state, self.message, self.ib_code
 
 
