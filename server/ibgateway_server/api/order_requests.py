@@ -36,16 +36,6 @@ CLIENT_ORDER_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,40}")
 
 CLIENT_ORDER_ID_RULE = "1-40 characters from A-Z a-z 0-9 . _ : -"
 
-_KNOWN_SIDES = frozenset(orders_pb2.OrderSide.values())
-
-_KNOWN_TYPES = frozenset(orders_pb2.OrderType.values())
-
-_KNOWN_TIFS = frozenset(orders_pb2.TimeInForce.values())
-
-_KNOWN_FILTERS = frozenset(orders_pb2.OrderFilter.values())
-
-_KNOWN_OCA_TYPES = frozenset(orders_pb2.OcaType.values())
-
 
 def check_client_order_id(value: str, field: str, violations: Violations) -> bool:
     """The idempotency key's format (required)."""
@@ -102,7 +92,11 @@ def check_terms(
     now: datetime | None = None,
 ) -> OrderTerms:
     """Order type, prices, time in force and GTD expiry, each checked against the type
-    (IB's rules: which prices a type needs or ignores, which TIFs it allows)."""
+    (IB's rules: which prices a type needs or ignores, which TIFs it allows).
+
+    Unknown enum numbers, an out-of-range trailing_percent and an invalid timestamp never
+    get here: the request interceptor refuses them first (api/request_rules.py).
+    """
     kind = orders_pb2.OrderType.ValueType(request.order_type or default_type)
     order_type = TYPE_TO_IB.get(kind, "")
     if kind == orders_pb2.ORDER_TYPE_UNSPECIFIED:
@@ -110,12 +104,8 @@ def check_terms(
             f"{prefix}order_type",
             "required: one of " + ", ".join(_enum_names(orders_pb2.OrderType)),
         )
-    elif kind not in _KNOWN_TYPES:
-        v.add(f"{prefix}order_type", f"unknown order type {kind}")
     tif = default_tif
-    if request.time_in_force not in _KNOWN_TIFS:
-        v.add(f"{prefix}time_in_force", f"unknown time in force {request.time_in_force}")
-    elif request.time_in_force != orders_pb2.TIME_IN_FORCE_UNSPECIFIED:
+    if request.time_in_force != orders_pb2.TIME_IN_FORCE_UNSPECIFIED:
         tif = TIF_TO_IB[request.time_in_force]
     prices = {
         name: parse_decimal(getattr(request, name), f"{prefix}{name}", v, positive=True)
@@ -125,9 +115,6 @@ def check_terms(
     prices["peg_offset"] = parse_decimal(
         request.peg_offset, f"{prefix}peg_offset", v, non_negative=True
     )
-    percent = prices["trailing_percent"]
-    if percent is not None and percent >= 100:
-        v.add(f"{prefix}trailing_percent", f"must be less than 100 (got {percent})")
     good_till = _check_good_till(request, tif, v, prefix, now or datetime.now(UTC))
     if order_type:
         _check_prices_for_type(request, order_type, v, prefix)
@@ -137,7 +124,7 @@ def check_terms(
         limit_price=prices["limit_price"],
         stop_price=prices["stop_price"],
         trailing_amount=prices["trailing_amount"],
-        trailing_percent=percent,
+        trailing_percent=prices["trailing_percent"],
         limit_offset=prices["limit_offset"],
         peg_offset=prices["peg_offset"],
         tif=tif,
@@ -160,15 +147,7 @@ def _check_good_till(
     if tif != "GTD":
         v.add(f"{prefix}good_till_time", "only used with TIME_IN_FORCE_GTD")
         return None
-    stamp = request.good_till_time
-    if not 0 <= stamp.nanos < 1_000_000_000:
-        v.add(f"{prefix}good_till_time", "not a valid timestamp")
-        return None
-    try:
-        when = stamp.ToDatetime(UTC)
-    except (ValueError, OverflowError):
-        v.add(f"{prefix}good_till_time", "not a valid timestamp")
-        return None
+    when = request.good_till_time.ToDatetime(UTC)  # bounded by the request rules
     if when <= now:
         v.add(f"{prefix}good_till_time", f"must be in the future (got {when:%Y-%m-%dT%H:%M:%SZ})")
         return None
@@ -224,9 +203,6 @@ def _check_tif_for_type(order_type: str, tif: str, v: Violations, prefix: str) -
 
 def check_oca(group: str, oca_type: int, v: Violations, prefix: str = "") -> tuple[str, int]:
     """An OCA group name and type (IB's 1-3; 0 when unspecified)."""
-    if oca_type not in _KNOWN_OCA_TYPES:
-        v.add(f"{prefix}oca_type", f"unknown OCA type {oca_type}")
-        return group, 0
     if group and not CLIENT_ORDER_ID_PATTERN.fullmatch(group):
         v.add(f"{prefix}oca_group", f"invalid {group[:60]!r}: must be {CLIENT_ORDER_ID_RULE}")
     if oca_type != orders_pb2.OCA_TYPE_UNSPECIFIED and not group:
@@ -266,8 +242,6 @@ def validate_place_order(request: orders_pb2.PlaceOrderRequest) -> OrderIntent:
 def _check_side(side: int, v: Violations, field: str = "side") -> None:
     if side == orders_pb2.ORDER_SIDE_UNSPECIFIED:
         v.add(field, "required: ORDER_SIDE_BUY or ORDER_SIDE_SELL")
-    elif side not in _KNOWN_SIDES:
-        v.add(field, f"unknown order side {side}")
 
 
 def _intent(
@@ -330,12 +304,6 @@ def check_order_key(key: orders_pb2.OrderKey, field: str, v: Violations) -> str 
     return result
 
 
-def validate_list_orders(request: orders_pb2.ListOrdersRequest) -> None:
-    v = Violations()
-    v.check(request.filter in _KNOWN_FILTERS, "filter", f"unknown order filter {request.filter}")
-    v.raise_if_any()
-
-
 def _parse_prices(
     request: orders_pb2.PlaceOrderRequest | orders_pb2.ModifyOrderRequest, v: Violations
 ) -> tuple[Decimal | None, Decimal | None, Decimal | None, Decimal | None]:
@@ -344,8 +312,6 @@ def _parse_prices(
     stop = parse_decimal(request.stop_price, "stop_price", v, positive=True)
     amount = parse_decimal(request.trailing_amount, "trailing_amount", v, positive=True)
     percent = parse_decimal(request.trailing_percent, "trailing_percent", v, positive=True)
-    if percent is not None and percent >= 100:
-        v.add("trailing_percent", f"must be less than 100 (got {percent})")
     return limit, stop, amount, percent
 
 
@@ -358,9 +324,7 @@ def validate_modify_order(request: orders_pb2.ModifyOrderRequest) -> Modificatio
     if amount is not None and percent is not None:
         v.add("trailing_percent", "give trailing_amount or trailing_percent, not both")
     tif: str | None = None
-    if request.time_in_force not in _KNOWN_TIFS:
-        v.add("time_in_force", f"unknown time in force {request.time_in_force}")
-    elif request.time_in_force != orders_pb2.TIME_IN_FORCE_UNSPECIFIED:
+    if request.time_in_force != orders_pb2.TIME_IN_FORCE_UNSPECIFIED:
         tif = TIF_TO_IB[request.time_in_force]
         if tif in ("OPG", "FOK"):
             # Only meaningful for a new order: cancel and place a new one instead.

@@ -124,7 +124,6 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     async def ListOrders(
         self, request: orders_pb2.ListOrdersRequest, context: Context
     ) -> orders_pb2.ListOrdersResponse:
-        order_requests.validate_list_orders(request)
         self.session.require_connected()
         account = (
             self.session.resolve_account(request.account_id, field="account_id")

@@ -36,7 +36,7 @@ def test_modify_validation_collects_every_problem() -> None:
     with pytest.raises(GatewayError) as exc:
         order_requests.validate_modify_order(
             orders_pb2.ModifyOrderRequest(
-                quantity=dec("-1"), limit_price=dec("abc"), trailing_percent=dec("100")
+                quantity=dec("-1"), limit_price=dec("abc"), trailing_percent=dec("0")
             )
         )
     assert violations(exc) == {"order", "quantity", "limit_price", "trailing_percent"}
