@@ -117,8 +117,9 @@ class HistoryService:
         ttl = self.cache_seconds * (10 if query.end is not None else 1)
         if ttl <= 0:
             return
-        self._cache[query.key()] = (self._clock() + ttl, answer)
-        self._cache.move_to_end(query.key())
+        key = query.key()
+        self._cache[key] = (self._clock() + ttl, answer)
+        self._cache.move_to_end(key)
         while len(self._cache) > MAX_CACHED:
             self._cache.popitem(last=False)
 
@@ -229,7 +230,7 @@ class HistoryService:
                 ib_code=162,
                 field_violations=[("duration", "longer than IB serves for this bar size")],
             )
-        if "no data" in text or "returned no data" in text or "no historical" in text:
+        if "no data" in text or "no historical" in text:
             return GatewayError(
                 grpc.StatusCode.NOT_FOUND, "NO_HISTORICAL_DATA", err.message, ib_code=162
             )
