@@ -86,19 +86,18 @@ def parse_decimal(
 def check_contract(
     contract: common_pb2.Contract | None, field: str, violations: Violations
 ) -> bool:
-    """A contract spec needs a con_id or a symbol; a strike must be a decimal."""
+    """A contract spec needs a con_id or a symbol; a strike must be a decimal.
+
+    A negative con_id never gets here: the request rules refuse it first.
+    """
     if contract is None or (not contract.con_id and not contract.symbol.strip()):
         violations.add(f"{field}.symbol", "required (or give con_id)")
         return False
-    ok = True
-    if contract.con_id < 0:
-        violations.add(f"{field}.con_id", "must be positive")
-        ok = False
     if contract.HasField("strike") and contract.strike.value:
         before = len(violations.items)
         parse_decimal(contract.strike, f"{field}.strike", violations, positive=True)
-        ok = ok and len(violations.items) == before
-    return ok
+        return len(violations.items) == before
+    return True
 
 
 def heartbeat_seconds(
