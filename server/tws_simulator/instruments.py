@@ -103,10 +103,6 @@ class Instrument:
         return self.sec_type == "IND"
 
     @property
-    def is_derivative(self) -> bool:
-        return self.sec_type in DERIVATIVE_SEC_TYPES
-
-    @property
     def is_option(self) -> bool:
         return self.sec_type in ("OPT", "FOP")
 

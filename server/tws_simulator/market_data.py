@@ -16,7 +16,7 @@ import logging
 import struct
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .contracts import format_tick, parse_contract, resolve
@@ -135,15 +135,6 @@ class TickByTick:
     instrument: Instrument
     kind: int  # 1 Last, 2 AllLast, 3 BidAsk, 4 MidPoint
     ignore_size: bool = False
-
-
-@dataclass
-class _Encoded:
-    """One quote change as (header, reqId-free tail) pieces, live and delayed."""
-
-    live: list[tuple[bytes, bytes]] = field(default_factory=list)
-    delayed: list[tuple[bytes, bytes]] = field(default_factory=list)
-    rt_volume: bytes | None = None
 
 
 def _frames(pieces: Iterable[tuple[bytes, bytes]], rid: bytes) -> bytes:

@@ -94,6 +94,17 @@ TRIGGER_DOUBLE_LAST = 3
 TRIGGER_BID_ASK = 4
 TRIGGER_LAST_OR_BID_ASK = 7
 TRIGGER_MIDPOINT = 8
+TRIGGER_METHODS = frozenset(
+    {
+        TRIGGER_DEFAULT,
+        TRIGGER_DOUBLE_BID_ASK,
+        TRIGGER_LAST,
+        TRIGGER_DOUBLE_LAST,
+        TRIGGER_BID_ASK,
+        TRIGGER_LAST_OR_BID_ASK,
+        TRIGGER_MIDPOINT,
+    }
+)
 
 # Commission plan (IB fixed pricing).
 STOCK_PER_SHARE = 0.005
@@ -232,7 +243,7 @@ def validate(
         return TIF_INCOMPATIBLE
     if kind in CLOSE_AUCTION_TYPES and tif != "DAY":
         return TIF_INCOMPATIBLE
-    if spec.trigger_method not in (0, 1, 2, 3, 4, 7, 8):
+    if spec.trigger_method not in TRIGGER_METHODS:
         return INVALID_TRIGGER_METHOD
     if kind in LIMIT_PRICE_TYPES and spec.lmt_price is None:
         return INCOMPLETE_ORDER
@@ -682,10 +693,6 @@ class MatchingEngine:
                 fills.append(book_fill(order, order.remaining, price, REMOVED_LIQUIDITY))
             self._remove(order)
         return fills
-
-    def orders_of(self, con_id: int) -> list[WorkingOrder]:
-        book = self._books.get(con_id)
-        return list(book.orders.values()) if book is not None else []
 
     def _run(
         self, book: OrderBook, order: WorkingOrder, quote: Quote, *, arriving: bool

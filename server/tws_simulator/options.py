@@ -18,7 +18,7 @@ around the money for monthlies than for weeklies.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -492,8 +492,3 @@ def atm_vol_of(inst: Instrument) -> float:
             root = fut.index
     spec = OPTIONABLE.get(root)
     return spec.atm_vol if spec else 0.25
-
-
-def chain_of(derivatives: Iterable[Instrument], under_con_id: int) -> Iterator[Instrument]:
-    """The options whose underlying is ``under_con_id``."""
-    return (d for d in derivatives if d.is_option and d.under_con_id == under_con_id)

@@ -298,9 +298,6 @@ class LineLeases:
                             )
                         self._release(demand, token)
 
-    def distinct_lines(self) -> int:
-        return len({line for demand in self.edges.values() for line in demand.lines.values()})
-
 
 def _refusal(ib_code: int, message: str) -> dict[str, Any]:
     return {"ok": False, "code": ib_code, "message": message}

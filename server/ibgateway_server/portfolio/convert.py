@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal, InvalidOperation
-from typing import Any
-
-import grpc
 
 from ibgateway.v1 import account_pb2, common_pb2, portfolio_pb2
 from ibgateway_server.ib.convert import contract_to_proto, decimal_text, to_decimal
@@ -14,8 +11,6 @@ from ibgateway_server.ib.insync import (
     UNSET_DOUBLE,
     PortfolioItem,
 )
-
-Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def is_paper_account(account_id: str) -> bool:

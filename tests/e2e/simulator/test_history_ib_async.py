@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.simulator.test_ib_async_compat import COMPAT_PYTHON, run_flow
 from tws_simulator import TwsSimulator
 
-ROOT = Path(__file__).resolve().parents[3]
-COMPAT_PYTHON = ROOT / ".venv-compat" / "bin" / "python"
 SCRIPT = Path(__file__).with_name("ib_async_history.py")
 
 pytestmark = pytest.mark.skipif(
@@ -21,18 +17,7 @@ pytestmark = pytest.mark.skipif(
 
 
 async def test_ib_async_historical_bars_are_time_zone_aware(simulator: TwsSimulator) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        str(COMPAT_PYTHON),
-        str(SCRIPT),
-        simulator.host,
-        str(simulator.port),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, stderr.decode()[-3000:]
-    sys.stderr.write(stderr.decode()[-2000:])
-    seen = json.loads(stdout.decode().strip().splitlines()[-1])
+    seen = await run_flow(simulator, SCRIPT)
     # two sessions of 15-minute bars: the previous trading day's 04:00-20:00, and today's
     assert seen["count"] >= 64
     assert seen["first_tz"] == "US/Eastern"

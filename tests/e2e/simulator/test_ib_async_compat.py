@@ -20,11 +20,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-async def run_flow(sim: TwsSimulator) -> dict:
+async def run_flow(sim: TwsSimulator, script: Path = FLOW) -> dict:
+    """Run one of the ib_async scripts next to this file in the compat venv; what it
+    printed last, as JSON."""
     # The simulator keeps serving on this loop while the subprocess talks to it.
     proc = await asyncio.create_subprocess_exec(
         str(COMPAT_PYTHON),
-        str(FLOW),
+        str(script),
         sim.host,
         str(sim.port),
         stdout=asyncio.subprocess.PIPE,
@@ -54,17 +56,7 @@ async def test_ib_async_core_flow(simulator: TwsSimulator) -> None:
 
 
 async def test_ib_async_reads_derivatives_and_depth(simulator: TwsSimulator) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        str(COMPAT_PYTHON),
-        str(FLOW.with_name("ib_async_derivatives.py")),
-        simulator.host,
-        str(simulator.port),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, stderr.decode()[-3000:]
-    seen = json.loads(stdout.decode().strip().splitlines()[-1])
+    seen = await run_flow(simulator, FLOW.with_name("ib_async_derivatives.py"))
     assert seen["server_version"] == 178
     assert seen["chain"][:2] == ["AAPL", "100"] and seen["chain"][2] > 10
     con_id, multiplier, local = seen["option"]
