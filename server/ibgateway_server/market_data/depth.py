@@ -33,6 +33,7 @@ from ibgateway_server.market_data.hub import (
     ACTIVE,
     FAILED,
     LIMIT_REACHED,
+    MAX_CONNECTION_EVENTS,
     NOT_FOUND,
     PAUSED,
     PERMISSION_DENIED,
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 
 MAX_ROWS = 20  # rows per side a stream may ask for (and the gateway asks IB for)
 DEFAULT_ROWS = 10
-MAX_CONNECTION_EVENTS = 16
 INSERT, UPDATE, DELETE = 0, 1, 2
 BID_SIDE = 1  # IB's side numbers: 0 ask, 1 bid
 _ERROR_STATES = {

@@ -39,6 +39,7 @@ from ibgateway_server.market_data.hub import (
     ACTIVE,
     FAILED,
     LIMIT_REACHED,
+    MAX_CONNECTION_EVENTS,
     NOT_FOUND,
     PAUSED,
     PERMISSION_DENIED,
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 
 REALTIME_SECONDS = 5
 MAX_PENDING_BARS = 1_000  # completed bars held for a stream that does not read
-MAX_CONNECTION_EVENTS = 16
 # IB errors about a bar subscription and the state they mean (others: FAILED).
 _ERROR_STATES = {200: NOT_FOUND, 354: PERMISSION_DENIED, 10089: PERMISSION_DENIED}
 _IGNORED_CODES = frozenset({1100, 1101, 1102, 2100, 2119})
