@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
 from . import wire
+from .clock import EASTERN
 from .dispatch import RequestError
 from .instruments import MARKET_RULES, Instrument
 from .message_ids import In, Out
@@ -361,7 +362,8 @@ def install(sim: Simulator) -> None:
         if not found:
             raise RequestError(NO_SECURITY_DEFINITION, NO_SECURITY_DEFINITION_TEXT, req_id)
         reported = "CONTFUT" if spec.sec_type.upper() == "CONTFUT" else ""
-        today = _eastern_today()
+        # the simulated clock's day (clock_start), as for the listings and sessions
+        today = datetime.fromtimestamp(sim.clock.now(), EASTERN).date()
         out = [
             wire.encode_message(
                 contract_details_fields(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from ib_insync import IB, ContFuture, Contract, Future, FuturesOption, Index, Option, Stock
 
 from tws_simulator import TwsSimulator
+from tws_simulator.clock import eastern
 
 
 async def test_option_chain_parameters(simulator: TwsSimulator, ib: IB) -> None:
@@ -147,3 +149,10 @@ async def test_chains_are_listed_from_the_simulated_clock() -> None:
     listed = sim.universe.options_on(265598)
     assert min(o.last_trade_date for o in listed) == "20240112"  # that week's Friday
     assert sim.universe.today == date(2024, 1, 10)
+
+
+@pytest.mark.sim_config(clock_start=eastern(2024, 1, 10, 12))
+async def test_trading_hours_are_listed_from_the_simulated_clock(ib: IB) -> None:
+    [details] = await ib.reqContractDetailsAsync(Contract(conId=265598))
+    assert details.tradingHours.startswith("20240110:0400-20240110:2000")
+    assert details.liquidHours.startswith("20240110:0930-20240110:1600")
