@@ -143,7 +143,6 @@ class Line:
         "state",
         "statuses",
         "ticker",
-        "updates",
         "waiters",
     )
 
@@ -166,7 +165,6 @@ class Line:
         self._stale = False  # _source changed since _quote was built
         self._quote: bytes | None = None  # the serialized Quote (when not stale)
         self._element: bytes | None = None  # the same as a QuoteBatch.quotes element
-        self.updates = 0
         self.encodes = 0
         self.refs = 0
         self.groups: list[Group] = []
@@ -212,7 +210,6 @@ class Line:
         """An IB update: only remembered here, encoded when a send needs it."""
         self._source = ticker
         self._stale = True
-        self.updates += 1
         if not self._complete:
             self._complete = _is_complete(ticker)
             if self._complete and self.waiters:
