@@ -185,14 +185,9 @@ class Settings(BaseSettings):
         None, validation_alias=_env("IBGW_AUTH_TOKENS_FILE", "auth_tokens_file")
     )
 
-    @field_validator("backend", mode="before")
+    @field_validator("backend", "role", "log_format", mode="before")
     @classmethod
-    def _lower_backend(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
-
-    @field_validator("role", mode="before")
-    @classmethod
-    def _lower_role(cls, value: object) -> object:
+    def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("cluster")
@@ -202,11 +197,6 @@ class Settings(BaseSettings):
         if not value or len(value) > 32 or not all(c.isalnum() or c in "_-" for c in value):
             raise ValueError("1-32 letters, digits, '_' or '-'")
         return value
-
-    @field_validator("log_format", mode="before")
-    @classmethod
-    def _lower_format(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -269,6 +259,7 @@ class Settings(BaseSettings):
         "line_lease_seconds",
         "owner_lease_seconds",
         "owner_ib_grace_seconds",
+        "journal_max_age_days",
     )
     @classmethod
     def _positive(cls, value: float) -> float:
@@ -288,20 +279,6 @@ class Settings(BaseSettings):
     def _not_negative(cls, value: float) -> float:
         if value < 0:
             raise ValueError("must be 0 or more")
-        return value
-
-    @field_validator("journal_max_events")
-    @classmethod
-    def _journal_events(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError("must be at least 1")
-        return value
-
-    @field_validator("journal_max_age_days")
-    @classmethod
-    def _journal_age(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be greater than 0")
         return value
 
     @field_validator("max_streams", "max_streams_per_client", "rate_limit")
@@ -325,7 +302,7 @@ class Settings(BaseSettings):
             raise ValueError("must be between 1024 and 67108864 bytes")
         return value
 
-    @field_validator("quote_line_budget", "history_requests_per_10min")
+    @field_validator("quote_line_budget", "history_requests_per_10min", "journal_max_events")
     @classmethod
     def _budget(cls, value: int) -> int:
         if value < 1:
